@@ -1,0 +1,333 @@
+"""The ``ikd`` command line. One function per subcommand; each parses and checks its options,
+then hands over to the module that does the work. Heavy imports (torch, mmcv, mmdet) happen
+inside the commands, never at module level, so ``ikd --help`` stays fast."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import IkdError
+
+app = typer.Typer(
+    name="ikd",
+    help="IKD: Inconsistent Knowledge Distillation for object detection, on stock MMDetection.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+presets_app = typer.Typer(help="List the named presets or show one resolved into MMDetection configs.",
+                          no_args_is_help=True)
+data_app = typer.Typer(help="Make the built-in datasets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+
+# Options shared by the commands that resolve a preset.
+PresetOpt = typer.Option("shapes", "--preset", "-p", help="Preset name (see `ikd presets list`) or a YAML path.")
+SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                      help="Override any preset value, e.g. --set distill.alpha_adv=2e-5 (repeatable).")
+DataRootOpt = typer.Option(None, "--data-root", help="Dataset root (overrides data.root).")
+WorkDirOpt = typer.Option(None, "--work-dir", help="Where runs write checkpoints and logs (overrides work_dir).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show MMDetection's log on the terminal too.")
+
+
+def _first_line_of(err: BaseException) -> str:
+    text = str(err).strip()
+    # An IkdError raised inside a DataLoader worker comes back wrapped with the worker's
+    # traceback; the user only needs its own message, which is the last line.
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split("IkdError: ", 1)[-1]
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def handle_errors(func):
+    """Turn expected failures into one line on stderr and a non-zero exit (``--debug`` re-raises)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .ui import console
+
+        try:
+            return func(*args, **kwargs)
+        except IkdError as err:
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]error:[/] {_first_line_of(err)}", soft_wrap=True)
+            raise typer.Exit(err.exit_code)
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            console.print("[bold yellow]interrupted[/]: finished outputs are complete; run the same command "
+                          "again (or `ikd resume`) to continue", soft_wrap=True)
+            raise typer.Exit(130)
+        except MemoryError:
+            console.print("[bold red]error:[/] out of memory; try a smaller --batch-size", soft_wrap=True)
+            raise typer.Exit(1)
+        except OSError as err:
+            if _state["debug"]:
+                raise
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            console.print(f"[bold red]error:[/] {err.strerror or err}{where}", soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                       is_eager=True)):
+    if version:
+        from . import __version__
+
+        typer.echo(f"ikd {__version__}")
+        raise typer.Exit()
+    _state["debug"] = debug
+    _silence_import_notices()
+
+
+def _silence_import_notices() -> None:
+    """Two notices print on every mmcv import and say nothing about the user's run: mmcv's
+    'MMCV 2.0 is coming' and torch's 'no CUDA runtime' on CPU machines. Cheap: imports nothing."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="On January 1, 2023, MMCV will release")
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def _load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
+                 work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    from . import presets
+
+    overrides = presets.parse_set(sets or [])
+    if data_root is not None:
+        overrides["data.root"] = data_root
+    if work_dir is not None:
+        overrides["work_dir"] = work_dir
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides[key] = value
+    return presets.load(preset, overrides)
+
+
+# ----------------------------------------------------------------------------------- presets
+@presets_app.command("list")
+@handle_errors
+def presets_list():
+    """List the named presets."""
+    from rich.table import Table
+
+    from . import presets
+    from .ui import console
+
+    table = Table("preset", "teacher", "student", "description")
+    for name in presets.available():
+        p = presets.load(name)
+        table.add_row(name, Path(p["teacher"]["config"]).stem, Path(p["student"]["config"]).stem,
+                      p["description"])
+    console.print(table)
+
+
+@presets_app.command("show")
+@handle_errors
+def presets_show(
+    name: str = typer.Argument("shapes", help="Preset name or YAML path."),
+    model: str = typer.Option("preset", "--model", "-m",
+                              help="What to show: preset (the merged YAML), teacher, student or distill "
+                                   "(the fully resolved MMDetection config)."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+):
+    """Print a preset, or one of its fully resolved MMDetection configs."""
+    from . import presets
+    from .ui import console
+
+    preset = _load_preset(name, sets, data_root)
+    if model == "preset":
+        console.print(presets.dump(preset), markup=False, highlight=False)
+        return
+    from .mmdet_config import build_config
+
+    cfg = build_config(preset, model)
+    console.print(cfg.pretty_text, markup=False, highlight=False)
+
+
+# -------------------------------------------------------------------------------------- data
+@data_app.command("shapes")
+@handle_errors
+def data_shapes(
+    out: Path = typer.Option(Path("data/shapes"), "--out", "-o", help="Output folder."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same files."),
+    num_train: int = typer.Option(400, help="Training images."),
+    num_val: int = typer.Option(100, help="Validation images."),
+    image_size: int = typer.Option(160, help="Side of the square images, in pixels."),
+):
+    """Generate the built-in synthetic "shapes" detection dataset (COCO format)."""
+    from .datasets_setup import make_shapes
+
+    layout = make_shapes(out, seed=seed, num_train=num_train, num_val=num_val, image_size=image_size)
+    from .ui import console
+
+    console.print(f"shapes dataset ready in [bold]{layout.root}[/] ({num_train} train, {num_val} val)")
+
+
+# ------------------------------------------------------------------------------------- train
+@app.command()
+@handle_errors
+def train(
+    preset: str = PresetOpt,
+    model: str = typer.Option("teacher", "--model", "-m", help="Which detector to train: teacher or student."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (overrides train.epochs)."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    work_dir: Optional[str] = WorkDirOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the work dir."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    gpus: int = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun."),
+    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    verbose: bool = VerboseOpt,
+):
+    """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
+    if model not in ("teacher", "student"):
+        raise IkdError(f"--model must be teacher or student, got '{model}'")
+    from .launch import maybe_relaunch
+
+    maybe_relaunch(gpus, launcher)
+    cfg_preset = _load_preset(preset, sets, data_root, work_dir, {"train.epochs": epochs})
+    from .engine import train_detector_cli
+
+    train_detector_cli(cfg_preset, model, resume=resume, device=device, launcher=launcher, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------- evaluate
+@app.command()
+@handle_errors
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pth) to evaluate."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p",
+                                         help="Preset to take the model config from when the checkpoint "
+                                              "has none embedded (model-zoo files)."),
+    model: str = typer.Option("student", "--model", "-m", help="With --preset: teacher or student."),
+    images: Optional[Path] = typer.Option(None, "--images",
+                                          help="Evaluate on another copy of the images (e.g. an adversarial set)."),
+    split: str = typer.Option("val", help="val or train."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    verbose: bool = VerboseOpt,
+):
+    """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
+    if split not in ("val", "train"):
+        raise IkdError(f"--split must be val or train, got '{split}'")
+    preset_tree = _load_preset(preset, sets, data_root) if preset else None
+    if preset is None and (sets or data_root):
+        preset_tree = None  # applied to the embedded config below
+    from .evaluation import evaluate_checkpoint
+
+    evaluate_checkpoint(checkpoint, preset=preset_tree, model=model, images=images, split=split,
+                        overrides=sets, data_root=data_root, device=device, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------- download
+@app.command()
+@handle_errors
+def download(
+    name: Optional[str] = typer.Argument(None, help="teacher, student, a registry name or a URL."),
+    dest: Path = typer.Option(Path("checkpoints"), "--dir", "-d", help="Where checkpoints go."),
+    preset: str = PresetOpt,
+    force: bool = typer.Option(False, help="Replace a file that exists but does not verify."),
+    list_: bool = typer.Option(False, "--list", "-l", help="List the registry."),
+):
+    """Download a model-zoo checkpoint, verified by sha256, resumable."""
+    from .download import CHECKPOINTS, resolve
+    from .download import download as fetch
+    from .ui import console
+
+    if list_ or name is None:
+        from rich.table import Table
+
+        table = Table("name", "file")
+        for key, ck in CHECKPOINTS.items():
+            table.add_row(key, ck.filename)
+        console.print(table)
+        return
+    if name in ("teacher", "student"):
+        p = _load_preset(preset, None)
+        registry_name = p[name]["download"]
+        if not registry_name:
+            raise IkdError(f"preset '{p['name']}' has no {name} to download "
+                           f"(its {name} is trained with `ikd train --preset {p['name']} --model {name}`)")
+        name = registry_name
+    ckpt = resolve(name)
+    with _bytes_progress(ckpt.filename) as progress:
+        path = fetch(ckpt, dest, progress=progress, force=force)
+    console.print(f"[green]verified[/] {path}")
+
+
+class _bytes_progress:
+    """A rich bar with size and speed for a download; a callable for download()."""
+
+    def __init__(self, label: str):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        from .ui import console
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.task = self.progress.add_task(label, total=None)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __call__(self, done: int, total: Optional[int]):
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return False
+
+
+# ---------------------------------------------------- attack / distill / resume (later issues)
+def _not_implemented(what: str):
+    from .ui import console
+
+    console.print(f"[bold red]error:[/] `ikd {what}` is not implemented yet")
+    raise typer.Exit(2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def attack(ctx: typer.Context):
+    """Make adversarial examples against the teacher (DI-FGSM family)."""
+    _not_implemented("attack")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def distill(ctx: typer.Context):
+    """Distil the teacher into the student with FGD and IKD's augmentations."""
+    _not_implemented("distill")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def resume(ctx: typer.Context):
+    """Continue an interrupted distill or train run."""
+    _not_implemented("resume")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Training through MMDetection's own runner (mmcv EpochBasedRunner), with ikd's hooks: a rich
+progress bar, a stop on non-finite losses, and CPU-friendly data parallel wrappers."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from .errors import IkdError
+from .fileio import atomic_write_text, ensure_writable_dir
+from .ui import console, progress_bar, quiet_to_log
+
+_hooks_registered = False
+
+
+def _register_hooks():
+    """Define and register ikd's runner hooks (needs mmcv, so not at import time)."""
+    global _hooks_registered, RichProgressHook, FiniteLossHook
+    if _hooks_registered:
+        return
+    from mmcv.runner import HOOKS, Hook, get_dist_info
+
+    @HOOKS.register_module(force=True)
+    class RichProgressHook(Hook):
+        """Iterations, losses, ETA on a rich bar; one line per epoch with the validation mAP."""
+
+        def __init__(self, title: str = "train"):
+            self.title = title
+            self.progress = None
+
+        def before_run(self, runner):
+            if get_dist_info()[0] != 0:
+                return
+            self.progress = progress_bar()
+            self.task = self.progress.add_task(self.title, total=runner.max_iters, completed=runner.iter,
+                                               info="", unit="it")
+            self.progress.start()
+
+        def after_train_iter(self, runner):
+            if self.progress is None:
+                return
+            log_vars = runner.outputs.get("log_vars", {}) if runner.outputs else {}
+            loss = log_vars.get("loss")
+            info = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
+            if loss is not None:
+                info += f"  loss {loss:.4f}"
+            self.progress.update(self.task, completed=runner.iter + 1, info=info)
+
+        def after_train_epoch(self, runner):
+            if self.progress is None:
+                return
+            out = runner.log_buffer.output
+            maps = {k: v for k, v in out.items() if k.endswith("_mAP")}
+            if maps:
+                text = "  ".join(f"{k} {v:.3f}" for k, v in maps.items())
+                self.progress.console.print(f"epoch {runner.epoch}: {text}")
+
+        def after_run(self, runner):
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    @HOOKS.register_module(force=True)
+    class FiniteLossHook(Hook):
+        """Stop at the first NaN/inf loss, before the optimiser step spreads it into the weights
+        (this hook runs before OptimizerHook) and before a checkpoint could save it."""
+
+        def after_train_iter(self, runner):
+            loss = runner.outputs.get("log_vars", {}).get("loss") if runner.outputs else None
+            if loss is not None and not math.isfinite(loss):
+                latest = Path(runner.work_dir) / "latest.pth"
+                keep = f"; the last good checkpoint is {latest}" if latest.exists() else ""
+                raise IkdError(f"the loss became {loss} at epoch {runner.epoch + 1}, iteration "
+                               f"{runner.inner_iter + 1}{keep}; lower the learning rate (--set train.lr=...)")
+
+    globals()["RichProgressHook"] = RichProgressHook
+    globals()["FiniteLossHook"] = FiniteLossHook
+    _hooks_registered = True
+
+
+def wrap_model(model, device: str, distributed: bool, find_unused: bool = False):
+    """MMDataParallel / MMDistributedDataParallel, with the DataContainer scatter done on CPU too."""
+    import torch
+    from mmcv.parallel import MMDataParallel, MMDistributedDataParallel, scatter_kwargs
+
+    if not distributed:
+        if device == "cuda":
+            return MMDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()])
+        return MMDataParallel(model.cpu(), device_ids=None)
+    if device == "cuda":
+        return MMDistributedDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()],
+                                         broadcast_buffers=False, find_unused_parameters=find_unused)
+
+    class CPUDistributedDataParallel(MMDistributedDataParallel):
+        # mmcv scatters DataContainers only when device_ids are given (GPU); on CPU (gloo) we
+        # unwrap them here and let DDP do the rest.
+        def train_step(self, *inputs, **kwargs):
+            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
+            return super().train_step(*inputs[0], **kwargs[0])
+
+        def val_step(self, *inputs, **kwargs):
+            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
+            return super().val_step(*inputs[0], **kwargs[0])
+
+        def forward(self, *inputs, **kwargs):
+            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
+            return super().forward(*inputs[0], **kwargs[0])
+
+    return CPUDistributedDataParallel(model.cpu(), device_ids=None, broadcast_buffers=False,
+                                      find_unused_parameters=find_unused)
+
+
+def build_dataset_checked(dataset_cfg, what: str):
+    """mmdet's build_dataset, with missing or corrupt annotation files turned into one line."""
+    from mmdet.datasets import build_dataset
+
+    ann = Path(dataset_cfg.get("ann_file", ""))
+    images = Path(dataset_cfg.get("img_prefix", ""))
+    if not ann.is_file():
+        raise IkdError(f"{what} annotation file not found: {ann}")
+    if not images.is_dir():
+        raise IkdError(f"{what} image folder not found: {images}")
+    try:
+        dataset = build_dataset(dataset_cfg)
+    except (ValueError, KeyError, TypeError, AssertionError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        raise IkdError(f"cannot load {what} annotations {ann}: {first}") from None
+    if len(dataset) == 0:
+        raise IkdError(f"{what} annotations {ann} hold no usable images")
+    _check_image_loading(dataset)
+    return dataset
+
+
+class CheckedImageLoad:
+    """Wraps the pipeline's image-loading step so that a missing or corrupt image stops the run
+    with its file name, instead of an AttributeError several steps later. Applied at run time,
+    so the saved configs stay stock MMDetection configs."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, results):
+        info = results.get("img_info", {})
+        name = Path(results.get("img_prefix") or "") / info.get("filename", "")
+        if not name.is_file():
+            raise IkdError(f"image not found: {name}")
+        try:
+            out = self.transform(results)
+        except Exception:
+            out = None
+        if out is None or out.get("img") is None:
+            raise IkdError(f"cannot read image {name}: corrupt or not an image")
+        return out
+
+    def __repr__(self):
+        return f"CheckedImageLoad({self.transform!r})"
+
+
+def _check_image_loading(dataset) -> None:
+    datasets = [dataset]
+    while hasattr(datasets[-1], "dataset"):
+        datasets.append(datasets[-1].dataset)
+    for ds in datasets:
+        transforms = getattr(getattr(ds, "pipeline", None), "transforms", None)
+        if transforms and type(transforms[0]).__name__.startswith("LoadImage"):
+            transforms[0] = CheckedImageLoad(transforms[0])
+
+
+def save_run_files(work_dir: Path, cfg, preset: dict) -> None:
+    """The resolved preset and mmdet config of every run, saved in its work dir."""
+    from .presets import dump
+
+    atomic_write_text(work_dir / "preset.yaml", dump(preset))
+    atomic_write_text(work_dir / "config.py", cfg.pretty_text)
+
+
+def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None = None,
+                 model=None, extra_hooks=(), title: str = "train", meta: dict | None = None,
+                 find_unused: bool = False):
+    """Train ``cfg.model`` (or a prebuilt ``model``) with mmcv's EpochBasedRunner.
+
+    Returns the runner after the last epoch. Everything MMDetection logs goes wherever the
+    caller's ``quiet_to_log`` sends it.
+    """
+    import torch
+    from mmcv.runner import build_optimizer, build_runner, get_dist_info
+    from mmdet import __version__ as mmdet_version
+    from mmdet.apis import set_random_seed
+    from mmdet.core import DistEvalHook, EvalHook
+    from mmdet.datasets import build_dataloader, replace_ImageToTensor
+    from mmdet.models import build_detector
+    from mmdet.utils import get_root_logger
+
+    _register_hooks()
+    logger = get_root_logger(log_level="INFO")
+    set_random_seed(cfg.seed, deterministic=False)
+    rank, world_size = get_dist_info()
+
+    dataset = build_dataset_checked(cfg.data.train, "training")
+    if model is None:
+        model = build_detector(cfg.model, train_cfg=cfg.model.get("train_cfg"), test_cfg=cfg.model.get("test_cfg"))
+        model.init_weights()
+    model.CLASSES = dataset.CLASSES
+
+    loader = build_dataloader(dataset, cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, num_gpus=1,
+                              dist=distributed, seed=cfg.seed, runner_type="EpochBasedRunner",
+                              persistent_workers=False)
+    model = wrap_model(model, device, distributed, find_unused)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    run_meta = dict(mmdet_version=mmdet_version, config=cfg.pretty_text, seed=cfg.seed,
+                    ikd=dict(cfg.get("ikd", {})), **(meta or {}))
+    runner = build_runner(cfg.runner, default_args=dict(model=model, optimizer=optimizer,
+                                                        work_dir=cfg.work_dir, logger=logger, meta=run_meta))
+    runner.timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
+    cfg.checkpoint_config.meta = dict(mmdet_version=mmdet_version, CLASSES=dataset.CLASSES)
+    runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
+                                   cfg.get("momentum_config"))
+    runner.register_hook(FiniteLossHook(), priority="ABOVE_NORMAL")
+    for hook, priority in extra_hooks:
+        runner.register_hook(hook, priority=priority)
+
+    if cfg.evaluation.get("interval", 0) > 0:
+        val_cfg = cfg.data.val.copy()
+        val_cfg.test_mode = True
+        val_cfg.pipeline = replace_ImageToTensor(val_cfg.pipeline)
+        val_dataset = build_dataset_checked(val_cfg, "validation")
+        val_loader = build_dataloader(val_dataset, samples_per_gpu=1, workers_per_gpu=cfg.data.workers_per_gpu,
+                                      dist=distributed, shuffle=False, persistent_workers=False)
+        eval_cfg = {k: v for k, v in cfg.evaluation.items()}
+        eval_cfg["by_epoch"] = True
+        hook_cls = DistEvalHook if distributed else EvalHook
+        runner.register_hook(hook_cls(val_loader, **eval_cfg), priority="LOW")
+    # After evaluation (LOW, 70) so the epoch line can show the mAP; before the text logger (90).
+    runner.register_hook(RichProgressHook(title), priority=75)
+
+    if resume_from:
+        runner.resume(resume_from, map_location="cpu" if device == "cpu" else "default")
+    runner.run([loader], cfg.workflow)
+    return runner
+
+
+def train_detector_cli(preset: dict, role: str, *, resume: bool, device: str | None, launcher: str,
+                       verbose: bool) -> None:
+    """``ikd train``: build the config, make the data if it is built-in, train, report."""
+    from .datasets_setup import ensure_dataset
+    from .launch import init_distributed, pick_device
+    from .mmdet_config import build_config
+
+    device = pick_device(device)
+    distributed, rank, world = init_distributed(launcher, device)
+    cfg = build_config(preset, role)
+    work_dir = ensure_writable_dir(cfg.work_dir, "work dir")
+    if rank == 0:
+        ensure_dataset(preset)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    resume_from = None
+    if resume:
+        latest = work_dir / "latest.pth"
+        if not latest.exists():
+            raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
+        resume_from = str(latest)
+    if rank == 0:
+        save_run_files(work_dir, cfg, preset)
+        console.print(f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on {device}"
+                      f"{f' x{world}' if distributed else ''}; log: {work_dir / 'train.log'}")
+    start = time.time()
+    with quiet_to_log(work_dir / "train.log", verbose=verbose):
+        runner = run_training(cfg, device=device, distributed=distributed, resume_from=resume_from,
+                              title=f"train {role}", meta=dict(ikd_preset=preset, ikd_role=role))
+    if rank == 0:
+        minutes = (time.time() - start) / 60
+        console.print(f"[green]done[/] in {minutes:.1f} min: {work_dir / 'latest.pth'}"
+                      + _best_line(work_dir))
+    return runner
+
+
+def _best_line(work_dir: Path) -> str:
+    best = sorted(work_dir.glob("best_bbox_mAP_epoch_*.pth"))
+    return f" (best: {best[-1].name})" if best else ""

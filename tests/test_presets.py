@@ -1,0 +1,76 @@
+"""Presets resolve into real MMDetection configs (the ones mmdet ships), with overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from ikd_cli import presets
+from ikd_cli.errors import IkdError
+from ikd_cli.mmdet_config import build_config
+
+
+@pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn", "shapes"])
+def test_every_preset_resolves_to_real_mmdet_configs(name):
+    preset = presets.load(name)
+    for role in ("teacher", "student"):
+        cfg = build_config(preset, role)
+        assert cfg.model.type  # a real mmdet model config
+        assert cfg.runner.max_epochs == preset["train"]["epochs"]
+        assert cfg.optimizer.lr == preset["train"]["lr"]
+        assert cfg.data.train.ann_file.endswith(preset["data"]["train_ann"])
+
+
+def test_reference_hyperparameters():
+    rtn = presets.load("retinanet")
+    assert "retinanet_x101_64x4d_fpn_1x_coco" in rtn["teacher"]["config"]
+    assert rtn["teacher"]["checkpoint"].endswith("20200130-366f5af1.pth")
+    assert rtn["distill"]["fgd"] == {"temp": 0.5, "alpha": 1e-3, "beta": 5e-4, "gamma": 5e-4, "lambda": 5e-6}
+    assert rtn["distill"]["alpha_adv"] == 1e-5 and rtn["distill"]["dfa_until"] == 16
+    assert (rtn["attack"]["method"], rtn["attack"]["eps"], rtn["attack"]["alpha"], rtn["attack"]["steps"]) == \
+        ("difgsm", 8.0, 2.0, 5)
+    assert presets.load("reppoints")["distill"]["fgd"]["alpha"] == 1.6e-3
+    mrc = presets.load("mask-rcnn")
+    assert mrc["distill"]["alpha_adv"] == 2.5e-7 and mrc["train"]["lr"] == 0.02
+    assert len(mrc["distill"]["levels"]) == 4
+    cfg = build_config(mrc, "student")
+    assert cfg.evaluation.metric == ["bbox", "segm"]
+
+
+def test_overrides_reach_the_mmdet_config(tmp_path):
+    preset = presets.load("retinanet", presets.parse_set(
+        ["data.root=/data/coco2017", "train.lr=0.005", "train.epochs=3", "data.classes=[a, b]"]))
+    cfg = build_config(preset, "student")
+    assert cfg.data.train.ann_file == "/data/coco2017/annotations/instances_train2017.json"
+    assert cfg.optimizer.lr == 0.005 and cfg.runner.max_epochs == 3
+    assert cfg.model.bbox_head.num_classes == 2 and cfg.data.val.classes == ("a", "b")
+
+
+def test_type_and_key_errors():
+    with pytest.raises(IkdError, match="did you mean attack.eps"):
+        presets.load("shapes", presets.parse_set(["eps=4"]))
+    with pytest.raises(IkdError, match="must be true/false"):
+        presets.load("shapes", presets.parse_set(["distill.init_student=3"]))
+    with pytest.raises(IkdError, match="KEY=VALUE"):
+        presets.parse_set(["novalue"])
+
+
+def test_broken_preset_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher: [unclosed\n")
+    with pytest.raises(IkdError, match="not valid YAML"):
+        presets.load(str(bad))
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("teacher:\n  weights: x.pth\n")
+    with pytest.raises(IkdError, match="unknown key 'teacher.weights'"):
+        presets.load(str(odd))
+    with pytest.raises(IkdError, match="preset file not found"):
+        presets.load(str(tmp_path / "none.yaml"))
+
+
+def test_presets_cli_list_and_show():
+    out = run_cli("presets", "list").output
+    for name in ("retinanet", "reppoints", "mask-rcnn", "shapes"):
+        assert name in out
+    shown = run_cli("presets", "show", "retinanet", "--model", "teacher").output
+    assert "ResNeXt" in shown and "instances_train2017.json" in shown
