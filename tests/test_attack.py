@@ -1,0 +1,136 @@
+"""`ikd attack` end to end on the tiny shapes teacher: budget on disk, lossless files, resume,
+settings guard, unreadable images, and the 2-process (gloo) run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from ikd_cli.attack_run import read_records, verify_adversarial_set
+
+
+def _attack(teacher, tiny_sets, out, *extra, expect=0):
+    return run_cli("attack", "--preset", "shapes", "--checkpoint", teacher, "--out", out, "--device", "cpu",
+                   "--workers", "0", *tiny_sets, *extra, expect=expect)
+
+
+def _train_names(shapes_root, limit=None):
+    data = json.loads((shapes_root / "annotations" / "instances_train.json").read_text())
+    with_boxes = {a["image_id"] for a in data["annotations"]}
+    names = [im["file_name"] for im in data["images"] if im["id"] in with_boxes]
+    return names[:limit] if limit else names
+
+
+@pytest.mark.parametrize("method", ["difgsm", "mifgsm", "tifgsm", "vmifgsm", "m_difgsm", "pgd", "fgsm"])
+def test_every_method_keeps_the_budget_on_disk(method, trained_teacher, tiny_sets, shapes_root, tmp_path):
+    out = tmp_path / method
+    _attack(trained_teacher, tiny_sets, out, "--method", method, "--limit", "2", "--steps", "2", "--n", "2",
+            "--eps", "4", "--alpha", "1")
+    names = _train_names(shapes_root, 2)
+    assert verify_adversarial_set(out, shapes_root / "train", names, eps=4) == []
+    done, failed = read_records(out)
+    assert set(done) == set(names) and not failed
+    assert all(rec["linf"] <= 4 for rec in done.values())
+    assert any(rec["linf"] > 0 for rec in done.values())  # the images did change
+
+
+def test_default_attack_raises_the_teacher_loss_and_is_lossless(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    out = tmp_path / "adv"
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "8")
+    assert "cls loss adv" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attacked"] == 8 and summary["linf_max"] <= 8
+    assert summary["loss_after_mean"] > summary["loss_before_mean"]
+    settings = json.loads((out / "attack.json").read_text())
+    assert (settings["method"], settings["eps"], settings["steps"], settings["format"]) == ("difgsm", 8.0, 5, "png")
+    # Lossless: what the record measured is what is on disk, and it survives a decode/encode
+    # round trip bit for bit; JPEG at quality 95 (the reference's way) does not.
+    name = _train_names(shapes_root, 1)[0]
+    adv = cv2.imread(str(out / Path(name).with_suffix(".png")))
+    src = cv2.imread(str(shapes_root / "train" / name))
+    assert int(np.abs(adv.astype(int) - src.astype(int)).max()) == read_records(out)[0][name]["linf"]
+    png_again = cv2.imdecode(cv2.imencode(".png", adv)[1], cv2.IMREAD_COLOR)
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", adv, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+    assert np.array_equal(png_again, adv)
+    assert not np.array_equal(jpeg, adv)
+
+
+def test_resume_skips_finished_images(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    out = tmp_path / "adv"
+    _attack(trained_teacher, tiny_sets, out, "--limit", "4", "--method", "mifgsm", "--steps", "2")
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert len(first) == 4
+    # An interrupted run: one file lost, and a torn last line in the records.
+    victim = sorted(out.glob("*.png"))[0]
+    victim.unlink()
+    with open(out / "records-0.jsonl", "a") as fh:
+        fh.write('{"image": "torn')
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "8", "--method", "mifgsm", "--steps", "2")
+    assert "resuming: 3 of 8 images already done" in result.output
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert len(after) == 8
+    for name, mtime in first.items():
+        if name != victim.name:
+            assert after[name] == mtime  # finished images were not redone
+    assert json.loads((out / "summary.json").read_text())["attacked"] == 8
+
+
+def test_other_settings_into_the_same_folder(trained_teacher, tiny_sets, tmp_path):
+    out = tmp_path / "adv"
+    _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "1")
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "2", expect=1)
+    assert "other settings" in result.output and "--overwrite" in result.output
+    _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "2", "--overwrite")
+    assert json.loads((out / "attack.json").read_text())["steps"] == 2
+
+
+def test_unreadable_images_are_skipped_and_listed(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    names = _train_names(shapes_root, 3)
+    (root / "train" / names[1]).write_bytes(b"garbage")
+    out = tmp_path / "adv"
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "3", "--steps", "1", "--set", f"data.root={root}",
+                     expect=1)
+    assert "could not be read" in result.output and names[1] in result.output
+    assert (out / Path(names[0]).with_suffix(".png")).exists()
+    assert (out / Path(names[2]).with_suffix(".png")).exists()
+
+
+def test_bad_input(trained_teacher, tiny_sets, tmp_path):
+    result = _attack(tmp_path / "none.pth", tiny_sets, tmp_path / "a", expect=1)
+    assert "teacher checkpoint not found" in result.output
+    result = _attack(trained_teacher, tiny_sets, tmp_path / "b", "--eps", "300", expect=1)
+    assert "--eps must be in (0, 255]" in result.output
+    result = _attack(trained_teacher, tiny_sets, tmp_path / "c", "--steps", "0", expect=1)
+    assert "must be positive" in result.output
+    result = _attack(trained_teacher, tiny_sets, tmp_path / "d", "--method", "cw", expect=1)
+    assert "unknown" in result.output.lower() and "difgsm" in result.output
+
+
+def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    """Shards over 2 torch.distributed ranks (torchrun, gloo on CPU); same files as one process."""
+    common = ["attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--device", "cpu",
+              "--workers", "0", "--limit", "6", "--method", "mifgsm", "--steps", "2", *tiny_sets,
+              "--set", "attack.batch_size=1"]
+    exe = str(REPO / ".venv" / "bin" / "ikd")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.run([exe, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    run_cli(*common, "--out", tmp_path / "one")
+    assert sorted((tmp_path / "two").glob("records-*.jsonl")) == [tmp_path / "two" / "records-0.jsonl",
+                                                                  tmp_path / "two" / "records-1.jsonl"]
+    one = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert one == sorted(p.name for p in (tmp_path / "two").glob("*.png")) and len(one) == 6
+    for name in one:
+        a = cv2.imread(str(tmp_path / "one" / name))
+        b = cv2.imread(str(tmp_path / "two" / name))
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # same attack; float reduction order aside
