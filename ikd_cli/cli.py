@@ -78,6 +78,14 @@ def handle_errors(func):
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             console.print(f"[bold red]error:[/] {err.strerror or err}{where}", soft_wrap=True)
             raise typer.Exit(1)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as err:  # a bug or an input we did not foresee: still one line
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]error:[/] {err.__class__.__name__}: {_first_line_of(err)} "
+                          "(run with --debug for the traceback)", soft_wrap=True)
+            raise typer.Exit(1)
 
     return wrapper
 
@@ -299,30 +307,101 @@ class _bytes_progress:
         return False
 
 
-# ---------------------------------------------------- attack / distill / resume (later issues)
-def _not_implemented(what: str):
-    from .ui import console
+# ------------------------------------------------------------------------------------ attack
+@app.command()
+@handle_errors
+def attack(
+    preset: str = PresetOpt,
+    method: Optional[str] = typer.Option(None, help="difgsm (default), mifgsm, tifgsm, vmifgsm, m_difgsm, pgd, fgsm."),
+    eps: Optional[float] = typer.Option(None, help="L-inf budget in 0-255 pixel units [preset: 8]."),
+    alpha: Optional[float] = typer.Option(None, help="Step size in pixel units [preset: 2]."),
+    steps: Optional[int] = typer.Option(None, help="Iterations [preset: 5]."),
+    decay: Optional[float] = typer.Option(None, help="Momentum decay [preset: 1.0]."),
+    resize_rate: Optional[float] = typer.Option(None, help="Input diversity: smallest resize factor [0.9]."),
+    diversity_prob: Optional[float] = typer.Option(None, help="Input diversity: probability per step [0.5]."),
+    random_start: Optional[bool] = typer.Option(None, "--random-start/--no-random-start",
+                                                help="Start from a random point in the eps-ball."),
+    kernel_len: Optional[int] = typer.Option(None, help="TI-FGSM gaussian kernel length [15]."),
+    nsig: Optional[float] = typer.Option(None, help="TI-FGSM kernel radius in sigmas [3]."),
+    beta: Optional[float] = typer.Option(None, help="VMI-FGSM neighbourhood factor [1.5]."),
+    n: Optional[int] = typer.Option(None, "--n", help="VMI-FGSM neighbours sampled [20]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images attacked at once."),
+    limit: Optional[int] = typer.Option(None, help="Attack only the first K images of the split."),
+    split: str = typer.Option("train", help="train or val."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint (default: the preset's)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),
+    overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
+    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    workers: int = typer.Option(2, help="Image-loading worker processes."),
+    verbose: bool = VerboseOpt,
+):
+    """Make adversarial examples against the teacher (DI-FGSM family), lossless and resumable."""
+    if split not in ("train", "val"):
+        raise IkdError(f"--split must be train or val, got '{split}'")
+    if limit is not None and limit < 1:
+        raise IkdError("--limit must be at least 1")
+    from .launch import maybe_relaunch
 
-    console.print(f"[bold red]error:[/] `ikd {what}` is not implemented yet")
-    raise typer.Exit(2)
+    maybe_relaunch(gpus, launcher)
+    extra = {f"attack.{k}": v for k, v in dict(
+        method=method, eps=eps, alpha=alpha, steps=steps, decay=decay, resize_rate=resize_rate,
+        diversity_prob=diversity_prob, random_start=random_start, kernel_len=kernel_len, nsig=nsig, beta=beta,
+        n=n, batch_size=batch_size).items()}
+    tree = _load_preset(preset, sets, data_root, None, extra)
+    from .attack_run import run_attack
+
+    run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
+               checkpoint=checkpoint, out=out, workers=workers, verbose=verbose)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def attack(ctx: typer.Context):
-    """Make adversarial examples against the teacher (DI-FGSM family)."""
-    _not_implemented("attack")
+# ----------------------------------------------------------------------------------- distill
+@app.command()
+@handle_errors
+def distill(
+    preset: str = PresetOpt,
+    dfa_until: Optional[int] = typer.Option(None, "--dfa-until",
+                                            help="Last epoch of stage 1 (IKD augmentation); 0 = plain FGD [preset: 16 of 24]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (overrides train.epochs)."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    work_dir: Optional[str] = WorkDirOpt,
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
+    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    verbose: bool = VerboseOpt,
+):
+    """Distil the teacher into the student: FGD + IKD's augmentation, both stages in one run."""
+    from .launch import maybe_relaunch
+
+    maybe_relaunch(gpus, launcher)
+    tree = _load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "train.epochs": epochs})
+    from .distill_run import run_distill
+
+    run_distill(tree, device=device, launcher=launcher, verbose=verbose)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def distill(ctx: typer.Context):
-    """Distil the teacher into the student with FGD and IKD's augmentations."""
-    _not_implemented("distill")
+# ------------------------------------------------------------------------------------ resume
+@app.command()
+@handle_errors
+def resume(
+    work_dir: Path = typer.Argument(..., help="The run's folder, e.g. work_dirs/shapes/distill."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Check that the run is of this preset."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
+    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    verbose: bool = VerboseOpt,
+):
+    """Continue an interrupted distill or train run where it stopped (same stage, epoch, optimiser)."""
+    from .launch import maybe_relaunch
 
+    maybe_relaunch(gpus, launcher)
+    from .distill_run import resume_run
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def resume(ctx: typer.Context):
-    """Continue an interrupted distill or train run."""
-    _not_implemented("resume")
+    resume_run(work_dir, preset_name=preset, device=device, launcher=launcher, verbose=verbose)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def _register_hooks():
             maps = {k: v for k, v in out.items() if k.endswith("_mAP")}
             if maps:
                 text = "  ".join(f"{k} {v:.3f}" for k, v in maps.items())
-                self.progress.console.print(f"epoch {runner.epoch}: {text}")
+                self.progress.console.print(f"epoch {runner.epoch + 1}: {text}")
 
         def after_run(self, runner):
             if self.progress is not None:
@@ -75,9 +75,60 @@ def _register_hooks():
                 raise IkdError(f"the loss became {loss} at epoch {runner.epoch + 1}, iteration "
                                f"{runner.inner_iter + 1}{keep}; lower the learning rate (--set train.lr=...)")
 
+    from mmcv.runner import RUNNERS, EpochBasedRunner
+
+    @RUNNERS.register_module(force=True)
+    class IKDEpochBasedRunner(EpochBasedRunner):
+        """mmcv's EpochBasedRunner with two changes: checkpoints are written under a temporary
+        name and renamed into place (a crash never leaves a half-written epoch_N.pth or a
+        latest.pth that points at one), and with ``dfa_loader`` set, epochs before ``dfa_until``
+        train on IKD's stage-1 data and the rest on the plain data, switching inside one run."""
+
+        dfa_loader = None
+        dfa_until = 0
+
+        def train(self, data_loader, **kwargs):
+            stage1 = self.dfa_loader is not None and self.epoch < self.dfa_until
+            model = getattr(self.model, "module", self.model)
+            if hasattr(model, "dfa") and (model.dfa != stage1 or self.epoch == self._epoch_started):
+                what = "stage 1: FGD + IKD augmentation (adversarial features)" if stage1 else "stage 2: plain FGD"
+                self.logger.info(f"epoch {self.epoch + 1}: {what}")
+                if get_dist_info()[0] == 0:
+                    console.print(f"epoch {self.epoch + 1}: {what}")
+                model.dfa = stage1
+            super().train(self.dfa_loader if stage1 else data_loader, **kwargs)
+
+        def run(self, data_loaders, workflow, **kwargs):
+            self._epoch_started = self.epoch
+            return super().run(data_loaders, workflow, **kwargs)
+
+        def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
+                            create_symlink=True):
+            final = filename_tmpl.format(self.epoch + 1)
+            tmp = f".{final}.tmp"
+            try:
+                super().save_checkpoint(out_dir, filename_tmpl=tmp, save_optimizer=save_optimizer, meta=meta,
+                                        create_symlink=False)
+                os.replace(os.path.join(out_dir, tmp), os.path.join(out_dir, final))
+            except BaseException:
+                if os.path.exists(os.path.join(out_dir, tmp)):
+                    os.unlink(os.path.join(out_dir, tmp))
+                raise
+            if create_symlink:
+                point_latest(Path(out_dir), final, "latest.pth")
+
     globals()["RichProgressHook"] = RichProgressHook
     globals()["FiniteLossHook"] = FiniteLossHook
     _hooks_registered = True
+
+
+def point_latest(folder: Path, target: str, name: str) -> None:
+    """Atomically make ``folder/name`` a symlink to ``target`` (a file in the same folder)."""
+    tmp = folder / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, folder / name)
 
 
 def wrap_model(model, device: str, distributed: bool, find_unused: bool = False):
@@ -200,7 +251,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
 
     dataset = build_dataset_checked(cfg.data.train, "training")
     if model is None:
-        model = build_detector(cfg.model, train_cfg=cfg.model.get("train_cfg"), test_cfg=cfg.model.get("test_cfg"))
+        model = build_detector(cfg.model)
         model.init_weights()
     model.CLASSES = dataset.CLASSES
 
@@ -211,6 +262,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     optimizer = build_optimizer(model, cfg.optimizer)
     run_meta = dict(mmdet_version=mmdet_version, config=cfg.pretty_text, seed=cfg.seed,
                     ikd=dict(cfg.get("ikd", {})), **(meta or {}))
+    cfg.runner.type = "IKDEpochBasedRunner"  # stock runner + atomic checkpoints + stage switch
     runner = build_runner(cfg.runner, default_args=dict(model=model, optimizer=optimizer,
                                                         work_dir=cfg.work_dir, logger=logger, meta=run_meta))
     runner.timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
@@ -235,6 +287,12 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     # After evaluation (LOW, 70) so the epoch line can show the mAP; before the text logger (90).
     runner.register_hook(RichProgressHook(title), priority=75)
 
+    if cfg.get("dfa_until", 0) > 0:
+        dfa_dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)")
+        runner.dfa_loader = build_dataloader(dfa_dataset, cfg.data.samples_per_gpu, cfg.data.workers_per_gpu,
+                                             num_gpus=1, dist=distributed, seed=cfg.seed,
+                                             runner_type="EpochBasedRunner", persistent_workers=False)
+        runner.dfa_until = cfg.dfa_until
     if resume_from:
         runner.resume(resume_from, map_location="cpu" if device == "cpu" else "default")
     runner.run([loader], cfg.workflow)
@@ -266,6 +324,10 @@ def train_detector_cli(preset: dict, role: str, *, resume: bool, device: str | N
         resume_from = str(latest)
     if rank == 0:
         save_run_files(work_dir, cfg, preset)
+        from .distill_run import RUN_FILE
+        from .fileio import atomic_write_json
+
+        atomic_write_json(work_dir / RUN_FILE, {"command": "train", "role": role, "preset": preset["name"]})
         console.print(f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on {device}"
                       f"{f' x{world}' if distributed else ''}; log: {work_dir / 'train.log'}")
     start = time.time()

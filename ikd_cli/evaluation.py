@@ -63,6 +63,20 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None):
     return ds
 
 
+def point_at_images(dataset, images: Path) -> None:
+    """Use ``images`` instead of the annotation's image folder. Each image is looked up under the
+    same relative path; a copy saved in another format (``ikd attack`` writes .png for .jpg
+    sources) is found by its stem."""
+    for info in dataset.data_infos:
+        rel = Path(info["filename"])
+        if (images / rel).is_file():
+            continue
+        for suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+            if (images / rel.with_suffix(suffix)).is_file():
+                info["filename"] = str(rel.with_suffix(suffix))
+                break
+
+
 def run_inference(model, loader, device: str, title: str = "evaluate"):
     """Detections for every image of ``loader`` (rank 0 only; single process)."""
     import torch
@@ -115,7 +129,7 @@ def build_model_for_eval(cfg, state_dict: dict, source: str, classes):
     cfg.model.pretrained = None
     if cfg.model.get("backbone", {}).get("init_cfg"):
         cfg.model.backbone.init_cfg = None
-    model = build_detector(cfg.model, test_cfg=cfg.model.get("test_cfg"))
+    model = build_detector(cfg.model)
     load_weights(model, state_dict, source)
     model.CLASSES = classes
     return model
@@ -138,6 +152,8 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
     log_file = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.log")
     with quiet_to_log(log_file, verbose=verbose):
         dataset = build_dataset_checked(_test_dataset_cfg(cfg, split, images), f"{split}")
+        if images is not None:
+            point_at_images(dataset, Path(images))
         loader = build_dataloader(dataset, samples_per_gpu=1, workers_per_gpu=min(2, cfg.data.workers_per_gpu),
                                   dist=False, shuffle=False, persistent_workers=False)
         net = build_model_for_eval(cfg, ckpt["state_dict"], str(checkpoint), dataset.CLASSES)

@@ -1,0 +1,138 @@
+"""`ikd distill` and `ikd resume` on the tiny shapes data: both stages in one run, clean student
+checkpoints, the adversarial-set pre-flight, resume after a kill in stage 1 and in stage 2,
+a NaN stop, and a 2-process (gloo) run."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def adv_set(trained_teacher, tiny_sets, tmp_path_factory):
+    """The whole tiny training split attacked (1 step: the pixels only need to exist here)."""
+    out = tmp_path_factory.mktemp("adv")
+    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", "cpu",
+            "--workers", "0", "--steps", "1", *tiny_sets)
+    return out
+
+
+def _distill_args(trained_teacher, tiny_sets, adv_set, work):
+    return ["--preset", "shapes", "--work-dir", str(work), "--device", "cpu", *tiny_sets,
+            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}"]
+
+
+def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
+    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+                     "--epochs", "2", "--dfa-until", "1")
+    assert "epoch 1: stage 1" in result.output and "epoch 2: stage 2" in result.output
+    work = tmp_path / "distill"
+    log = (work / "train.log").read_text()
+    assert "loss_adv_neck_fpn_convs_0_conv" in log and "loss_fgd_neck_fpn_convs_0_conv" in log
+    epoch2 = [line for line in log.splitlines() if "Epoch [2]" in line]
+    assert epoch2 and all("loss_adv" not in line for line in epoch2)  # stage 2 has no adversarial loss
+
+    # The full state (resume) and the student alone (evaluate, init_detector, deployment).
+    full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
+    assert any(k.startswith("teacher.") for k in full["state_dict"]) and "optimizer" in full
+    student = torch.load(work / "student_latest.pth", map_location="cpu", weights_only=False)
+    assert not any(k.startswith(("teacher.", "student.", "fgd_losses")) for k in student["state_dict"])
+    assert (work / "student_best.pth").exists() or not list(work.glob("best_*.pth"))
+
+    from mmcv import Config
+    from mmdet.apis import init_detector
+
+    cfg = Config.fromstring(student["meta"]["config"], ".py")
+    model = init_detector(cfg, str(work / "student_latest.pth"), device="cpu")
+    assert type(model).__name__ == "RetinaNet"
+    ev = run_cli("evaluate", work / "student_latest.pth", "--device", "cpu")
+    assert "AP50" in ev.output
+
+
+def test_init_student_copies_the_teachers_neck_and_head(trained_teacher, tiny_sets, adv_set, tmp_path):
+    from ikd_cli import presets
+    from ikd_cli.mmdet_config import build_config
+    from mmdet.models import build_detector
+
+    import ikd_cli.distiller  # noqa: F401
+
+    tree = presets.load("shapes", presets.parse_set([s for s in tiny_sets if s != "--set"] +
+                                                     [f"teacher.checkpoint={trained_teacher}"]))
+    model = build_detector(build_config(tree, "distill").model)
+    model.init_weights()
+    teacher = torch.load(trained_teacher, map_location="cpu", weights_only=False)["state_dict"]
+    s = model.student.state_dict()
+    assert torch.equal(s["bbox_head.retina_cls.weight"], teacher["bbox_head.retina_cls.weight"])
+    assert torch.equal(s["neck.fpn_convs.0.conv.weight"], teacher["neck.fpn_convs.0.conv.weight"])
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+
+
+def test_preflight_counts_missing_adversarial_images(trained_teacher, tiny_sets, tmp_path):
+    empty = tmp_path / "no-adv"
+    empty.mkdir()
+    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, empty, tmp_path / "w"), expect=1)
+    assert "have no adversarial copy" in result.output and "ikd attack" in result.output
+    assert str(empty) in result.output
+    # --dfa-until 0 is plain FGD and needs no adversarial images.
+    run_cli("distill", *_distill_args(trained_teacher, tiny_sets, empty, tmp_path / "w"), "--dfa-until", "0")
+
+
+def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, adv_set, tmp_path):
+    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+                     "--set", "distill.fgd.alpha=1e300", "--set", "distill.fgd.beta=1e300", expect=1)
+    assert "the loss became" in result.output and "Traceback" not in result.output
+
+
+def _kill_after(cmd, marker: Path, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # as hard as a crash or a pre-empted job
+    proc.wait()
+
+
+@pytest.mark.parametrize("kill_after_epoch,stage", [(1, "stage 1"), (2, "stage 2")])
+def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, adv_set, tmp_path):
+    exe = str(REPO / ".venv" / "bin" / "ikd")
+    args = _distill_args(trained_teacher, tiny_sets, adv_set, tmp_path)
+    work = tmp_path / "distill"
+    _kill_after([exe, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
+                work / f"epoch_{kill_after_epoch}.pth")
+    result = run_cli("resume", work, "--device", "cpu")
+    assert f"after epoch {kill_after_epoch}" in result.output
+    assert f"epoch {kill_after_epoch + 1}: {stage}" in result.output
+    full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
+    per_epoch = full["meta"]["iter"] // 3
+    assert full["meta"]["epoch"] == 3 and full["meta"]["iter"] == 3 * per_epoch
+    assert (work / "student_epoch_3.pth").exists()
+
+
+def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):
+    result = run_cli("resume", tmp_path, expect=1)
+    assert "not an ikd run folder" in result.output
+    result = run_cli("resume", trained_teacher.parent, "--preset", "retinanet", expect=1)
+    assert "is a run of preset 'shapes', not 'retinanet'" in result.output
+
+
+def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
+    exe = str(REPO / ".venv" / "bin" / "ikd")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([exe, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+                           "--epochs", "1", "--gpus", "2", "--set", "train.eval_interval=0"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    full = torch.load(tmp_path / "distill" / "latest.pth", map_location="cpu", weights_only=False)
+    assert full["meta"]["epoch"] == 1
+    # 24 images, 4 per process, 2 processes: 3 iterations per epoch.
+    assert full["meta"]["iter"] == 3
