@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
 
@@ -65,9 +65,8 @@ def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
     and a free ``info`` field (losses, current file)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
-        TaskProgressColumn(),
         RateColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
@@ -112,12 +111,19 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
     log_stream = open(log_path, "a", encoding="utf-8", buffering=1)
     terminal.stream = sys.stdout
     logging.captureWarnings(True)
+    # mmcv's ProgressBar (used by mmdet's test loops inside evaluation hooks) binds sys.stdout as
+    # a default argument at import time, so redirecting sys.stdout does not reach it.
+    from mmcv.utils import progressbar
+
+    bar_defaults = progressbar.ProgressBar.__init__.__defaults__
+    progressbar.ProgressBar.__init__.__defaults__ = bar_defaults[:-1] + (log_stream,)
     try:
         with contextlib.redirect_stdout(log_stream), contextlib.redirect_stderr(log_stream), \
                 warnings.catch_warnings():
             warnings.simplefilter("default")
             yield log_path
     finally:
+        progressbar.ProgressBar.__init__.__defaults__ = bar_defaults
         logging.captureWarnings(False)
         terminal.stream = None
         for name, (handlers, level, propagate) in saved.items():

@@ -49,7 +49,7 @@ def tiny_sets(shapes_root) -> list[str]:
 def trained_teacher(tmp_path_factory, tiny_sets) -> Path:
     work = tmp_path_factory.mktemp("work")
     run_cli("train", "--preset", "shapes", "--model", "teacher", "--work-dir", work, "--device", "cpu",
-            *tiny_sets, "--set", "train.epochs=2")
+            *tiny_sets, "--set", "train.epochs=8", "--set", "train.lr=0.02")
     ckpt = work / "teacher" / "latest.pth"
     assert ckpt.exists()
     return ckpt
