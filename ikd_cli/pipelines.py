@@ -99,6 +99,39 @@ class AdaptiveCrop(RandomCrop):
             return results
         return super().__call__(results)
 
+    def _crop_data(self, results, crop_size, allow_negative_crop):
+        # mmdet 2.28's RandomCrop draws a new offset for EACH image field, which would crop the
+        # adversarial image somewhere else than the clean one. Same maths, one offset for all.
+        h, w = results["img"].shape[:2]
+        offset_h = np.random.randint(0, max(h - crop_size[0], 0) + 1)
+        offset_w = np.random.randint(0, max(w - crop_size[1], 0) + 1)
+        y1, y2 = offset_h, offset_h + crop_size[0]
+        x1, x2 = offset_w, offset_w + crop_size[1]
+        for key in results.get("img_fields", ["img"]):
+            results[key] = results[key][y1:y2, x1:x2, ...]
+        img_shape = results["img"].shape
+        results["img_shape"] = img_shape
+        for key in results.get("bbox_fields", []):
+            boxes = results[key] - np.array([offset_w, offset_h, offset_w, offset_h], dtype=np.float32)
+            if self.bbox_clip_border:
+                boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, img_shape[1])
+                boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, img_shape[0])
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if key == "gt_bboxes" and not valid.any() and not allow_negative_crop:
+                return None
+            results[key] = boxes[valid, :]
+            label_key = self.bbox2label.get(key)
+            if label_key in results:
+                results[label_key] = results[label_key][valid]
+            mask_key = self.bbox2mask.get(key)
+            if mask_key in results:
+                results[mask_key] = results[mask_key][valid.nonzero()[0]].crop(np.asarray([x1, y1, x2, y2]))
+                if self.recompute_bbox:
+                    results[key] = results[mask_key].get_bboxes()
+        for key in results.get("seg_fields", []):
+            results[key] = results[key][y1:y2, x1:x2]
+        return results
+
 
 @PIPELINES.register_module()
 class FormatAdversarialImage:
