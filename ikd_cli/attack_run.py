@@ -145,7 +145,8 @@ def _collate(items):
 
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
-               out: Path | None = None, workers: int = 2, verbose: bool = False) -> dict:
+               out: Path | None = None, workers: int = 2, record_loss: bool = True,
+               verbose: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -186,7 +187,6 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
                                              num_workers=workers, collate_fn=_collate)
         records = out_dir / f"records-{rank}.jsonl"
         failures = []
-        stats = dict(images=0, linf_max=0.0, loss_before=0.0, loss_after=0.0)
         show = rank == 0
         already = len(todo_all) - len(todo)
         if show and already:
@@ -209,11 +209,16 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
                     [torch.as_tensor(b["bboxes"]) for b in batch],
                     [torch.as_tensor(b["labels"], dtype=torch.long) for b in batch])
                 attack.loss_fn = loss_fn
-                with torch.no_grad():
-                    before = float(loss_fn(x0))
+                # The loss before/after costs two extra forward passes (about a quarter of a
+                # 5-step attack); --no-record-loss skips it on very large sets.
+                before = after = None
+                if record_loss:
+                    with torch.no_grad():
+                        before = float(loss_fn(x0))
                 x_adv = to_uint8(attack(x0), x0, opts["eps"])
-                with torch.no_grad():
-                    after = float(loss_fn(x_adv.float()))
+                if record_loss:
+                    with torch.no_grad():
+                        after = float(loss_fn(x_adv.float()))
                 seconds = (time.perf_counter() - start) / len(batch)
                 adv = x_adv.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 for i, item in enumerate(batch):
@@ -225,13 +230,9 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
                     rec_file.write(json.dumps({"image": item["name"], "out": str(rel), "loss_before": before,
                                                "loss_after": after, "linf": linf,
                                                "seconds": round(seconds, 4)}) + "\n")
-                    stats["linf_max"] = max(stats["linf_max"], linf)
                 rec_file.flush()
-                stats["images"] += len(batch)
-                stats["loss_before"] += before * len(batch)
-                stats["loss_after"] += after * len(batch)
                 progress.update(task, advance=len(batch) * world if show else 0,
-                                info=f"loss {before:.3f} -> {after:.3f}")
+                                info=f"loss {before:.3f} -> {after:.3f}" if record_loss else "")
         if distributed:
             torch.distributed.barrier()
     summary = {}
@@ -276,12 +277,13 @@ def _summarise(out_dir: Path, names, todo_all, settings) -> dict:
     done, failed = read_records(out_dir)
     wanted = {names[i] for i in todo_all}
     got = [done[n] for n in wanted if n in done]
+    measured = [r for r in got if r.get("loss_before") is not None]
     summary = dict(
         settings=settings, images=len(wanted), attacked=len(got), failed=len([n for n in wanted if n in failed]),
         failed_images=sorted(n for n in wanted if n in failed),
         linf_max=max((r["linf"] for r in got), default=0),
-        loss_before_mean=sum(r["loss_before"] for r in got) / max(len(got), 1),
-        loss_after_mean=sum(r["loss_after"] for r in got) / max(len(got), 1),
+        loss_before_mean=sum(r["loss_before"] for r in measured) / len(measured) if measured else None,
+        loss_after_mean=sum(r["loss_after"] for r in measured) / len(measured) if measured else None,
         seconds_per_image=sum(r["seconds"] for r in got) / max(len(got), 1),
     )
     atomic_write_json(out_dir / "summary.json", summary)
@@ -295,9 +297,13 @@ def _report(summary: dict, out_dir: Path) -> None:
     table = Table("images", "attacked", "failed", "max L-inf", "cls loss clean", "cls loss adv", "s/img",
                   title=f"{s['method']} eps {s['eps']:g} alpha {s['alpha']:g} steps {s['steps']} -> {out_dir}")
     table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]),
-                  f"{summary['linf_max']}", f"{summary['loss_before_mean']:.4f}",
-                  f"{summary['loss_after_mean']:.4f}", f"{summary['seconds_per_image']:.3f}")
+                  f"{summary['linf_max']}", _fmt(summary["loss_before_mean"]), _fmt(summary["loss_after_mean"]),
+                  f"{summary['seconds_per_image']:.3f}")
     console.print(table)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def verify_adversarial_set(out_dir: Path, image_dir: Path, names, eps: float) -> list[str]:

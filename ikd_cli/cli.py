@@ -337,6 +337,8 @@ def attack(
     gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
     launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
     workers: int = typer.Option(2, help="Image-loading worker processes."),
+    record_loss: bool = typer.Option(True, "--record-loss/--no-record-loss",
+                                     help="Measure the teacher's loss before and after (2 extra forward passes)."),
     verbose: bool = VerboseOpt,
 ):
     """Make adversarial examples against the teacher (DI-FGSM family), lossless and resumable."""
@@ -355,7 +357,7 @@ def attack(
     from .attack_run import run_attack
 
     run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
-               checkpoint=checkpoint, out=out, workers=workers, verbose=verbose)
+               checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose)
 
 
 # ----------------------------------------------------------------------------------- distill

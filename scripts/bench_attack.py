@@ -1,0 +1,119 @@
+"""Benchmark of `ikd attack`, as ratios against baselines measured in the same run (machines are
+noisy, so only ratios are meaningful; every variant is timed interleaved, the median kept).
+
+  1. attack overhead: DI-FGSM's attack call per image vs `steps x (forward + backward)` of the
+     teacher's loss on the same batch (the floor of any iterative attack); and the whole per-batch
+     work of `ikd attack` (plus loss before/after, uint8, PNG encoding) vs that floor.
+  2. batching: images/s at batch 4 vs batch 1.
+
+Usage: .venv/bin/python scripts/bench_attack.py [--checkpoint work_dirs/shapes/teacher/latest.pth]
+       [--repeats 5]. Without a checkpoint the teacher is randomly initialised (same cost).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", default="work_dirs/shapes/teacher/latest.pth")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from mmdet.models import build_detector
+
+    from ikd_cli import presets
+    from ikd_cli.attack_run import _encode_png, _pad_batch
+    from ikd_cli.attacks import build_attack, to_uint8
+    from ikd_cli.checkpoints import load_weights, read_checkpoint
+    from ikd_cli.data.shapes import generate_shapes
+    from ikd_cli.mmdet_config import build_config
+    from ikd_cli.teacher_loss import Preprocess, TeacherClassificationLoss, prepare_teacher
+
+    torch.manual_seed(0)
+    root = Path("/tmp/ikd-bench-shapes")
+    generate_shapes(root, seed=1, num_train=8, num_val=1, image_size=160)
+    cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
+    model = build_detector(cfg.model)
+    if Path(args.checkpoint).is_file():
+        load_weights(model, read_checkpoint(args.checkpoint)["state_dict"], args.checkpoint)
+    teacher = prepare_teacher(model)
+    prep = Preprocess.from_config(cfg)
+
+    import json
+
+    ann = json.loads((root / "annotations" / "instances_train.json").read_text())
+    import cv2
+
+    images, boxes, labels = [], [], []
+    for im in ann["images"][:4]:
+        images.append(cv2.imread(str(root / "train" / im["file_name"])))
+        objs = [a for a in ann["annotations"] if a["image_id"] == im["id"]]
+        boxes.append(torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                    a["bbox"][1] + a["bbox"][3]] for a in objs], dtype=torch.float32))
+        labels.append(torch.tensor([a["category_id"] - 1 for a in objs]))
+
+    def loss_fn_for(n):
+        return TeacherClassificationLoss(teacher, prep, [im.shape[:2] for im in images[:n]], boxes[:n], labels[:n])
+
+    def floor(n):  # steps x (forward + backward w.r.t. the image)
+        x = _pad_batch(images[:n], "cpu")
+        fn = loss_fn_for(n)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            xr = x.clone().requires_grad_(True)
+            torch.autograd.grad(fn(xr), xr)
+        return (time.perf_counter() - start) / n
+
+    attack = build_attack("difgsm", None, steps=args.steps)
+
+    def attack_only(n):
+        x = _pad_batch(images[:n], "cpu")
+        attack.loss_fn = loss_fn_for(n)
+        start = time.perf_counter()
+        attack(x)
+        return (time.perf_counter() - start) / n
+
+    def whole(n):  # what ikd attack does per batch, without the file system
+        x = _pad_batch(images[:n], "cpu")
+        fn = loss_fn_for(n)
+        attack.loss_fn = fn
+        start = time.perf_counter()
+        with torch.no_grad():
+            float(fn(x))
+        adv = to_uint8(attack(x), x, 8.0)
+        with torch.no_grad():
+            float(fn(adv.float()))
+        arr = adv.permute(0, 2, 3, 1).numpy()
+        for i in range(n):
+            _encode_png(np.ascontiguousarray(arr[i]))
+        return (time.perf_counter() - start) / n
+
+    variants = {"floor b1": (floor, 1), "attack b1": (attack_only, 1), "ikd attack b1": (whole, 1),
+                "floor b4": (floor, 4), "attack b4": (attack_only, 4), "ikd attack b4": (whole, 4)}
+    for fn, n in variants.values():  # warm-up
+        fn(n)
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (fn, n) in variants.items():
+            times[name].append(fn(n))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"torch threads {torch.get_num_threads()}, steps {args.steps}, 160 px shapes images, median of {args.repeats}")
+    for name, value in med.items():
+        print(f"  {name:15s} {1000 * value:8.1f} ms/img")
+    for b in ("b1", "b4"):
+        print(f"attack / floor ({b}):         {med[f'attack {b}'] / med[f'floor {b}']:.3f}")
+        print(f"ikd attack / floor ({b}):     {med[f'ikd attack {b}'] / med[f'floor {b}']:.3f}")
+    print(f"throughput batch 4 / batch 1: {med['ikd attack b1'] / med['ikd attack b4']:.2f}x images/s")
+
+
+if __name__ == "__main__":
+    main()
