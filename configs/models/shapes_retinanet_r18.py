@@ -1,6 +1,7 @@
 # Shapes student: RetinaNet on a slim ResNet-18 (32 base channels, so stage widths 32-256),
-# trained from scratch (BN in train mode, nothing frozen). Small anchors (octave base scale 2)
-# because most shapes are under 32 px. Neck and head match the R34 teacher (init_student).
+# trained from scratch (BN in train mode, nothing frozen). GroupNorm in the head: from scratch
+# it learns markedly faster than the plain head. Small anchors (octave base scale 2) because
+# most shapes are under 32 px. Neck and head match the R34 teacher (init_student).
 model = dict(
     type='RetinaNet',
     backbone=dict(
@@ -12,6 +13,7 @@ model = dict(
         add_extra_convs='on_input', num_outs=5),
     bbox_head=dict(
         type='RetinaHead', num_classes=4, in_channels=64, stacked_convs=2, feat_channels=64,
+        norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
         anchor_generator=dict(
             type='AnchorGenerator', octave_base_scale=2, scales_per_octave=3,
             ratios=[0.5, 1.0, 2.0], strides=[8, 16, 32, 64, 128]),
@@ -60,7 +62,7 @@ data = dict(
     test=dict(type=dataset_type, classes=classes, ann_file='', img_prefix='',
               pipeline=test_pipeline))
 evaluation = dict(interval=1, metric='bbox')
-optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)
+optimizer = dict(type='SGD', lr=0.04, momentum=0.9, weight_decay=0.0001)
 optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(policy='step', warmup='linear', warmup_iters=100, warmup_ratio=0.001, step=[8, 11])
 runner = dict(type='EpochBasedRunner', max_epochs=12)

@@ -1,0 +1,107 @@
+"""Benchmark of one training iteration (forward, backward, SGD step) on the same batch, as ratios
+measured in one run (interleaved, median kept):
+
+  student   plain student training (what `ikd train --model student` does per iteration)
+  fgd       the distiller with FGD only (stage 2, or --dfa-until 0)
+  ikd       the distiller in stage 1: FGD + adversarial feature loss on the adversarial image
+  adv       the extra passes stage 1 adds: teacher forward (no grad) + student forward/backward
+            on the adversarial image
+
+Target: ikd <= (fgd + adv) * 1.10. Usage: .venv/bin/python scripts/bench_distill.py [--repeats 5]
+"""
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+
+    import torch
+    from mmcv.parallel import collate, scatter_kwargs
+    from mmdet.datasets import build_dataset
+    from mmdet.models import build_detector
+
+    import ikd_cli.distiller  # noqa: F401
+    import ikd_cli.pipelines  # noqa: F401
+    from ikd_cli import presets
+    from ikd_cli.data.shapes import generate_shapes
+    from ikd_cli.mmdet_config import build_config
+
+    torch.manual_seed(0)
+    root = Path("/tmp/ikd-bench-shapes-distill")
+    generate_shapes(root, seed=2, num_train=args.batch, num_val=1, image_size=160)
+    adv = root / "adv"  # timing does not depend on the pixels: a copy stands in for the attack
+    adv.mkdir(exist_ok=True)
+    for png in (root / "train").glob("*.png"):
+        shutil.copy(png, adv / png.name)
+    tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0})
+    cfg = build_config(tree, "distill")
+    cfg.model.teacher_checkpoint = None
+    model = build_detector(cfg.model)
+    model.init_weights()
+    model.train()
+    dataset = build_dataset(cfg.data.train_dfa)
+    batch = collate([dataset[i] for i in range(args.batch)], samples_per_gpu=args.batch)
+    (data,), _ = scatter_kwargs((batch,), {}, [-1])
+    data = data[0] if isinstance(data, (list, tuple)) else data
+    plain = {k: v for k, v in data.items() if k != "adv_img"}
+    student = model.student
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def iteration(fn):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss, _ = model._parse_losses(fn())
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    def run_student():
+        return iteration(lambda: student.forward_train(**plain))
+
+    def run_fgd():
+        model.dfa = False
+        return iteration(lambda: model.forward_train(**data))
+
+    def run_ikd():
+        model.dfa = True
+        return iteration(lambda: model.forward_train(**data))
+
+    def run_adv():
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            model.teacher.extract_feat(data["adv_img"])
+        feats = student.extract_feat(data["adv_img"])
+        sum(f.float().pow(2).mean() for f in feats).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
+    for fn in variants.values():
+        fn()
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            times[name].append(fn())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"torch threads {torch.get_num_threads()}, batch {args.batch} x 160 px, shapes preset, median of {args.repeats}")
+    for name, value in med.items():
+        print(f"  {name:8s} {1000 * value:8.1f} ms/iteration")
+    print(f"fgd / student:           {med['fgd'] / med['student']:.2f}")
+    print(f"ikd / student:           {med['ikd'] / med['student']:.2f}")
+    print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
