@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 bash scripts/run_shapes.sh
 IKD=.venv/bin/ikd
 W=work_dirs/shapes
-[ -e "$W/student/latest.pth" ] && "$IKD" resume "$W/student" || "$IKD" train --preset shapes --model student
-[ -e "$W-fgd/distill/latest.pth" ] && "$IKD" resume "$W-fgd/distill" || "$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W-fgd"
+if [ -e "$W/student/latest.pth" ]; then "$IKD" resume "$W/student"
+else "$IKD" train --preset shapes --model student; fi
+if [ -e "$W-fgd/distill/latest.pth" ]; then "$IKD" resume "$W-fgd/distill"
+else "$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W-fgd"; fi
 "$IKD" evaluate "$W/student/latest.pth"
 "$IKD" evaluate "$W-fgd/distill/student_latest.pth"
 "$IKD" evaluate "$W/distill/student_latest.pth"
