@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .errors import IkdError
 from .fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, read_json, sha256_of
-from .presets import data_path
 from .ui import console, progress_bar, quiet_to_log
 
 SETTINGS_FILE = "attack.json"
@@ -116,27 +115,11 @@ def _attack_dataset(cfg, split: str):
 
 
 def load_teacher(cfg, checkpoint: Path, device: str):
-    from mmdet.models import build_detector
-
-    from .checkpoints import load_weights, read_checkpoint
+    from .checkpoints import build_detector_with_weights, read_checkpoint
     from .teacher_loss import prepare_teacher
 
-    ckpt = read_checkpoint(checkpoint)
-    cfg.model.pretrained = None
-    if cfg.model.get("backbone", {}).get("init_cfg"):
-        cfg.model.backbone.init_cfg = None
-    model = build_detector(cfg.model)
-    load_weights(model, ckpt["state_dict"], str(checkpoint))
+    model = build_detector_with_weights(cfg, read_checkpoint(checkpoint)["state_dict"], str(checkpoint))
     return prepare_teacher(model).to(device)
-
-
-def teacher_checkpoint(preset: dict, given: Path | None) -> Path:
-    path = Path(given or preset["teacher"]["checkpoint"])
-    if not path.is_file():
-        how = (f"`ikd download teacher --preset {preset['name']}`" if preset["teacher"]["download"]
-               else f"`ikd train --preset {preset['name']} --model teacher`")
-        raise IkdError(f"teacher checkpoint not found: {path}; get it with {how} or pass --checkpoint")
-    return path
 
 
 def _collate(items):
@@ -151,6 +134,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     import torch
 
     from .attacks import build_attack, to_uint8
+    from .checkpoints import teacher_checkpoint
     from .launch import init_distributed, pick_device
     from .mmdet_config import build_config
     from .teacher_loss import Preprocess, TeacherClassificationLoss

@@ -66,3 +66,26 @@ def load_weights(model, state_dict: dict, source: str, *, prefix: str = "", allo
     if problems:
         raise IkdError(f"checkpoint {source} does not fit the model config: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in given.items() if k in wanted}, strict=False)
+
+
+def build_detector_with_weights(cfg, state_dict: dict, source: str):
+    """Build ``cfg.model`` and load ``state_dict`` into it (checked). ImageNet init of the
+    backbone is switched off: the weights come from the checkpoint, and there is no internet."""
+    from mmdet.models import build_detector
+
+    cfg.model.pretrained = None
+    if cfg.model.get("backbone", {}).get("init_cfg"):
+        cfg.model.backbone.init_cfg = None
+    model = build_detector(cfg.model)
+    load_weights(model, state_dict, source)
+    return model
+
+
+def teacher_checkpoint(preset: dict, given: str | Path | None = None) -> Path:
+    """The teacher's checkpoint file (``given`` or the preset's), or an error that says how to get it."""
+    path = Path(given or preset["teacher"]["checkpoint"])
+    if not path.is_file():
+        how = (f"`ikd download teacher --preset {preset['name']}`" if preset["teacher"]["download"]
+               else f"`ikd train --preset {preset['name']} --model teacher`")
+        raise IkdError(f"teacher checkpoint not found: {path}; get it with {how} or pass --checkpoint")
+    return path

@@ -5,8 +5,6 @@ inside the commands, never at module level, so ``ikd --help`` stays fast."""
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -78,8 +78,8 @@ def check_adversarial_set(cfg, preset: dict) -> None:
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, resume_from: str | None = None):
     import mmcv
-    import torch
 
+    from .checkpoints import teacher_checkpoint
     from .datasets_setup import ensure_dataset
     from .engine import run_training, save_run_files
     from .launch import init_distributed, pick_device
@@ -91,11 +91,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         ensure_dataset(preset)
     cfg = build_config(preset, "distill")
     work_dir = ensure_writable_dir(cfg.work_dir, "work dir")
-    teacher_ckpt = Path(preset["teacher"]["checkpoint"])
-    if not teacher_ckpt.is_file():
-        how = (f"`ikd download teacher --preset {preset['name']}`" if preset["teacher"]["download"]
-               else f"`ikd train --preset {preset['name']} --model teacher`")
-        raise IkdError(f"teacher checkpoint not found: {teacher_ckpt}; get it with {how}")
+    teacher_checkpoint(preset)  # fail early, before any model is built
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
     student_cfg = build_config(preset, "student")
     if rank == 0:
@@ -119,10 +115,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         from mmdet.models import build_detector
 
         model = build_detector(cfg.model)
-        try:
-            model.init_weights()
-        except IkdError:
-            raise
+        model.init_weights()  # student init, teacher weights, init_student
         run_training(cfg, device=device, distributed=distributed, resume_from=resume_from, model=model,
                      extra_hooks=[(student_hook, 60)], title="distill",
                      meta=dict(ikd_preset=preset, ikd_role="distill"), find_unused=True)

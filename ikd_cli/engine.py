@@ -235,7 +235,6 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     Returns the runner after the last epoch. Everything MMDetection logs goes wherever the
     caller's ``quiet_to_log`` sends it.
     """
-    import torch
     from mmcv.runner import build_optimizer, build_runner, get_dist_info
     from mmdet import __version__ as mmdet_version
     from mmdet.apis import set_random_seed

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpoints import load_weights, read_checkpoint
+from .checkpoints import build_detector_with_weights, read_checkpoint
 from .errors import IkdError
 from .fileio import atomic_write_json
 from .ui import console, progress_bar, quiet_to_log
@@ -123,18 +123,6 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     return metrics
 
 
-def build_model_for_eval(cfg, state_dict: dict, source: str, classes):
-    from mmdet.models import build_detector
-
-    cfg.model.pretrained = None
-    if cfg.model.get("backbone", {}).get("init_cfg"):
-        cfg.model.backbone.init_cfg = None
-    model = build_detector(cfg.model)
-    load_weights(model, state_dict, source)
-    model.CLASSES = classes
-    return model
-
-
 def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
                         overrides, data_root, device: str | None, verbose: bool) -> dict:
     from mmdet.datasets import build_dataloader
@@ -156,7 +144,8 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
             point_at_images(dataset, Path(images))
         loader = build_dataloader(dataset, samples_per_gpu=1, workers_per_gpu=min(2, cfg.data.workers_per_gpu),
                                   dist=False, shuffle=False, persistent_workers=False)
-        net = build_model_for_eval(cfg, ckpt["state_dict"], str(checkpoint), dataset.CLASSES)
+        net = build_detector_with_weights(cfg, ckpt["state_dict"], str(checkpoint))
+        net.CLASSES = dataset.CLASSES
         results = run_inference(net, loader, device, title=f"evaluate {split}")
         metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"))}
         if has_masks(cfg):

@@ -81,4 +81,7 @@ fi
 log "ikd (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
-"$PY" -c "import mmcv.ops, mmdet; from mmcv.ops import nms; print('[install] ok: mmcv', mmcv.__version__, '+ ops, mmdet', mmdet.__version__)"
+"$PY" -W ignore -c "
+import logging; logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
+import mmcv, mmdet; from mmcv.ops import nms
+print('[install] ok: mmcv', mmcv.__version__, '+ ops, mmdet', mmdet.__version__)"

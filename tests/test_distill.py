@@ -2,7 +2,6 @@
 checkpoints, the adversarial-set pre-flight, resume after a kill in stage 1 and in stage 2,
 a NaN stop, and a 2-process (gloo) run."""
 
-import json
 import os
 import signal
 import subprocess

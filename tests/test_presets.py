@@ -1,6 +1,5 @@
 """Presets resolve into real MMDetection configs (the ones mmdet ships), with overrides."""
 
-from pathlib import Path
 
 import pytest
 

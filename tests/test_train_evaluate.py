@@ -1,9 +1,7 @@
 """`ikd train` and `ikd evaluate` on the real stack with the tiny shapes data."""
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
