@@ -105,8 +105,11 @@ class IKDDistiller(BaseDetector):
         teacher_clean = self._teacher_features(img)
         for lvl in self.levels:
             s, t = lvl["student"], lvl["teacher"]
-            losses[loss_key(s, "fgd")] = self.fgd_losses[loss_key(s, "fgd")](
-                student_clean[s], teacher_clean[t], gt_bboxes, img_metas)
+            try:
+                losses[loss_key(s, "fgd")] = self.fgd_losses[loss_key(s, "fgd")](
+                    student_clean[s], teacher_clean[t], gt_bboxes, img_metas)
+            except ValueError as err:  # e.g. feature maps of different spatial sizes
+                raise IkdError(f"cannot distil teacher '{t}' into student '{s}': {err}") from None
         if self.dfa and adv_img is not None:
             self.student.extract_feat(adv_img)
             student_adv = dict(self._features["student"])

@@ -245,3 +245,16 @@ def test_unknown_name_suggests_close_matches():
         dl.resolve("retinanet_r50_fpn_1x_coco")
     msg = str(info.value)
     assert "retinanet_r50_fpn_2x_coco" in msg and "ikd download --list" in msg
+
+
+def test_cli_download_url_list_and_preset_without_teacher(server, tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("download", f"{server.base}/{FILENAME}", "--dir", tmp_path)
+    assert "verified" in result.output and (tmp_path / FILENAME).is_file()
+    assert _sha(tmp_path / FILENAME).startswith(FILENAME.rsplit("-", 1)[1][:8])
+    assert "retinanet_x101_64x4d_fpn_1x_coco" in run_cli("download", "--list").output
+    result = run_cli("download", "teacher", "--preset", "shapes", expect=1)
+    assert "has no teacher to download" in result.output
+    result = run_cli("download", f"http://127.0.0.1:{_free_port()}/{FILENAME}", "--dir", tmp_path / "x", expect=1)
+    assert "cannot reach 127.0.0.1" in result.output

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# What lossless saving buys: the shapes teacher's mAP on the clean val images, on the adversarial
+# val set as `ikd attack` saves it (PNG), and on the same adversarial images saved as JPEG
+# quality 95 (the reference implementation's way). Needs `bash scripts/run_shapes.sh` first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IKD=.venv/bin/ikd
+CKPT=work_dirs/shapes/teacher/latest.pth
+ADV=data/shapes_adv_difgsm_8_5_val
+JPEG=${ADV}_jpeg95
+.venv/bin/python - "$ADV" "$JPEG" data/shapes/val <<'PY'
+import sys
+from pathlib import Path
+import cv2, numpy as np
+src, dst, clean = map(Path, sys.argv[1:])
+dst.mkdir(parents=True, exist_ok=True)
+kept = []
+for png in sorted(src.glob("*.png")):
+    adv = cv2.imread(str(png))
+    ok, buf = cv2.imencode(".jpg", adv, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (dst / png.with_suffix(".jpg").name).write_bytes(buf.tobytes())
+    jpg = cv2.imdecode(buf, cv2.IMREAD_COLOR).astype(np.float64)
+    x0 = cv2.imread(str(clean / png.name)).astype(np.float64)
+    delta, after = adv - x0, jpg - x0
+    # Share of the perturbation that survives: projection of what JPEG left onto what the attack added.
+    kept.append(float((after * delta).sum() / max((delta * delta).sum(), 1e-9)))
+print(f"JPEG q95 keeps {100 * np.mean(kept):.1f}% of the perturbation (mean projection over {len(kept)} images)")
+PY
+"$IKD" evaluate "$CKPT"
+"$IKD" evaluate "$CKPT" --images "$ADV"
+"$IKD" evaluate "$CKPT" --images "$JPEG"
+.venv/bin/python - "$CKPT" "$(basename "$ADV")" "$(basename "$JPEG")" <<'PY'
+import json, sys
+from pathlib import Path
+ckpt, adv, jpeg = sys.argv[1:]
+stem = Path(ckpt).with_suffix("")
+rows = [("clean val images", f"{stem}.eval-val.json"), ("adversarial, PNG (ikd)", f"{stem}.eval-val-{adv}.json"),
+        ("adversarial, JPEG q95 (reference)", f"{stem}.eval-val-{jpeg}.json")]
+print("| shapes teacher on | AP | AP50 | AP75 | AP_S | AP_M | AP_L |\n|---|---|---|---|---|---|---|")
+for name, path in rows:
+    m = json.load(open(path))["bbox"]
+    print(f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")) + " |")
+PY
