@@ -235,9 +235,8 @@ def evaluate(
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     if split not in ("val", "train"):
         raise IkdError(f"--split must be val or train, got '{split}'")
+    # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
     preset_tree = _load_preset(preset, sets, data_root) if preset else None
-    if preset is None and (sets or data_root):
-        preset_tree = None  # applied to the embedded config below
     from .evaluation import evaluate_checkpoint
 
     evaluate_checkpoint(checkpoint, preset=preset_tree, model=model, images=images, split=split,

@@ -281,6 +281,9 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
                                       dist=distributed, shuffle=False, persistent_workers=False)
         eval_cfg = {k: v for k, v in cfg.evaluation.items()}
         eval_cfg["by_epoch"] = True
+        if distributed and device == "cpu":
+            # mmdet gathers results through a CUDA tensor unless given a shared folder.
+            eval_cfg["tmpdir"] = os.path.join(cfg.work_dir, ".eval_hook")
         hook_cls = DistEvalHook if distributed else EvalHook
         runner.register_hook(hook_cls(val_loader, **eval_cfg), priority="LOW")
     # After evaluation (LOW, 70) so the epoch line can show the mAP; before the text logger (90).

@@ -32,9 +32,7 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
         extra = presets_mod.parse_set(overrides or [])
         if data_root is not None:
             extra["data.root"] = data_root
-        tree = presets_mod._merge(presets_mod.DEFAULTS, embedded)
-        if extra:
-            tree = presets_mod._merge(tree, presets_mod._nest(extra))
+        tree = presets_mod.resolve(embedded, extra)
         return build_config(tree, meta.get("ikd_role", "student")), tree
     if meta.get("config"):
         if overrides or data_root:

@@ -237,8 +237,14 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = 
         raise IkdError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise IkdError(f"preset {path} must be a mapping of keys to values")
-    preset = _merge(DEFAULTS, raw)
-    preset["name"] = preset["name"] or path.stem
+    return resolve(raw, overrides, default_name=path.stem)
+
+
+def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: str = "") -> dict:
+    """A preset tree (from YAML, or embedded in a checkpoint) merged onto the defaults, with
+    dotted overrides applied; every key and type is checked."""
+    preset = _merge(DEFAULTS, tree)
+    preset["name"] = preset["name"] or default_name
     if overrides:
         flat_keys = set(_flatten(DEFAULTS)) | set(_all_keys(DEFAULTS))
         for key in overrides:

@@ -104,7 +104,8 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
         logger = logging.getLogger(name if name != "root" else None)
         saved[name] = (logger.handlers[:], logger.level, logger.propagate)
         logger.handlers = [handler]
-        logger.setLevel(logging.INFO)
+        # As mmcv does: only rank 0 logs INFO; the other ranks of a torchrun job log errors only.
+        logger.setLevel(logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.ERROR)
         logger.propagate = False
         if name in ("mmcv", "mmdet"):
             mmcv_logging.logger_initialized[name] = True
