@@ -21,6 +21,9 @@ if nvidia-smi >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1; then
   WITH_CUDA=1; FLAVOUR=cuda
 else
   WITH_CUDA=0; FLAVOUR=cpu
+  if nvidia-smi >/dev/null 2>&1; then
+    log "a GPU is present but nvcc is not on PATH: mmcv-full gets CPU ops only (install the CUDA toolkit for GPU ops)"
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
