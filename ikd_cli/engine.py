@@ -140,27 +140,43 @@ def wrap_model(model, device: str, distributed: bool, find_unused: bool = False)
         if device == "cuda":
             return MMDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()])
         return MMDataParallel(model.cpu(), device_ids=None)
-    if device == "cuda":
-        return MMDistributedDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()],
-                                         broadcast_buffers=False, find_unused_parameters=find_unused)
 
-    class CPUDistributedDataParallel(MMDistributedDataParallel):
-        # mmcv scatters DataContainers only when device_ids are given (GPU); on CPU (gloo) we
-        # unwrap them here and let DDP do the rest.
-        def train_step(self, *inputs, **kwargs):
+    class DistributedDataParallel(MMDistributedDataParallel):
+        """mmcv's DDP wrapper, mended in two places:
+        * mmcv scatters DataContainers only when device_ids are given (GPU); on CPU (gloo) they
+          are unwrapped here first;
+        * mmcv 1.7's _run_ddp_forward reads an attribute that newer torch DDP no longer has,
+          which breaks every forward outside train_step (evaluation during training)."""
+
+        def _cpu_scatter(self, inputs, kwargs):
+            if self.device_ids:
+                return inputs, kwargs
             inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
-            return super().train_step(*inputs[0], **kwargs[0])
+            return inputs[0], kwargs[0]
+
+        def train_step(self, *inputs, **kwargs):
+            inputs, kwargs = self._cpu_scatter(inputs, kwargs)
+            return super().train_step(*inputs, **kwargs)
 
         def val_step(self, *inputs, **kwargs):
-            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
-            return super().val_step(*inputs[0], **kwargs[0])
+            inputs, kwargs = self._cpu_scatter(inputs, kwargs)
+            return super().val_step(*inputs, **kwargs)
 
         def forward(self, *inputs, **kwargs):
-            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1])
-            return super().forward(*inputs[0], **kwargs[0])
+            inputs, kwargs = self._cpu_scatter(inputs, kwargs)
+            return super().forward(*inputs, **kwargs)
 
-    return CPUDistributedDataParallel(model.cpu(), device_ids=None, broadcast_buffers=False,
-                                      find_unused_parameters=find_unused)
+        def _run_ddp_forward(self, *inputs, **kwargs):
+            if self.device_ids:
+                inputs, kwargs = self.to_kwargs(inputs, kwargs, self.device_ids[0])
+                return self.module(*inputs[0], **kwargs[0])
+            return self.module(*inputs, **kwargs)
+
+    if device == "cuda":
+        return DistributedDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()],
+                                       broadcast_buffers=False, find_unused_parameters=find_unused)
+    return DistributedDataParallel(model.cpu(), device_ids=None, broadcast_buffers=False,
+                                   find_unused_parameters=find_unused)
 
 
 def build_dataset_checked(dataset_cfg, what: str):
