@@ -274,12 +274,14 @@ def download(
                            f"(its {name} is trained with `ikd train --preset {p['name']} --model {name}`)")
         name = registry_name
     ckpt = resolve(name)
-    with _bytes_progress(ckpt.filename) as progress:
+    if not ckpt.verifiable:
+        console.print(f"[yellow]note:[/] {ckpt.filename} carries no sha256 prefix in its name; it cannot be verified")
+    with _DownloadProgress(ckpt.filename) as progress:
         path = fetch(ckpt, dest, progress=progress, force=force)
-    console.print(f"[green]verified[/] {path}")
+    console.print(f"[green]{'verified' if ckpt.verifiable else 'downloaded'}[/] {path}")
 
 
-class _bytes_progress:
+class _DownloadProgress:
     """A rich bar with size and speed for a download; a callable for download()."""
 
     def __init__(self, label: str):
