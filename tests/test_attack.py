@@ -135,3 +135,31 @@ def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, t
         a = cv2.imread(str(tmp_path / "one" / name))
         b = cv2.imread(str(tmp_path / "two" / name))
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # same attack; float reduction order aside
+
+
+def test_ctrl_c_leaves_only_complete_files(trained_teacher, tiny_sets, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "adv"
+    exe = str(REPO / ".venv" / "bin" / "ikd")
+    cmd = [exe, "attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--out", str(out),
+           "--device", "cpu", "--workers", "0", *tiny_sets, "--set", "attack.batch_size=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    records = out / "records-0.jsonl"
+    deadline = time.time() + 120
+    while not (records.exists() and records.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "interrupted" in output
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(cv2.imread(str(p)) is not None for p in pngs)
+    done, _ = read_records(out)
+    assert len(done) <= len(pngs) <= len(done) + 1  # at most one finished file whose record was not yet written
+    result = run_cli(*cmd[1:], expect=0)
+    assert f"resuming: {len(done)} of" in result.output
