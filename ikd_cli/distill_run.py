@@ -13,51 +13,6 @@ from .ui import console, quiet_to_log
 RUN_FILE = "run.json"  # what kind of run a work dir holds, for `ikd resume`
 
 
-def _register_student_checkpoint_hook():
-    from mmcv.runner import HOOKS, Hook, get_dist_info
-
-    @HOOKS.register_module(force=True)
-    class StudentCheckpointHook(Hook):
-        """Beside each full checkpoint (teacher, student, losses, optimiser: what resume needs),
-        save the student alone as a clean mmdet checkpoint: ``student_epoch_N.pth``,
-        ``student_latest.pth`` and, when validation finds a new best, ``student_best.pth``."""
-
-        def __init__(self, interval: int, student_config_text: str, meta: dict):
-            self.interval = interval
-            self.config_text = student_config_text
-            self.meta = meta
-            self.best = None
-
-        def _save(self, runner, name: str) -> None:
-            import torch
-            from mmcv.runner import weights_to_cpu
-
-            from .fileio import atomic_write
-
-            model = getattr(runner.model, "module", runner.model)
-            ckpt = {"state_dict": weights_to_cpu(model.student.state_dict()),
-                    "meta": dict(self.meta, config=self.config_text, epoch=runner.epoch, iter=runner.iter,
-                                 CLASSES=getattr(model, "CLASSES", None))}
-            with atomic_write(Path(runner.work_dir) / name, "wb") as fh:
-                torch.save(ckpt, fh)
-
-        def after_train_epoch(self, runner):
-            if get_dist_info()[0] != 0:
-                return
-            if self.every_n_epochs(runner, self.interval) or self.is_last_epoch(runner):
-                from .engine import point_latest
-
-                name = f"student_epoch_{runner.epoch + 1}.pth"
-                self._save(runner, name)
-                point_latest(Path(runner.work_dir), name, "student_latest.pth")
-            best = (runner.meta or {}).get("hook_msgs", {}).get("best_ckpt")
-            if best and best != self.best:
-                self.best = best
-                self._save(runner, "student_best.pth")
-
-    return StudentCheckpointHook
-
-
 def check_adversarial_set(cfg, preset: dict) -> None:
     """Pre-flight: every training image needs its adversarial copy before stage 1 starts."""
     from .attack_run import adversarial_name
@@ -106,8 +61,9 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
             stages = f"stage 1 (DFA) epochs 1-{cfg.dfa_until}, stage 2 (FGD) epochs {cfg.dfa_until + 1}-{epochs}"
         console.print(f"distilling [bold]{preset['name']}[/] on {device}{f' x{world}' if distributed else ''}: "
                       f"{stages}; log: {work_dir / 'train.log'}")
-    hook_cls = _register_student_checkpoint_hook()
-    student_hook = hook_cls(preset["train"]["checkpoint_interval"], student_cfg.pretty_text,
+    from .runner import StudentCheckpointHook
+
+    student_hook = StudentCheckpointHook(preset["train"]["checkpoint_interval"], student_cfg.pretty_text,
                             dict(ikd_preset=preset, ikd_role="student"))
     start = time.time()
     with quiet_to_log(work_dir / "train.log", verbose=verbose):
