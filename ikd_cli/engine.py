@@ -117,7 +117,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     cfg.checkpoint_config.meta = dict(mmdet_version=mmdet_version, CLASSES=dataset.CLASSES)
     runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
                                    cfg.get("momentum_config"))
-    runner.register_hook(FiniteLossHook(), priority="ABOVE_NORMAL")
+    runner.register_hook(FiniteLossHook(), priority="HIGH")  # before OptimizerHook (ABOVE_NORMAL)
     for hook, priority in extra_hooks:
         runner.register_hook(hook, priority=priority)
 

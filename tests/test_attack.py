@@ -145,8 +145,11 @@ def test_ctrl_c_leaves_only_complete_files(trained_teacher, tiny_sets, tmp_path)
     exe = str(REPO / ".venv" / "bin" / "ikd")
     cmd = [exe, "attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--out", str(out),
            "--device", "cpu", "--workers", "0", *tiny_sets, "--set", "attack.batch_size=1"]
+    # A shell's background job starts with SIGINT ignored, and Python keeps an inherited "ignore":
+    # give the child the default disposition, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     records = out / "records-0.jsonl"
     deadline = time.time() + 120
     while not (records.exists() and records.read_text().count("\n") >= 2):

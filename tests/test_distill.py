@@ -87,6 +87,7 @@ def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, adv_set
     result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
                      "--set", "distill.fgd.alpha=1e300", "--set", "distill.fgd.beta=1e300", expect=1)
     assert "the loss became" in result.output and "Traceback" not in result.output
+    assert not list((tmp_path / "distill").glob("*epoch_*.pth"))  # nothing non-finite was saved
 
 
 def _kill_after(cmd, marker: Path, timeout=240):
