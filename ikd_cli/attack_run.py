@@ -103,11 +103,9 @@ def _attack_dataset(cfg, split: str):
     """The split as a CocoDataset that only loads images and boxes (no resize: attack at the
     original resolution)."""
     from .engine import build_dataset_checked
+    from .mmdet_config import base_dataset
 
-    ds = cfg.data.train.copy() if split == "train" else cfg.data.val.copy()
-    while "dataset" in ds:
-        ds = ds["dataset"]
-    ds = ds.copy()
+    ds = base_dataset(cfg.data.train if split == "train" else cfg.data.val).copy()
     ds.pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)]
     ds.test_mode = False
     ds.filter_empty_gt = True

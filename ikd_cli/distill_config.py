@@ -37,7 +37,7 @@ def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str) -> list:
 
 def build_distill_config(preset: dict):
     from .attack_run import output_dir
-    from .mmdet_config import build_config
+    from .mmdet_config import base_dataset, build_config
 
     teacher = build_config(preset, "teacher")
     cfg = build_config(preset, "student")
@@ -65,9 +65,7 @@ def build_distill_config(preset: dict):
                  lambda_fgd=fgd["lambda"]),
         adv=dict(loss_type=d["adv_loss"], alpha_adv=d["alpha_adv"]),
     )
-    train = cfg.data.train
-    while "dataset" in train:
-        train = train["dataset"]
+    train = base_dataset(cfg.data.train)
     adv_dir = str(output_dir(preset, "train"))
     cfg.data.train_dfa = copy.deepcopy(train)
     cfg.data.train_dfa.pipeline = dfa_pipeline(train.pipeline, preset, adv_dir)

@@ -46,11 +46,11 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
 def _test_dataset_cfg(cfg, split: str, images: Path | None):
     from mmdet.datasets import replace_ImageToTensor
 
+    from .mmdet_config import base_dataset
+
     ds = cfg.data.test.copy()
     if split == "train":
-        train = cfg.data.train
-        while "dataset" in train:
-            train = train["dataset"]
+        train = base_dataset(cfg.data.train)
         ds.ann_file, ds.img_prefix = train.ann_file, train.img_prefix
     if images is not None:
         if not Path(images).is_dir():

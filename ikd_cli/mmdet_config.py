@@ -21,12 +21,17 @@ def load_mmdet_config(path: Path):
         raise IkdError(f"cannot load model config {path}: {err}") from None
 
 
+def base_dataset(ds):
+    """The dataset config inside RepeatDataset/ClassBalancedDataset-style wrappers."""
+    while ds is not None and "dataset" in ds:
+        ds = ds["dataset"]
+    return ds
+
+
 def _datasets(cfg_data):
-    """Yield (split, dataset dict) for train/val/test, unwrapping RepeatDataset-style wrappers."""
+    """Yield (split, dataset dict) for train/val/test, unwrapped."""
     for split in ("train", "val", "test"):
-        ds = cfg_data.get(split)
-        while ds is not None and "dataset" in ds:
-            ds = ds["dataset"]
+        ds = base_dataset(cfg_data.get(split))
         if ds is not None:
             yield split, ds
 
