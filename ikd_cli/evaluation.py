@@ -79,6 +79,7 @@ def run_inference(model, loader, device: str, title: str = "evaluate"):
     """Detections for every image of ``loader`` (rank 0 only; single process)."""
     import torch
     from mmcv.parallel import MMDataParallel
+    from mmdet.core import encode_mask_results
 
     wrapped = MMDataParallel(model.cuda() if device == "cuda" else model.cpu(),
                              device_ids=[0] if device == "cuda" else None)
@@ -89,6 +90,8 @@ def run_inference(model, loader, device: str, title: str = "evaluate"):
         for data in loader:
             with torch.no_grad():
                 out = wrapped(return_loss=False, rescale=True, **data)
+            if out and isinstance(out[0], tuple):  # (boxes, masks): COCO json wants RLE masks
+                out = [(boxes, encode_mask_results(masks)) for boxes, masks in out]
             results.extend(out)
             progress.update(task, advance=len(out))
     return results
