@@ -113,8 +113,11 @@ def _attack_dataset(cfg, split: str):
 
 
 def load_teacher(cfg, checkpoint: Path, device: str):
+    from . import compat
     from .checkpoints import build_detector_with_weights, read_checkpoint
     from .teacher_loss import prepare_teacher
+
+    compat.apply()
 
     model = build_detector_with_weights(cfg, read_checkpoint(checkpoint)["state_dict"], str(checkpoint))
     return prepare_teacher(model).to(device)

@@ -91,7 +91,10 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     from mmdet.models import build_detector
     from mmdet.utils import get_root_logger
 
+    from . import compat
     from .runner import FiniteLossHook, RichProgressHook, wrap_model
+
+    compat.apply()
 
     logger = get_root_logger(log_level="INFO")
     set_random_seed(cfg.seed, deterministic=False)

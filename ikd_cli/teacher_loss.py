@@ -126,6 +126,12 @@ def prepare_teacher(model):
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
+    # Some heads (RepPoints) return the outputs their loss needs only when their OWN training flag
+    # is set. Set that flag alone: every normalisation layer inside stays in eval mode.
+    for name in ("bbox_head", "rpn_head"):
+        head = getattr(model, name, None)
+        if head is not None:
+            head.training = True
     roi_head = getattr(model, "roi_head", None)
     if roi_head is not None and getattr(roi_head, "mask_head", None) is not None:
         roi_head.mask_head = None

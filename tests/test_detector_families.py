@@ -1,20 +1,24 @@
-"""The mask-rcnn code paths on a tiny real Mask R-CNN: train, attack (RPN + RoI classification
-loss, mask head dropped), distill with masks through the stage-1 pipeline, segm evaluation."""
+"""The code paths of the other two reference families on tiny real detectors: a two-stage Mask
+R-CNN (attack through RPN + RoI classification, mask head dropped; distillation with masks through
+the stage-1 pipeline; segm evaluation) and RepPoints (deformable-conv head, point losses)."""
 
 import json
-from pathlib import Path
-
 import pytest
 
 from conftest import REPO, run_cli
 from ikd_cli.attack_run import read_records
 
 
-@pytest.fixture(scope="module")
-def two_stage(tmp_path_factory, shapes_root, tiny_sets):
-    work = tmp_path_factory.mktemp("mrcnn")
-    preset = work / "tiny-mrcnn.yaml"
-    config = REPO / "tests" / "configs" / "tiny_mask_rcnn.py"
+FAMILIES = {"mask_rcnn": ("tiny_mask_rcnn.py", "loss_mask", {"bbox", "segm"}),
+            "reppoints": ("tiny_reppoints.py", "loss_pts_init", {"bbox"})}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory, shapes_root, tiny_sets):
+    config_name, own_loss, metrics = FAMILIES[request.param]
+    work = tmp_path_factory.mktemp(request.param)
+    preset = work / f"tiny-{request.param}.yaml"
+    config = REPO / "tests" / "configs" / config_name
     preset.write_text(
         f"teacher: {{config: '{config}', checkpoint: '{work}/teacher/latest.pth'}}\n"
         f"student: {{config: '{config}'}}\n"
@@ -25,13 +29,13 @@ def two_stage(tmp_path_factory, shapes_root, tiny_sets):
         "distill:\n  levels: [neck.fpn_convs.0.conv, neck.fpn_convs.1.conv, neck.fpn_convs.2.conv, neck.fpn_convs.3.conv]\n"
         "  alpha_adv: 2.5e-7\n"
         f"attack: {{out: '{work}/adv'}}\n")
-    sets = [s for s in tiny_sets]
+    sets = list(tiny_sets)
     run_cli("train", "--preset", preset, "--model", "teacher", "--device", "cpu", *sets)
-    return preset, work, sets
+    return preset, work, sets, own_loss, metrics
 
 
-def test_attack_a_two_stage_teacher(two_stage, shapes_root):
-    preset, work, sets = two_stage
+def test_attack_the_teacher(family):
+    preset, work, sets, _, _ = family
     run_cli("attack", "--preset", preset, "--device", "cpu", "--workers", "0", "--limit", "4", "--steps", "2", *sets)
     done, failed = read_records(work / "adv")
     assert len(done) == 4 and not failed
@@ -39,17 +43,16 @@ def test_attack_a_two_stage_teacher(two_stage, shapes_root):
     assert all(r["loss_after"] >= 0 for r in done.values())
 
 
-def test_distill_a_two_stage_student_with_masks(two_stage):
-    preset, work, sets = two_stage
+def test_distill_and_evaluate_the_student(family):
+    preset, work, sets, own_loss, metrics = family
     run_cli("attack", "--preset", preset, "--device", "cpu", "--workers", "0", "--steps", "1", "--overwrite", *sets)
     result = run_cli("distill", "--preset", preset, "--device", "cpu", "--epochs", "1", "--dfa-until", "1", *sets)
     assert "stage 1" in result.output
     log = (work / "distill" / "train.log").read_text()
-    assert "loss_adv_neck_fpn_convs_3_conv" in log and "loss_mask" in log
-    ev = run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", "cpu")
-    assert "segm" in ev.output
+    assert "loss_adv_neck_fpn_convs_3_conv" in log and own_loss in log
+    run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", "cpu")
     report = json.loads((work / "distill" / "student_latest.eval-val.json").read_text())
-    assert set(report) >= {"bbox", "segm"}
+    assert metrics <= set(report)
 
 
 def test_attacked_loss_is_every_classification_term_and_nothing_else():
@@ -64,3 +67,18 @@ def test_attacked_loss_is_every_classification_term_and_nothing_else():
     assert float(classification_loss(losses)) == 6.5
     with pytest.raises(IkdError, match="no classification loss"):
         classification_loss({"loss_bbox": torch.tensor(1.0)})
+
+
+@pytest.mark.parametrize("config_name", ["tiny_reppoints.py", "tiny_mask_rcnn.py"])
+def test_prepared_teacher_keeps_every_norm_layer_frozen(config_name):
+    import torch
+    from mmcv import Config
+    from mmdet.models import build_detector
+
+    from ikd_cli.teacher_loss import prepare_teacher
+
+    model = prepare_teacher(build_detector(Config.fromfile(str(REPO / "tests" / "configs" / config_name)).model))
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
+    assert norms and not any(m.training for m in norms)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert getattr(model, "roi_head", None) is None or model.roi_head.mask_head is None
