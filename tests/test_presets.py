@@ -73,3 +73,32 @@ def test_presets_cli_list_and_show():
         assert name in out
     shown = run_cli("presets", "show", "retinanet", "--model", "teacher").output
     assert "ResNeXt" in shown and "instances_train2017.json" in shown
+
+
+@pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn"])
+def test_reference_distill_configs_resolve(name):
+    preset = presets.load(name)
+    cfg = build_config(preset, "distill")
+    assert cfg.model.type == "IKDDistiller" and cfg.dfa_until == 16
+    assert cfg.model.adv.alpha_adv == preset["distill"]["alpha_adv"]
+    steps = [step["type"] for step in cfg.data.train_dfa.pipeline]
+    assert steps.index("LoadAdversarialImage") == steps.index("LoadAnnotations") + 1
+    assert steps.index("AdaptiveCrop") == steps.index("RandomFlip") + 1
+    assert steps.index("FormatAdversarialImage") == steps.index("Collect") - 1
+    assert "adv_img" in cfg.data.train_dfa.pipeline[-1]["keys"]
+    assert cfg.adv_dir == preset["attack"]["out"].format(**preset["attack"])  # where `ikd attack` writes
+    assert "adv_img" not in str(cfg.data.train.pipeline)  # stage 2 is the stock pipeline
+
+
+def test_reference_retinanet_distiller_builds_from_mmdet_configs():
+    """X101-64x4d teacher and R50 student from mmdet's own configs (random weights, no download)."""
+    import ikd_cli.distiller  # noqa: F401
+    from mmdet.models import build_detector
+
+    cfg = build_config(presets.load("retinanet"), "distill")
+    cfg.model.teacher_checkpoint = None
+    cfg.model.student.backbone.init_cfg = None
+    model = build_detector(cfg.model)
+    assert type(model.teacher.backbone).__name__ == "ResNeXt" and model.student.backbone.depth == 50
+    assert len(model.fgd_losses) == len(model.adv_losses) == 5
+    assert all(loss.align is None for loss in model.fgd_losses.values())  # 256 = 256 channels
