@@ -35,6 +35,10 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
 DataRootOpt = typer.Option(None, "--data-root", help="Dataset root (overrides data.root).")
 WorkDirOpt = typer.Option(None, "--work-dir", help="Where runs write checkpoints and logs (overrides work_dir).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show MMDetection's log on the terminal too.")
+# Options shared by the commands that run on one or many devices.
+DeviceOpt = typer.Option(None, help="cpu or cuda (default: cuda where available).")
+GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun.")
+LauncherOpt = typer.Option("none", help="none, pytorch (under torchrun) or slurm.")
 
 
 def _first_line_of(err: BaseException) -> str:
@@ -68,6 +72,8 @@ def handle_errors(func):
                           "again (or `ikd resume`) to continue", soft_wrap=True)
             raise typer.Exit(130)
         except MemoryError:
+            if _state["debug"]:
+                raise
             console.print("[bold red]error:[/] out of memory; try a smaller --batch-size", soft_wrap=True)
             raise typer.Exit(1)
         except OSError as err:
@@ -198,9 +204,9 @@ def train(
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the work dir."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
-    gpus: int = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun."),
-    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    device: Optional[str] = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: str = LauncherOpt,
     verbose: bool = VerboseOpt,
 ):
     """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
@@ -229,7 +235,7 @@ def evaluate(
     split: str = typer.Option("val", help="val or train."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
+    device: Optional[str] = DeviceOpt,
     verbose: bool = VerboseOpt,
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
@@ -332,9 +338,9 @@ def attack(
     overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
-    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
-    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    device: Optional[str] = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: str = LauncherOpt,
     workers: int = typer.Option(2, help="Image-loading worker processes."),
     record_loss: bool = typer.Option(True, "--record-loss/--no-record-loss",
                                      help="Measure the teacher's loss before and after (2 extra forward passes)."),
@@ -370,9 +376,9 @@ def distill(
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
-    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
-    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    device: Optional[str] = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: str = LauncherOpt,
     verbose: bool = VerboseOpt,
 ):
     """Distil the teacher into the student: FGD + IKD's augmentation, both stages in one run."""
@@ -391,9 +397,9 @@ def distill(
 def resume(
     work_dir: Path = typer.Argument(..., help="The run's folder, e.g. work_dirs/shapes/distill."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Check that the run is of this preset."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda where available)."),
-    gpus: int = typer.Option(1, help="Processes on this machine; >1 relaunches under torchrun."),
-    launcher: str = typer.Option("none", help="none, pytorch (under torchrun) or slurm."),
+    device: Optional[str] = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: str = LauncherOpt,
     verbose: bool = VerboseOpt,
 ):
     """Continue an interrupted distill or train run where it stopped (same stage, epoch, optimiser)."""
