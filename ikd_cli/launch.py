@@ -67,9 +67,19 @@ def _slurm_environment() -> None:
         try:
             first = subprocess.check_output(["scontrol", "show", "hostnames", nodes], text=True).split()[0]
         except (OSError, subprocess.CalledProcessError, IndexError):
-            first = nodes.split(",")[0]
+            first = first_slurm_host(nodes)
         os.environ["MASTER_ADDR"] = first
     os.environ.setdefault("MASTER_PORT", "29500")
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list, for when ``scontrol`` is not on PATH:
+    'gpu[07-09,12],cpu1' -> 'gpu07' (zero padding kept, as SLURM names hosts)."""
+    head = nodelist.split(",")[0]
+    if "[" not in head:
+        return head
+    prefix, ranges = head.split("[", 1)
+    return prefix + ranges.split("-")[0].rstrip("]")
 
 
 def init_distributed(launcher: str, device: str) -> tuple[bool, int, int]:

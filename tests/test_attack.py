@@ -116,11 +116,15 @@ def test_bad_input(trained_teacher, tiny_sets, tmp_path):
     assert "unknown" in result.output.lower() and "difgsm" in result.output
 
 
+def _sharded_attack_args(trained_teacher, tiny_sets) -> list[str]:
+    return ["attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--device", "cpu",
+            "--workers", "0", "--limit", "6", "--method", "mifgsm", "--steps", "2", *tiny_sets,
+            "--set", "attack.batch_size=1"]
+
+
 def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, tmp_path):
     """Shards over 2 torch.distributed ranks (torchrun, gloo on CPU); same files as one process."""
-    common = ["attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--device", "cpu",
-              "--workers", "0", "--limit", "6", "--method", "mifgsm", "--steps", "2", *tiny_sets,
-              "--set", "attack.batch_size=1"]
+    common = _sharded_attack_args(trained_teacher, tiny_sets)
     exe = str(REPO / ".venv" / "bin" / "ikd")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     two = subprocess.run([exe, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,
@@ -135,6 +139,43 @@ def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, t
         a = cv2.imread(str(tmp_path / "one" / name))
         b = cv2.imread(str(tmp_path / "two" / name))
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # same attack; float reduction order aside
+
+
+def test_slurm_launcher_shards_like_srun(trained_teacher, tiny_sets, tmp_path):
+    """Two processes started the way srun starts them (SLURM_PROCID / SLURM_NTASKS, no torchrun)
+    form one gloo group and split the images between them."""
+    from ikd_cli.launch import _free_port
+
+    out = tmp_path / "slurm"
+    exe = str(REPO / ".venv" / "bin" / "ikd")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))}
+    port = str(_free_port())
+    procs = [subprocess.Popen([exe, *_sharded_attack_args(trained_teacher, tiny_sets), "--out", str(out),
+                               "--launcher", "slurm"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(base, OMP_NUM_THREADS="1", SLURM_PROCID=str(rank), SLURM_NTASKS="2",
+                                       SLURM_LOCALID=str(rank), MASTER_PORT=port))
+             for rank in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    done = [json.loads(line)["image"] for r in (0, 1)
+            for line in (out / f"records-{r}.jsonl").read_text().splitlines()]
+    assert len(done) == len(set(done)) == 6 and len(list(out.glob("*.png"))) == 6
+
+
+def test_slurm_without_srun_variables_is_one_line_error(trained_teacher, tiny_sets, tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    result = run_cli(*_sharded_attack_args(trained_teacher, tiny_sets), "--out", tmp_path / "x",
+                     "--launcher", "slurm", expect=1)
+    assert "SLURM_PROCID" in result.output and "srun" in result.output
+
+
+def test_first_slurm_host():
+    from ikd_cli.launch import first_slurm_host
+
+    assert first_slurm_host("gpu[07-09,12],cpu1") == "gpu07"
+    assert first_slurm_host("node3,node4") == "node3"
+    assert first_slurm_host("a[5]") == "a5"
 
 
 def test_ctrl_c_leaves_only_complete_files(trained_teacher, tiny_sets, tmp_path):
