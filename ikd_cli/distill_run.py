@@ -68,11 +68,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     start = time.time()
     with quiet_to_log(work_dir / "train.log", verbose=verbose):
         check_adversarial_set(cfg, preset)
-        from mmdet.models import build_detector
-
-        model = build_detector(cfg.model)
-        model.init_weights()  # student init, teacher weights, init_student
-        run_training(cfg, device=device, distributed=distributed, resume_from=resume_from, model=model,
+        run_training(cfg, device=device, distributed=distributed, resume_from=resume_from,
                      extra_hooks=[(student_hook, 60)], title="distill",
                      meta=dict(ikd_preset=preset, ikd_role="distill"), find_unused=True)
     if rank == 0:

@@ -76,9 +76,9 @@ def save_run_files(work_dir: Path, cfg, preset: dict) -> None:
 
 
 def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None = None,
-                 model=None, extra_hooks=(), title: str = "train", meta: dict | None = None,
+                 extra_hooks=(), title: str = "train", meta: dict | None = None,
                  find_unused: bool = False):
-    """Train ``cfg.model`` (or a prebuilt ``model``) with mmcv's EpochBasedRunner.
+    """Train ``cfg.model`` with mmcv's EpochBasedRunner.
 
     Returns the runner after the last epoch. Everything MMDetection logs goes wherever the
     caller's ``quiet_to_log`` sends it.
@@ -97,13 +97,14 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     compat.apply()
 
     logger = get_root_logger(log_level="INFO")
+    # Seed before the model is built: its random initialisation (a distiller's student backbone
+    # and loss modules included) is part of what makes two runs with one seed the same.
     set_random_seed(cfg.seed, deterministic=False)
     rank, world_size = get_dist_info()
 
     dataset = build_dataset_checked(cfg.data.train, "training")
-    if model is None:
-        model = build_detector(cfg.model)
-        model.init_weights()
+    model = build_detector(cfg.model)
+    model.init_weights()  # for a distiller: student init, teacher weights, init_student
     model.CLASSES = dataset.CLASSES
 
     loader = build_dataloader(dataset, cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, num_gpus=1,

@@ -55,6 +55,18 @@ def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
     assert "AP50" in ev.output
 
 
+def test_same_seed_same_student(trained_teacher, tiny_sets, adv_set, tmp_path):
+    """Two runs with one seed train the same student: the student's random initialisation is
+    seeded too, so a comparison between runs (student alone, FGD, IKD) compares methods, not luck."""
+    students = []
+    for name in ("a", "b"):
+        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path / name), "--epochs", "1")
+        students.append(torch.load(tmp_path / name / "distill" / "student_latest.pth", map_location="cpu",
+                                   weights_only=False)["state_dict"])
+    assert students[0].keys() == students[1].keys()
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+
 def test_init_student_copies_the_teachers_neck_and_head(trained_teacher, tiny_sets, adv_set, tmp_path):
     from ikd_cli import presets
     from ikd_cli.mmdet_config import build_config
