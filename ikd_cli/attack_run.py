@@ -158,9 +158,12 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
         if rank == 0:
             check_settings(out_dir, settings, overwrite)
         if distributed:
-            torch.distributed.barrier()
+            torch.distributed.barrier()  # settings checked (the folder cleared on --overwrite) first
         dataset = _attack_dataset(cfg, split)
         done, _ = read_records(out_dir)
+        if distributed:
+            # Every rank must shard the same to-do list: none may write a record before all have read.
+            torch.distributed.barrier()
         names = [info["filename"] for info in dataset.data_infos]
         todo_all = list(range(len(names)))[: limit if limit else None]
         todo = [i for i in todo_all if names[i] not in done]
