@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+IKD_EXE = str(REPO / ".venv" / "bin" / "ikd")  # the installed console script, for tests that need a real process
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import IKD_EXE, run_cli
 from ikd_cli.attack_run import read_records, verify_adversarial_set
 
 
@@ -125,9 +125,8 @@ def _sharded_attack_args(trained_teacher, tiny_sets) -> list[str]:
 def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, tmp_path):
     """Shards over 2 torch.distributed ranks (torchrun, gloo on CPU); same files as one process."""
     common = _sharded_attack_args(trained_teacher, tiny_sets)
-    exe = str(REPO / ".venv" / "bin" / "ikd")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run([exe, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,
+    two = subprocess.run([IKD_EXE, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,
                          text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stdout + two.stderr
     run_cli(*common, "--out", tmp_path / "one")
@@ -147,10 +146,9 @@ def test_slurm_launcher_shards_like_srun(trained_teacher, tiny_sets, tmp_path):
     from ikd_cli.launch import _free_port
 
     out = tmp_path / "slurm"
-    exe = str(REPO / ".venv" / "bin" / "ikd")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))}
     port = str(_free_port())
-    procs = [subprocess.Popen([exe, *_sharded_attack_args(trained_teacher, tiny_sets), "--out", str(out),
+    procs = [subprocess.Popen([IKD_EXE, *_sharded_attack_args(trained_teacher, tiny_sets), "--out", str(out),
                                "--launcher", "slurm"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=dict(base, OMP_NUM_THREADS="1", SLURM_PROCID=str(rank), SLURM_NTASKS="2",
@@ -183,8 +181,7 @@ def test_ctrl_c_leaves_only_complete_files(trained_teacher, tiny_sets, tmp_path)
     import time
 
     out = tmp_path / "adv"
-    exe = str(REPO / ".venv" / "bin" / "ikd")
-    cmd = [exe, "attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--out", str(out),
+    cmd = [IKD_EXE, "attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--out", str(out),
            "--device", "cpu", "--workers", "0", *tiny_sets, "--set", "attack.batch_size=1"]
     # A shell's background job starts with SIGINT ignored, and Python keeps an inherited "ignore":
     # give the child the default disposition, as a terminal's Ctrl-C finds it.

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, run_cli
+from conftest import IKD_EXE, REPO, run_cli
 
 
 def test_help_does_not_import_torch_or_mmdet():
@@ -19,9 +19,8 @@ def test_help_does_not_import_torch_or_mmdet():
 
 
 def test_console_script_help_runs(tmp_path):
-    exe = REPO / ".venv" / "bin" / "ikd"
     start = time.perf_counter()
-    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    proc = subprocess.run([IKD_EXE, "--help"], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0 and "distill" in proc.stdout
     print(f"ikd --help took {elapsed:.2f} s")  # reported, never asserted (machines are noisy)
@@ -41,8 +40,7 @@ def test_bad_override_names_nearest_key():
 
 
 def test_real_process_error_has_no_traceback(tmp_path):
-    exe = REPO / ".venv" / "bin" / "ikd"
-    proc = subprocess.run([str(exe), "evaluate", str(tmp_path / "missing.pth")], capture_output=True, text=True)
+    proc = subprocess.run([IKD_EXE, "evaluate", str(tmp_path / "missing.pth")], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "checkpoint not found" in proc.stdout + proc.stderr

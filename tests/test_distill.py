@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import IKD_EXE, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +116,9 @@ def _kill_after(cmd, marker: Path, timeout=240):
 
 @pytest.mark.parametrize("kill_after_epoch,stage", [(1, "stage 1"), (2, "stage 2")])
 def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, adv_set, tmp_path):
-    exe = str(REPO / ".venv" / "bin" / "ikd")
     args = _distill_args(trained_teacher, tiny_sets, adv_set, tmp_path)
     work = tmp_path / "distill"
-    _kill_after([exe, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
+    _kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
                 work / f"epoch_{kill_after_epoch}.pth")
     result = run_cli("resume", work, "--device", "cpu")
     assert f"after epoch {kill_after_epoch}" in result.output
@@ -138,9 +137,8 @@ def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):
 
 
 def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
-    exe = str(REPO / ".venv" / "bin" / "ikd")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([exe, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+    proc = subprocess.run([IKD_EXE, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
                            "--epochs", "1", "--gpus", "2"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
