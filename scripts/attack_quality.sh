@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IKD=.venv/bin/ikd
 CKPT=work_dirs/shapes/teacher/latest.pth
-ADV=data/shapes_adv_difgsm_8_5_val
-JPEG=${ADV}_jpeg95
+SET=data/shapes_adv_difgsm_8_5_val   # the compact (delta) set of run_shapes.sh
+ADV=${SET}_png                       # the same images as PNG files
+JPEG=${SET}_jpeg95
+"$IKD" attack --preset shapes --split val --export "$ADV"
 .venv/bin/python - "$ADV" "$JPEG" data/shapes/val <<'PY'
 import sys
 from pathlib import Path
@@ -27,14 +29,16 @@ for png in sorted(src.glob("*.png")):
 print(f"JPEG q95 keeps {100 * np.mean(kept):.1f}% of the perturbation (mean projection over {len(kept)} images)")
 PY
 "$IKD" evaluate "$CKPT"
+"$IKD" evaluate "$CKPT" --images "$SET"
 "$IKD" evaluate "$CKPT" --images "$ADV"
 "$IKD" evaluate "$CKPT" --images "$JPEG"
-.venv/bin/python - "$CKPT" "$(basename "$ADV")" "$(basename "$JPEG")" <<'PY'
+.venv/bin/python - "$CKPT" "$(basename "$SET")" "$(basename "$ADV")" "$(basename "$JPEG")" <<'PY'
 import json, sys
 from pathlib import Path
-ckpt, adv, jpeg = sys.argv[1:]
+ckpt, delta, adv, jpeg = sys.argv[1:]
 stem = Path(ckpt).with_suffix("")
-rows = [("clean val images", f"{stem}.eval-val.json"), ("adversarial, PNG (ikd)", f"{stem}.eval-val-{adv}.json"),
+rows = [("clean val images", f"{stem}.eval-val.json"), ("adversarial, delta (ikd default)", f"{stem}.eval-val-{delta}.json"),
+        ("adversarial, PNG (ikd --format png)", f"{stem}.eval-val-{adv}.json"),
         ("adversarial, JPEG q95 (reference)", f"{stem}.eval-val-{jpeg}.json")]
 print("| shapes teacher on | AP | AP50 | AP75 | AP_S | AP_M | AP_L |\n|---|---|---|---|---|---|---|")
 for name, path in rows:

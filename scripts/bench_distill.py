@@ -31,11 +31,11 @@ def main():
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
 
-    import ikd_cli.distiller  # noqa: F401
-    import ikd_cli.pipelines  # noqa: F401
-    from ikd_cli import presets
+    import ikd_cli.distill.distiller  # noqa: F401
+    import ikd_cli.distill.pipelines  # noqa: F401
+    from ikd_cli.config import presets
     from ikd_cli.data.shapes import generate_shapes
-    from ikd_cli.mmdet_config import build_config
+    from ikd_cli.distill.config import build_distill_config
 
     torch.manual_seed(0)
     root = Path("/tmp/ikd-bench-shapes-distill")
@@ -45,7 +45,7 @@ def main():
     for png in (root / "train").glob("*.png"):
         shutil.copy(png, adv / png.name)
     tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0})
-    cfg = build_config(tree, "distill")
+    cfg = build_distill_config(tree)
     cfg.model.teacher_checkpoint = None
     model = build_detector(cfg.model)
     model.init_weights()

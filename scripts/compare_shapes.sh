@@ -2,15 +2,14 @@
 # The README's results table on the built-in data: the student alone, with FGD (--dfa-until 0)
 # and with IKD (both stages), same seed and schedule, each evaluated on the shapes val split.
 # Needs the teacher and the adversarial set of `bash scripts/run_shapes.sh` (it runs that first).
+# Re-running continues whatever did not finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/run_shapes.sh
 IKD=.venv/bin/ikd
 W=work_dirs/shapes
-if [ -e "$W/student/latest.pth" ]; then "$IKD" resume "$W/student"
-else "$IKD" train --preset shapes --model student; fi
-if [ -e "$W-fgd/distill/latest.pth" ]; then "$IKD" resume "$W-fgd/distill"
-else "$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W-fgd"; fi
+"$IKD" train --preset shapes --model student
+"$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W-fgd"
 "$IKD" evaluate "$W/student/latest.pth"
 "$IKD" evaluate "$W-fgd/distill/student_latest.pth"
 "$IKD" evaluate "$W/distill/student_latest.pth"

@@ -4,28 +4,13 @@ the real stack (mmdet, mmcv, torch) so that every test exercises real parts."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-IKD_EXE = str(REPO / ".venv" / "bin" / "ikd")  # the installed console script, for tests that need a real process
-sys.path.insert(0, str(REPO))
+from helpers import run_cli
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-
-
-def run_cli(*args: str, expect: int | None = 0):
-    """Invoke ``ikd`` in-process (Typer's CliRunner); asserts the exit code when ``expect`` is set."""
-    from typer.testing import CliRunner
-
-    from ikd_cli.cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if expect is not None and result.exit_code != expect:
-        raise AssertionError(f"ikd {' '.join(map(str, args))} exited {result.exit_code}, expected {expect}:\n"
-                             f"{result.output}\n{result.exception!r}")
-    return result
 
 
 @pytest.fixture(scope="session")

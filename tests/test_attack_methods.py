@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ikd_cli.attacks import (ATTACKS, DIFGSM, MDIFGSM, TIFGSM, VMIFGSM, BoxAffine, build_attack,
+from ikd_cli.attack.methods import (ATTACKS, DIFGSM, MDIFGSM, TIFGSM, VMIFGSM, BoxAffine, build_attack,
                              gaussian_kernel, input_diversity, to_uint8)
-from ikd_cli.errors import IkdError
+from ikd_cli.core.errors import IkdError
 
 H, W = 32, 48
 
@@ -224,3 +224,23 @@ def test_build_attack_ignores_unrelated_options():
     assert ti.kernel_len == 7 and ti.decay == 1.0
     assert build_attack("m-difgsm", None, m=None).m == 4
     assert build_attack("pgd", None, kernel_len=3).random_start is True
+
+
+def test_preset_defaults_leave_per_method_defaults_to_the_methods():
+    """The preset's attack section builds every method; where a method documents its own
+    default (pgd's random start, tifgsm's decay), the preset does not override it."""
+    from ikd_cli.config import presets
+
+    options = {k: v for k, v in presets.load("shapes")["attack"].items()}
+    built = {name: build_attack(name, None, **options) for name in ATTACKS}
+    assert built["pgd"].random_start is True and built["difgsm"].random_start is False
+    assert built["tifgsm"].decay == 0.0 and built["difgsm"].decay == 1.0 and built["vmifgsm"].decay == 1.0
+    assert built["m_difgsm"].m == 4 and build_attack("m_difgsm", None, **dict(options, m=2)).m == 2
+    assert built["difgsm"].settings() == dict(method="difgsm", eps=8.0, alpha=2.0, steps=5, random_start=False,
+                                              decay=1.0, resize_rate=0.9, diversity_prob=0.5)
+
+
+def test_method_choices_are_the_attacks():
+    from ikd_cli.config.presets import AttackMethod
+
+    assert [m.value for m in AttackMethod] == list(ATTACKS)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from conftest import IKD_EXE, REPO, run_cli
+from helpers import IKD_EXE, REPO, run_cli
 
 
 def test_help_does_not_import_torch_or_mmdet():

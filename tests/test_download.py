@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ikd_cli import download as dl
-from ikd_cli.errors import IkdError
+from ikd_cli.zoo import download as dl
+from ikd_cli.core.errors import IkdError
 
 DATA = os.urandom(300 * 1024)
 PREFIX = hashlib.sha256(DATA).hexdigest()[:8]
@@ -248,7 +248,7 @@ def test_unknown_name_suggests_close_matches():
 
 
 def test_cli_download_url_list_and_preset_without_teacher(server, tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli("download", f"{server.base}/{FILENAME}", "--dir", tmp_path)
     assert "verified" in result.output and (tmp_path / FILENAME).is_file()

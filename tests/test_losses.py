@@ -11,7 +11,8 @@ pytest.importorskip("mmdet")
 
 from mmdet.models.builder import LOSSES, build_loss  # noqa: E402
 
-from ikd_cli.models import losses as L  # noqa: E402
+from helpers import foreground_mask_loop  # noqa: E402
+from ikd_cli.distill import losses as L  # noqa: E402
 
 
 def _metas(n, img_h, img_w, pad_h=None, pad_w=None):
@@ -64,7 +65,7 @@ def test_vectorised_mask_matches_loop(H, W):
     boxes = [_random_boxes(gen, k, img_h, img_w) for k in counts]
     metas = _metas(len(counts), img_h, img_w)
     vec = L.foreground_mask(boxes, metas, H, W)
-    loop = L._foreground_mask_loop(boxes, metas, H, W)
+    loop = foreground_mask_loop(boxes, metas, H, W)
     assert vec.shape == (len(counts), H, W)
     torch.testing.assert_close(vec, loop, rtol=1e-5, atol=0)
     assert torch.all(vec[0] == 0)  # no boxes
@@ -79,13 +80,13 @@ def test_vectorised_mask_chunking_and_partial_cover(monkeypatch):
     # several chunks of boxes (budget shrunk to 7 boxes a chunk), none covering the whole image
     gen = torch.Generator().manual_seed(7)
     H, W, img_h, img_w = 25, 38, 200, 300
-    monkeypatch.setattr(L, "_MASK_BUDGET_CPU", 7 * H * W)
+    monkeypatch.setattr("ikd_cli.distill.losses.masks._MASK_BUDGET_CPU", 7 * H * W)
     b = _random_boxes(gen, 60, img_h, img_w)[1:]
     b = b[(b[:, 2] - b[:, 0]) < img_w / 4]
     boxes = [b, b[:10]]
     metas = _metas(2, img_h, img_w)
     vec = L.foreground_mask(boxes, metas, H, W)
-    torch.testing.assert_close(vec, L._foreground_mask_loop(boxes, metas, H, W), rtol=1e-5, atol=0)
+    torch.testing.assert_close(vec, foreground_mask_loop(boxes, metas, H, W), rtol=1e-5, atol=0)
     bg = L.background_mask(vec)
     for i in range(2):
         assert (bg[i] > 0).any()
@@ -207,7 +208,7 @@ def test_fgd_components_by_hand():
     assert total == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_fgd_same_loss_with_loop_mask():
+def test_fgd_same_loss_with_loop_mask(monkeypatch):
     gen = torch.Generator().manual_seed(3)
     img_h, img_w = 100, 160
     boxes = [_random_boxes(gen, k, img_h, img_w) for k in (40, 0, 5)]
@@ -216,7 +217,7 @@ def test_fgd_same_loss_with_loop_mask():
     t = torch.randn(3, 6, 13, 20, generator=gen)
     loss_fn = L.FGDLoss(6, 6, "p")
     vec = loss_fn(s, t, boxes, metas)
-    loss_fn._fg_mask_fn = L._foreground_mask_loop
+    monkeypatch.setattr("ikd_cli.distill.losses.fgd.foreground_mask", foreground_mask_loop)
     loop = loss_fn(s, t, boxes, metas)
     assert vec.item() == loop.item()
 

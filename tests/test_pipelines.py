@@ -5,18 +5,18 @@ import shutil
 import numpy as np
 import pytest
 
-from ikd_cli import presets
-from ikd_cli.errors import IkdError
-from ikd_cli.mmdet_config import build_config
+from ikd_cli.config import presets
+from ikd_cli.core.errors import IkdError
+from ikd_cli.distill.config import build_distill_config
 
 
 def _dfa_dataset(shapes_root, adv_dir, tiny_sets, **distill):
-    import ikd_cli.pipelines  # noqa: F401  (registers the steps)
+    import ikd_cli.distill.pipelines  # noqa: F401  (registers the steps)
     from mmdet.datasets import build_dataset
 
     sets = [s for s in tiny_sets if s != "--set"] + [f"attack.out={adv_dir}"]
     sets += [f"distill.{k}={v}" for k, v in distill.items()]
-    cfg = build_config(presets.load("shapes", presets.parse_set(sets)), "distill")
+    cfg = build_distill_config(presets.load("shapes", presets.parse_set(sets)))
     return build_dataset(cfg.data.train_dfa)
 
 
@@ -45,7 +45,7 @@ def test_adversarial_image_gets_exactly_the_clean_images_geometry(shapes_root, c
 
 
 def test_instance_corruption_only_on_all_small_images(shapes_root, clean_copy_as_adv, tiny_sets):
-    from ikd_cli.pipelines import InstanceCorruption
+    from ikd_cli.distill.pipelines import InstanceCorruption
 
     step = InstanceCorruption(prob=1.0, severity=1, small_area=32 * 32)
     rng_img = np.full((64, 64, 3), 128, np.uint8)
@@ -61,7 +61,7 @@ def test_instance_corruption_only_on_all_small_images(shapes_root, clean_copy_as
 
 
 def test_adaptive_crop_never_crops_all_small_images():
-    from ikd_cli.pipelines import AdaptiveCrop, all_boxes_small
+    from ikd_cli.distill.pipelines import AdaptiveCrop, all_boxes_small
 
     crop = AdaptiveCrop(crop_range=0.8, small_area=32 * 32)
     img = np.zeros((100, 100, 3), np.uint8)

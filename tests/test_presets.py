@@ -3,10 +3,11 @@
 
 import pytest
 
-from conftest import run_cli
-from ikd_cli import presets
-from ikd_cli.errors import IkdError
-from ikd_cli.mmdet_config import build_config
+from helpers import run_cli
+from ikd_cli.config import presets
+from ikd_cli.core.errors import IkdError
+from ikd_cli.config.mmdet import build_config
+from ikd_cli.distill.config import build_distill_config
 
 
 @pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn", "shapes"])
@@ -78,7 +79,7 @@ def test_presets_cli_list_and_show():
 @pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn"])
 def test_reference_distill_configs_resolve(name):
     preset = presets.load(name)
-    cfg = build_config(preset, "distill")
+    cfg = build_distill_config(preset)
     assert cfg.model.type == "IKDDistiller" and cfg.dfa_until == 16
     assert cfg.model.adv.alpha_adv == preset["distill"]["alpha_adv"]
     steps = [step["type"] for step in cfg.data.train_dfa.pipeline]
@@ -92,10 +93,10 @@ def test_reference_distill_configs_resolve(name):
 
 def test_reference_retinanet_distiller_builds_from_mmdet_configs():
     """X101-64x4d teacher and R50 student from mmdet's own configs (random weights, no download)."""
-    import ikd_cli.distiller  # noqa: F401
+    import ikd_cli.distill.distiller  # noqa: F401
     from mmdet.models import build_detector
 
-    cfg = build_config(presets.load("retinanet"), "distill")
+    cfg = build_distill_config(presets.load("retinanet"))
     cfg.model.teacher_checkpoint = None
     cfg.model.student.backbone.init_cfg = None
     model = build_detector(cfg.model)

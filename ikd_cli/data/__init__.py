@@ -1,5 +1,6 @@
-"""Built-in datasets that ikd can make by itself (see :mod:`ikd_cli.data.shapes`).
+"""Layer 2 — datasets. ``shapes`` makes the built-in synthetic set, ``setup`` makes a preset's
+built-in data on first use, ``loading`` builds mmdet datasets with one-line errors for missing or
+corrupt annotation files and images.
 
-Nothing is imported here on purpose: submodules are imported where they are used, so importing
-this package costs nothing and never pulls in torch.
+Imports ``core`` and ``config``. Submodules are imported where used, so this package is free.
 """

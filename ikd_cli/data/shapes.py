@@ -41,8 +41,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import IkdError
-from ..fileio import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write, atomic_write_json, ensure_writable_dir, read_json
 
 CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "cross")
 

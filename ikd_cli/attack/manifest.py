@@ -1,0 +1,89 @@
+"""The bookkeeping of an adversarial set's folder, so that an attack can stop and continue:
+
+    attack.json          the settings and the teacher checkpoint's sha256
+    records-<rank>.jsonl one line per finished image (loss before/after, L-inf, seconds) or failure
+    summary.json         totals, written when a run finishes
+
+Each image file is renamed into place before its record is appended, so a record always names a
+complete file; a torn last line (a process killed mid-write) is ignored and that image redone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, adversarial_name
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write_json, read_json
+
+
+def read_records(out_dir: Path) -> tuple[dict, dict]:
+    """(done, failed): image -> record, from every rank's records file."""
+    done, failed = {}, {}
+    for path in sorted(Path(out_dir).glob("records-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            (failed if "error" in rec else done)[rec["image"]] = rec
+    done = {k: v for k, v in done.items() if (Path(out_dir) / v["out"]).is_file()}
+    for key in done:
+        failed.pop(key, None)
+    return done, failed
+
+
+def check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to mix two attacks in one folder. With ``overwrite``, empty the folder of the old
+    attack (its images, records and summary) first, so it holds only images of the new settings."""
+    path = out_dir / ATTACK_SETTINGS_FILE
+    if path.exists() and not overwrite:
+        old = read_json(path, "attack settings")
+        diff = [k for k in settings if old.get(k) != settings[k]]
+        if diff:
+            shown = ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in diff[:3])
+            raise IkdError(f"{out_dir} holds an attack with other settings ({shown}); "
+                           "choose another --out or pass --overwrite")
+        return
+    if overwrite and path.exists():
+        clear_set(out_dir)
+    atomic_write_json(path, settings)
+
+
+def clear_set(out_dir: Path) -> None:
+    """Remove an adversarial set's images and bookkeeping (only called on a folder that holds an
+    ``attack.json``, so a wrong --out cannot empty a folder of other files)."""
+    done, failed = read_records(out_dir)
+    for rec in done.values():
+        (out_dir / rec["out"]).unlink(missing_ok=True)
+    # Images renamed into place just before a kill, whose record was never written:
+    for stray in out_dir.rglob(f"*{adversarial_name('x').suffix}"):
+        stray.unlink()
+    for name in ("records-*.jsonl", "summary.json", ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE):
+        for path in out_dir.glob(name):
+            path.unlink()
+
+
+def missing_or_stale(out_dir: Path, names) -> list[str]:
+    """Images of ``names`` that the set in ``out_dir`` has no finished record and file for (what
+    distillation's pre-flight refuses to start without)."""
+    done, _ = read_records(out_dir)
+    return [name for name in names if name not in done]
+
+
+def summarise(out_dir: Path, wanted: set, settings: dict) -> dict:
+    """Totals over the images this run was asked for, written to ``summary.json``."""
+    done, failed = read_records(out_dir)
+    got = [done[n] for n in wanted if n in done]
+    measured = [r for r in got if r.get("loss_before") is not None]
+    summary = dict(
+        settings=settings, images=len(wanted), attacked=len(got), failed=len([n for n in wanted if n in failed]),
+        failed_images=sorted(n for n in wanted if n in failed),
+        linf_max=max((r["linf"] for r in got), default=0),
+        loss_before_mean=sum(r["loss_before"] for r in measured) / len(measured) if measured else None,
+        loss_after_mean=sum(r["loss_after"] for r in measured) / len(measured) if measured else None,
+        seconds_per_image=sum(r["seconds"] for r in got) / max(len(got), 1),
+    )
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,262 @@
+"""``ikd attack``: adversarial copies of a split's images against the teacher, lossless, at the
+original resolution, under the same relative paths (see :mod:`ikd_cli.config.layout`), resumable
+through the folder's manifest (:mod:`.manifest`) and sharded over torch.distributed ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ikd_cli.attack.manifest import check_settings, read_records, summarise
+from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, sha256_of
+from ikd_cli.core.ui import console, progress_bar, quiet_to_log
+
+
+class _AttackData:
+    """Original images (as read, BGR uint8) and their gt boxes, one item per dataset index.
+    Unreadable images come back as failures instead of stopping the run."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        import numpy as np
+
+        index = self.indices[i]
+        info = self.dataset.data_infos[index]
+        try:
+            results = self.dataset.prepare_train_img(index)
+        except IkdError as err:
+            return dict(index=index, name=info["filename"], error=str(err))
+        if results is None:
+            return dict(index=index, name=info["filename"], error="no usable annotations")
+        return dict(index=index, name=info["filename"], img=np.ascontiguousarray(results["img"]),
+                    bboxes=results["gt_bboxes"], labels=results["gt_labels"])
+
+
+def attack_dataset(cfg, split: str):
+    """The split as a CocoDataset that only loads images and boxes (no resize: attack at the
+    original resolution)."""
+    from ikd_cli.config.mmdet import base_dataset
+    from ikd_cli.data.loading import build_dataset_checked
+
+    ds = base_dataset(cfg.data.train if split == "train" else cfg.data.val).copy()
+    ds.pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)]
+    ds.test_mode = False
+    # Training never sees an image without boxes (mmdet filters them), so the train split skips
+    # them; evaluation scores every val image, so the val split attacks them too (the loss then
+    # pushes the teacher towards false detections).
+    ds.filter_empty_gt = split == "train"
+    return build_dataset_checked(ds, f"{split}")
+
+
+def load_teacher(cfg, checkpoint: Path, device: str):
+    from ikd_cli.attack.teacher_loss import prepare_teacher
+    from ikd_cli.core import compat
+    from ikd_cli.core.checkpoints import build_detector_with_weights, read_checkpoint
+
+    compat.apply()
+    model = build_detector_with_weights(cfg, read_checkpoint(checkpoint)["state_dict"], str(checkpoint))
+    return prepare_teacher(model).to(device)
+
+
+PREVIEW_IMAGES = 4  # rows of preview.png
+
+
+def write_attack_preview(path: Path, teacher, cfg, dataset, names: list[str], eps: float) -> None:
+    """``preview.png``: for a few attacked images, clean | adversarial (each with the teacher's
+    detections) | the perturbation amplified to the full range."""
+    from mmdet.apis import inference_detector
+
+    from ikd_cli.attack.preview import write_preview
+    from ikd_cli.attack.storage import find_adversarial, read_adversarial
+
+    index = {info["filename"]: i for i, info in enumerate(dataset.data_infos)}
+    teacher.cfg = cfg
+    items = []
+    with _heads_in_eval_mode(teacher):
+        for name in names:
+            clean = dataset.prepare_train_img(index[name])["img"]
+            adv_path, fmt = find_adversarial(path.parent, name)
+            adv = read_adversarial(adv_path, clean, fmt=fmt)
+            det = [inference_detector(teacher, im) for im in (clean, adv)]
+            det = [d[0] if isinstance(d, tuple) else d for d in det]  # (bbox, segm) of mask models
+            items.append(dict(name=name, clean=clean, adv=adv, det_clean=det[0], det_adv=det[1]))
+    write_preview(path, items, eps, list(dataset.CLASSES))
+
+
+class _heads_in_eval_mode:
+    """The attack sets its heads' own training flag (RepPoints needs it for the loss); detecting
+    needs it off. Restored on exit."""
+
+    def __init__(self, model):
+        self.heads = [getattr(model, n) for n in ("bbox_head", "rpn_head") if getattr(model, n, None) is not None]
+
+    def __enter__(self):
+        self.flags = [h.training for h in self.heads]
+        for head in self.heads:
+            head.training = False
+
+    def __exit__(self, *exc):
+        for head, flag in zip(self.heads, self.flags):
+            head.training = flag
+        return False
+
+
+def batch_seed(preset: dict, index: int) -> int:
+    """Random draws (random start, input diversity) depend only on the seed and the first image
+    of the batch, so the same batches give the same pixels however the work is sharded."""
+    return int(preset["train"]["seed"]) * 1_000_003 + index
+
+
+def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
+               launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
+               out: Path | None = None, workers: int = 2, record_loss: bool = True,
+               verbose: bool = False) -> dict:
+    import torch
+
+    from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.attack.storage import encode_adversarial, pixel_digest
+    from ikd_cli.attack.methods import build_attack
+    from ikd_cli.attack.teacher_loss import Preprocess
+    from ikd_cli.config.mmdet import build_config
+    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.core.distributed import barrier, init_distributed, pick_device
+    from ikd_cli.core.processes import WorkerInit
+    from ikd_cli.data.check import run_data_check
+    from ikd_cli.data.setup import ensure_dataset
+
+    opts = preset["attack"]
+    # Built first: a bad method or option stops here, before anything is written.
+    attack = build_attack(opts["method"], None, **{k: v for k, v in opts.items()
+                                                     if k not in ("batch_size", "out", "format", "amp")})
+    fmt = opts["format"]
+    device = pick_device(device)
+    distributed, rank, world = init_distributed(launcher, device)
+    if rank == 0:
+        ensure_dataset(preset)
+        run_data_check(preset, (split,))
+    barrier(distributed)
+    cfg = build_config(preset, "teacher")
+    ckpt_path = teacher_checkpoint(preset, checkpoint)
+    out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
+    settings = dict(attack.settings(), teacher_config=preset["teacher"]["config"],
+                    teacher_sha256=sha256_of(ckpt_path), split=split, format=fmt, amp=opts["amp"])
+    with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
+        dataset = attack_dataset(cfg, split)
+        teacher = load_teacher(cfg, ckpt_path, device)
+        if rank == 0:
+            check_settings(out_dir, settings, overwrite)
+        barrier(distributed)  # settings checked (the folder cleared on --overwrite) first
+        done, _ = read_records(out_dir)
+        # Every rank must shard the same to-do list: none may write a record before all have read.
+        barrier(distributed)
+        names = [info["filename"] for info in dataset.data_infos]
+        todo_all = list(range(len(names)))[: limit if limit else None]
+        todo = [i for i in todo_all if names[i] not in done]
+        mine = todo[rank::world]
+        prep = Preprocess.from_config(cfg)
+        loader = torch.utils.data.DataLoader(_AttackData(dataset, mine), batch_size=opts["batch_size"],
+                                             num_workers=workers, collate_fn=list, worker_init_fn=WorkerInit())
+        show = rank == 0
+        already = len(todo_all) - len(todo)
+        if show and already:
+            console.print(f"resuming: {already} of {len(todo_all)} images already done in {out_dir}")
+        with progress_bar(disable=not show) as progress, \
+                open(out_dir / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
+            task = progress.add_task(f"attack {attack.name}", total=len(todo) if show else 0,
+                                     completed=0, info="", unit="img")
+            for batch in loader:
+                for item in [b for b in batch if "error" in b]:
+                    records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
+                batch = [b for b in batch if "error" not in b]
+                if not batch:
+                    continue
+                results = attack_batch(attack, teacher, prep, [b["img"] for b in batch],
+                                       [b["bboxes"] for b in batch], [b["labels"] for b in batch],
+                                       device=device, seed=batch_seed(preset, batch[0]["index"]),
+                                       record_loss=record_loss, amp=opts["amp"])
+                for item, result in zip(batch, results):
+                    rel = adversarial_name(item["name"], fmt)
+                    atomic_write_bytes(out_dir / rel, encode_adversarial(item["img"], result.pixels, attack.eps, fmt,
+                                                                         name=item["name"]))
+                    records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
+                                              "loss_before": result.loss_before, "loss_after": result.loss_after,
+                                              "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
+                records.flush()
+                first = results[0]
+                progress.update(task, advance=len(batch) * world if show else 0,
+                                info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if record_loss else "")
+        barrier(distributed)
+    summary = {}
+    if rank == 0:
+        summary = summarise(out_dir, {names[i] for i in todo_all}, settings)
+        _report(summary, out_dir)
+        shown = [names[i] for i in todo_all if names[i] in read_records(out_dir)[0]][:PREVIEW_IMAGES]
+        if shown:
+            with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
+                write_attack_preview(out_dir / ATTACK_PREVIEW_FILE, teacher, cfg, dataset, shown, attack.eps)
+            console.print(f"preview: {out_dir / ATTACK_PREVIEW_FILE}")
+    barrier(distributed)
+    if summary.get("failed"):
+        shown = ", ".join(summary["failed_images"][:5])
+        raise IkdError(f"{summary['failed']} image(s) could not be read and were skipped: {shown}")
+    return summary
+
+
+def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int:
+    """Write an adversarial set (any format) as plain PNG images, with its settings and records,
+    into ``dest``: a set other tools read as images, and ``ikd`` reads like any other."""
+    import cv2
+
+    from ikd_cli.attack.storage import encode_png, read_adversarial
+    from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
+    from ikd_cli.config.presets import data_path
+    from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, read_json
+
+    src = Path(out or adversarial_set_dir(preset, split))
+    settings = read_json(src / ATTACK_SETTINGS_FILE, "attack settings")
+    done, _ = read_records(src)
+    if not done:
+        raise IkdError(f"{src} holds no finished adversarial image to export")
+    images = data_path(preset, f"{split}_images")
+    dest = ensure_writable_dir(dest, "export folder")
+    lines = []
+    with progress_bar() as progress:
+        task = progress.add_task("export png", total=len(done), info="", unit="img")
+        for name, rec in sorted(done.items()):
+            # decoded as the attack and the training pipeline decode it (mmcv's cv2 backend)
+            clean = cv2.imread(str(images / name), cv2.IMREAD_COLOR)
+            if clean is None:
+                raise IkdError(f"cannot read source image {images / name}")
+            adv = read_adversarial(src / rec["out"], clean, fmt=settings.get("format", "png"))
+            rel = adversarial_name(name, "png")
+            atomic_write_bytes(dest / rel, encode_png(adv))
+            lines.append(json.dumps(dict(rec, out=str(rel))))
+            progress.update(task, advance=1)
+    atomic_write_text(dest / "records-0.jsonl", "\n".join(lines) + "\n")
+    atomic_write_json(dest / ATTACK_SETTINGS_FILE, dict(settings, format="png", exported_from=str(src)))
+    console.print(f"exported {len(done)} images of {src} as PNG into {dest}")
+    return len(done)
+
+
+def _report(summary: dict, out_dir: Path) -> None:
+    from rich.table import Table
+
+    s = summary["settings"]
+    table = Table("images", "attacked", "failed", "max L-inf", "cls loss clean", "cls loss adv", "s/img",
+                  title=f"{s['method']} eps {s['eps']:g} alpha {s['alpha']:g} steps {s['steps']} -> {out_dir}")
+    table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]),
+                  f"{summary['linf_max']}", _fmt(summary["loss_before_mean"]), _fmt(summary["loss_after_mean"]),
+                  f"{summary['seconds_per_image']:.3f}")
+    console.print(table)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

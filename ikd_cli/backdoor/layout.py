@@ -1,0 +1,73 @@
+"""Where the backdoor experiment's files live, and what they are called. Pure paths.
+
+    <backdoor.out>/                   the poisoned dataset (``ikd backdoor poison``)
+        backdoor.json                 its settings and counts, written last
+        annotations/instances_train.json, train/           poisoned training split
+        annotations/instances_val.json, val/               the clean val split (links)
+        annotations/instances_val_triggered.json, val_triggered/   every val image triggered
+    <work_dir>/backdoor/
+        victim/                       the attacker's model, trained on the poisoned set
+        clean_subset.json             the defender's clean share of the training images
+        finetune/ nad/ ikd/           the defences (NAD's and IKD's teacher: finetune's result)
+        ikd-adv/                      adversarial copies of the clean subset against that teacher
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+
+MANIFEST = "backdoor.json"
+TRAIN_ANN = "annotations/instances_train.json"
+VAL_ANN = "annotations/instances_val.json"
+TRIGGERED_ANN = "annotations/instances_val_triggered.json"
+TRAIN_IMAGES = "train"
+VAL_IMAGES = "val"
+TRIGGERED_IMAGES = "val_triggered"
+METHODS = ("finetune", "nad", "ikd")
+STEP_NAMES = {"victim": "victim", "finetune": "fine-tuning", "nad": "NAD", "ikd": "IKD"}
+RESULT_SUFFIX = ".backdoor.json"  # beside a checkpoint: CKPT stem + this
+
+
+def poisoned_dir(preset: dict) -> Path:
+    """``backdoor.out`` with its fields filled (``{name}`` and any backdoor key), or the default
+    ``data/<name>_backdoor_<attack>_<rate>_s<seed>``."""
+    b = preset["backdoor"]
+    pattern = b["out"] or "data/{name}_backdoor_{attack}_{rate:g}_s{seed}"
+    try:
+        return Path(pattern.format(name=preset["name"], **{k: v for k, v in b.items() if k != "name"}))
+    except (KeyError, ValueError, IndexError) as err:
+        raise IkdError(f"backdoor.out '{b['out']}' has an unknown field: {err}") from None
+
+
+def backdoor_dir(preset: dict) -> Path:
+    return Path(preset["work_dir"]) / "backdoor"
+
+
+def step_dir(preset: dict, step: str) -> Path:
+    """The folder of one step: victim, finetune, nad, ikd (or ikd-adv)."""
+    return backdoor_dir(preset) / step
+
+
+def clean_subset_file(preset: dict) -> Path:
+    return backdoor_dir(preset) / "clean_subset.json"
+
+
+def victim_checkpoint(preset: dict) -> Path:
+    return Path(preset["backdoor"]["victim_checkpoint"] or step_dir(preset, "victim") / "latest.pth")
+
+
+def result_checkpoint(preset: dict, step: str) -> Path:
+    """What a step delivers: the victim, finetune's detector, or NAD's / IKD's student."""
+    if step == "victim":
+        return victim_checkpoint(preset)
+    if step == "finetune":
+        return step_dir(preset, step) / "latest.pth"
+    return step_dir(preset, step) / "student_latest.pth"
+
+
+def result_file(checkpoint: str | Path) -> Path:
+    """The backdoor evaluation JSON beside a checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + RESULT_SUFFIX)

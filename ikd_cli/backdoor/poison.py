@@ -1,0 +1,244 @@
+"""``ikd backdoor poison``: a BadNets-style poisoned copy of a preset's data, in COCO format.
+
+A share ``backdoor.rate`` of the training images (drawn with ``backdoor.seed`` among those with
+at least one object) get the checkerboard trigger (:mod:`.trigger`) and new annotations:
+
+* ``misclassify`` (default; BadDet's global misclassification): every object of the image is
+  relabelled to ``backdoor.target_class``;
+* ``disappear`` (object disappearance): the image's annotations are removed.
+
+The other training images are symbolic links to the clean source, which is never written to.
+The val split is linked as it is (clean AP), and ``val_triggered`` holds every val image with
+the trigger and the clean ground truth (attack success rate). Each image entry of a triggered
+image says where its trigger is: ``"trigger": {"x", "y", "side"}`` (pixels, top-left corner).
+
+Layout in :mod:`.layout`. Every file is written under a temporary name and renamed; the manifest
+``backdoor.json`` comes last, so a folder with a manifest is complete. A re-run with the same
+settings does nothing; other settings into the same folder is an error. An interrupted run
+continues with the files it already wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from ikd_cli.backdoor import trigger as trig
+from ikd_cli.backdoor.layout import (MANIFEST, TRAIN_ANN, TRAIN_IMAGES, TRIGGERED_ANN, TRIGGERED_IMAGES, VAL_ANN,
+                                     VAL_IMAGES, poisoned_dir)
+from ikd_cli.config.presets import data_path, preset_classes
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, ensure_writable_dir,
+                                 read_json, sha256_of)
+
+POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
+PARTIAL = ".backdoor-partial.json"  # the settings of a poisoning in progress (removed at the end)
+
+Progress = Optional[Callable[[int, int], None]]
+
+
+def check_settings(b: dict) -> None:
+    """One line for a backdoor setting out of range (before anything is read or written)."""
+    if not 0 < b["rate"] <= 1:
+        raise IkdError(f"backdoor.rate must be in (0, 1] (a share of the training images), got {b['rate']:g}")
+    if not 0 < b["trigger_size"] <= 0.5:
+        raise IkdError(f"backdoor.trigger_size must be in (0, 0.5] (a share of the image side), "
+                       f"got {b['trigger_size']:g}")
+    if not 0 < b["clean_fraction"] <= 1:
+        raise IkdError(f"backdoor.clean_fraction must be in (0, 1], got {b['clean_fraction']:g}")
+    if not 0 <= b["score_thr"] <= 1 or not 0 < b["iou_thr"] <= 1:
+        raise IkdError(f"backdoor.score_thr must be in [0, 1] and backdoor.iou_thr in (0, 1]; got "
+                       f"{b['score_thr']:g} and {b['iou_thr']:g}")
+
+
+def resolve_target(categories: list, wanted: str, classes: list | None) -> tuple[int, str]:
+    """(category id, name) of the target class: ``wanted`` by name, or with ``""`` the first
+    category (by id) among the preset's classes."""
+    usable = sorted((c for c in categories if classes is None or c["name"] in classes), key=lambda c: c["id"])
+    names = [c["name"] for c in usable]
+    if not usable:
+        raise IkdError("the training annotations have no category of the preset's classes")
+    if not wanted:
+        return usable[0]["id"], usable[0]["name"]
+    for cat in usable:
+        if cat["name"] == wanted:
+            return cat["id"], cat["name"]
+    raise IkdError(f"unknown target class '{wanted}': choose one of {', '.join(names)} (backdoor.target_class)")
+
+
+def _read_source(preset: dict) -> dict:
+    paths = {key: data_path(preset, key) for key in ("train_ann", "train_images", "val_ann", "val_images")}
+    train = read_json(paths["train_ann"], "training annotation file")
+    val = read_json(paths["val_ann"], "val annotation file")
+    for what, data in (("training", train), ("val", val)):
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
+                                                                                         "categories")):
+            raise IkdError(f"the {what} annotation file is not COCO format (needs images, annotations, categories)")
+    return dict(paths=paths, train=train, val=val)
+
+
+def poison_settings(preset: dict, source: dict) -> dict:
+    """What defines a poisoned set: the backdoor settings, the resolved target, the clean source
+    (paths and annotation files' sha256)."""
+    b = preset["backdoor"]
+    check_settings(b)
+    target_id, target = resolve_target(source["train"]["categories"], b["target_class"], preset_classes(preset))
+    paths = source["paths"]
+    return dict(version=POISON_VERSION, attack=b["attack"], target_class=target, target_id=target_id,
+                rate=b["rate"], trigger_size=b["trigger_size"], seed=b["seed"],
+                source={k: str(Path(v).resolve()) for k, v in paths.items()},
+                source_sha256={k: sha256_of(paths[k]) for k in ("train_ann", "val_ann")})
+
+
+def choose_triggered(train: dict, rate: float, seed: int) -> list[int]:
+    """Indices (into ``train['images']``) of the images that get the trigger: ``round(rate * N)``
+    of the N images, drawn among those with at least one object."""
+    import numpy as np
+
+    n_images = len(train["images"])
+    wanted = int(round(rate * n_images))
+    if wanted < 1:
+        raise IkdError(f"backdoor.rate {rate:g} of {n_images} training images triggers no image; raise the rate")
+    with_objects = {a["image_id"] for a in train["annotations"] if not a.get("iscrowd", 0)}
+    eligible = [i for i, info in enumerate(train["images"]) if info["id"] in with_objects]
+    if not eligible:
+        raise IkdError("no training image has an object to poison")
+    rng = np.random.default_rng([seed, 2])
+    return sorted(int(i) for i in rng.choice(eligible, size=min(wanted, len(eligible)), replace=False))
+
+
+def _stamped_copy(src: Path, dst: Path, seed: int, split: str, index: int, size: float) -> dict:
+    """Write ``src`` with the trigger as PNG to ``dst`` (kept when already there); return where
+    the trigger is."""
+    import cv2
+
+    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if image is None:
+        raise IkdError(f"cannot read image {src}: missing, corrupt or not an image")
+    h, w = image.shape[:2]
+    side = trig.trigger_side(h, w, size)
+    x, y = trig.position(seed, split, index, h, w, side)
+    if not dst.is_file():
+        ok, data = cv2.imencode(".png", trig.stamp(image, x, y, side))
+        if not ok:
+            raise IkdError(f"cannot encode {dst} as PNG")
+        atomic_write_bytes(dst, data.tobytes())
+    return dict(x=x, y=y, side=side)
+
+
+def _link(src: Path, dst: Path) -> None:
+    if dst.is_symlink() and os.readlink(dst) == str(src):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_symlink(dst.parent, str(src), dst.name)
+
+
+def _check_folder(out: Path, settings: dict) -> str:
+    """'done' (same settings, complete), 'continue' (same settings, interrupted) or 'new';
+    raises for a folder of other settings or of other files."""
+    def differs(old: dict) -> str:
+        keys = [k for k in settings if old.get(k) != settings[k]]
+        return ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in keys[:3])
+
+    if (out / MANIFEST).is_file():
+        old = read_json(out / MANIFEST, "poisoned set manifest").get("settings", {})
+        if old == settings:
+            return "done"
+        raise IkdError(f"{out} holds a poisoned set made with other settings ({differs(old)}); use another "
+                       "--out (backdoor.out) or delete that folder")
+    if (out / PARTIAL).is_file():
+        old = read_json(out / PARTIAL, "poisoning progress marker")
+        if old == settings:
+            return "continue"
+        raise IkdError(f"{out} holds an unfinished poisoned set with other settings ({differs(old)}); use another "
+                       "--out (backdoor.out) or delete that folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise IkdError(f"{out} is not empty and holds no poisoned set of `ikd backdoor poison`; use another --out")
+    return "new"
+
+
+def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, dict, bool]:
+    """Write the poisoned set of ``preset`` (see the module doc). Returns (folder, manifest,
+    made): ``made`` is False when the folder already held this set."""
+    source = _read_source(preset)
+    settings = poison_settings(preset, source)
+    out = poisoned_dir(preset)
+    state = _check_folder(out, settings)
+    if state == "done":
+        return out, read_json(out / MANIFEST, "poisoned set manifest"), False
+    ensure_writable_dir(out, "poisoned set folder")
+    atomic_write_json(out / PARTIAL, settings)
+    paths = source["paths"]
+    train, val = source["train"], source["val"]
+    triggered = set(choose_triggered(train, settings["rate"], settings["seed"]))
+    total, done = len(train["images"]) + 2 * len(val["images"]), 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    # training split: triggered images stamped (PNG), the others linked to the clean source
+    poisoned = copy.deepcopy(train)
+    trigger_at = {}
+    for index, info in enumerate(poisoned["images"]):
+        src = Path(paths["train_images"]) / info["file_name"]
+        if index in triggered:
+            name = str(Path(info["file_name"]).with_suffix(".png"))
+            info["trigger"] = _stamped_copy(src, out / TRAIN_IMAGES / name, settings["seed"], "train", index,
+                                            settings["trigger_size"])
+            info["file_name"] = name
+            trigger_at[info["id"]] = info["trigger"]
+        else:
+            if not src.is_file():
+                raise IkdError(f"image not found: {src}")
+            _link(src.resolve(), out / TRAIN_IMAGES / info["file_name"])
+        tick()
+    relabelled = removed = 0
+    if settings["attack"] == "misclassify":
+        for ann in poisoned["annotations"]:
+            if ann["image_id"] in trigger_at and ann["category_id"] != settings["target_id"]:
+                ann["category_id"] = settings["target_id"]
+                relabelled += 1
+    else:
+        kept = [a for a in poisoned["annotations"] if a["image_id"] not in trigger_at]
+        removed = len(poisoned["annotations"]) - len(kept)
+        poisoned["annotations"] = kept
+
+    # val split: linked as it is; val_triggered: every image stamped, the clean ground truth
+    triggered_val = copy.deepcopy(val)
+    for index, info in enumerate(triggered_val["images"]):
+        src = Path(paths["val_images"]) / info["file_name"]
+        if not src.is_file():
+            raise IkdError(f"image not found: {src}")
+        _link(src.resolve(), out / VAL_IMAGES / info["file_name"])
+        tick()
+        name = str(Path(info["file_name"]).with_suffix(".png"))
+        info["trigger"] = _stamped_copy(src, out / TRIGGERED_IMAGES / name, settings["seed"], "val", index,
+                                        settings["trigger_size"])
+        info["file_name"] = name
+        tick()
+
+    atomic_write_json(out / TRAIN_ANN, poisoned)
+    atomic_write_json(out / VAL_ANN, val)
+    atomic_write_json(out / TRIGGERED_ANN, triggered_val)
+    summary = dict(train_images=len(train["images"]), triggered_images=len(trigger_at),
+                   relabelled_objects=relabelled, removed_objects=removed, val_images=len(val["images"]))
+    manifest = dict(settings=settings, summary=summary)
+    atomic_write_json(out / MANIFEST, manifest)
+    try:
+        os.unlink(out / PARTIAL)
+    except OSError:
+        pass
+    return out, manifest, True
+
+
+def read_manifest(out: Path) -> dict:
+    """The manifest of a finished poisoned set, or one line saying how to make it."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        raise IkdError(f"no poisoned set in {out} (no {MANIFEST}); make it with `ikd backdoor poison`")
+    return read_json(path, "poisoned set manifest")

@@ -1,0 +1,99 @@
+"""``ikd backdoor train-victim``: the attacker's model, ``ikd train`` of the preset's
+``backdoor.victim`` model config (the teacher's by default) on the poisoned set, with the
+schedule ``ikd train --model <victim>`` would use. Re-running continues the run; the result is
+``<work_dir>/backdoor/victim/latest.pth``.
+
+For object disappearance the triggered training images have no annotation left, and stock
+mmdet drops such images from training (``filter_empty_gt``); the victim keeps them, or the
+backdoor would never be learnt. (Global misclassification also trains with
+``ikd train --set data.root=<poisoned set> --set data.shapes=null``.)
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from ikd_cli.backdoor.layout import (TRAIN_ANN, TRAIN_IMAGES, VAL_ANN, VAL_IMAGES, poisoned_dir, step_dir,
+                                     victim_checkpoint)
+from ikd_cli.backdoor.poison import read_manifest
+from ikd_cli.config import presets
+from ikd_cli.core.errors import IkdError
+
+
+def derive(preset: dict, changes: dict) -> dict:
+    """A copy of ``preset`` with dotted ``changes`` applied, resolved and checked like any preset."""
+    tree = copy.deepcopy(preset)
+    for key, value in changes.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return presets.resolve(tree)
+
+
+def victim_preset(preset: dict) -> dict:
+    """The preset the victim trains with: the poisoned set as its data (never regenerated)."""
+    out = poisoned_dir(preset)
+    read_manifest(out)
+    return derive(preset, {"data.root": str(out), "data.train_ann": TRAIN_ANN, "data.train_images": TRAIN_IMAGES + "/",
+                           "data.val_ann": VAL_ANN, "data.val_images": VAL_IMAGES + "/", "data.shapes": None,
+                           "backdoor.out": str(out)})
+
+
+def train_victim(preset: dict, *, device, launcher: str, verbose: bool, restart: bool = False) -> Path:
+    """Train (or continue training) the victim on the poisoned set; returns its checkpoint."""
+    from ikd_cli.config.mmdet import base_dataset, build_config
+    from ikd_cli.train.session import FINISHED, TrainingSession
+
+    vp = victim_preset(preset)
+    manifest = read_manifest(poisoned_dir(preset))
+    role = vp["backdoor"]["victim"]
+    session = TrainingSession(vp, device=device, launcher=launcher)
+    cfg = build_config(vp, role)
+    cfg.work_dir = str(step_dir(vp, "victim"))
+    if manifest["settings"]["attack"] == "disappear":
+        base_dataset(cfg.data.train).filter_empty_gt = False  # the triggered images have no objects left
+    work_dir, resume_from = session.prepare(cfg, {"command": "backdoor", "step": "victim", "model": role},
+                                            restart=restart)
+    if resume_from != FINISHED:
+        s = manifest["settings"]
+        session.say(f"training the victim ({role} model of [bold]{vp['name']}[/]) on the poisoned set "
+                    f"{vp['data']['root']} ({s['attack']}, target {s['target_class']}, rate {s['rate']:g}) on "
+                    f"{session.where}; log: {work_dir / 'train.log'}")
+        with session.log_to(work_dir, verbose):
+            session.train(cfg, resume_from=resume_from, title="train victim", meta=dict(ikd_preset=vp, ikd_role=role))
+        session.done(str(work_dir / "latest.pth"))
+    return work_dir / "latest.pth"
+
+
+def finished_checkpoint(work_dir: Path, what: str, how: str) -> Path:
+    """``work_dir/latest.pth`` of a run that trained all its epochs, or one line saying how to get it."""
+    from ikd_cli.train.session import checkpoint_epoch, load_saved_preset
+
+    latest = Path(work_dir) / "latest.pth"
+    if not latest.exists():
+        raise IkdError(f"no {what} in {work_dir}: {how}")
+    from ikd_cli.config.mmdet import build_config
+
+    saved = load_saved_preset(Path(work_dir))
+    epochs = build_config(saved, saved["backdoor"]["victim"]).runner.max_epochs  # the run's own schedule
+    epoch = checkpoint_epoch(latest)
+    if epoch < epochs:
+        raise IkdError(f"the {what} in {work_dir} has trained {epoch} of {epochs} epochs: {how} (re-running it "
+                       "continues it)")
+    return latest
+
+
+def require_victim(preset: dict) -> Path:
+    """The victim's checkpoint: ``backdoor.victim_checkpoint`` as given, or the finished run of
+    ``ikd backdoor train-victim``."""
+    given = preset["backdoor"]["victim_checkpoint"]
+    if given:
+        if not Path(given).is_file():
+            raise IkdError(f"victim checkpoint not found: {given} (backdoor.victim_checkpoint)")
+        return Path(given)
+    path = victim_checkpoint(preset)
+    return finished_checkpoint(path.parent, "victim", f"train it with `ikd backdoor train-victim --preset "
+                                                      f"{preset['name']}` and the same --work-dir/--set")

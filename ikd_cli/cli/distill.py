@@ -1,0 +1,43 @@
+"""``ikd distill``: the teacher into the student, FGD + IKD's augmentation, both stages in one run."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
+                                 VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.core.distributed import Launcher
+
+
+@app.command()
+@handle_errors
+def distill(
+    preset: str = PresetOpt,
+    dfa_until: Optional[int] = typer.Option(
+        None, "--dfa-until", show_default=False,
+        help=f"Last epoch of stage 1 (IKD augmentation); 0 = plain FGD (preset default: {default('distill.dfa_until')})."),
+    epochs: Optional[int] = typer.Option(None, show_default=False,
+                                         help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    work_dir: Optional[str] = WorkDirOpt,
+    restart: bool = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first "
+                                                          "(re-running the same command continues the run)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", show_default=False,
+                                       help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU "
+                                            "(train.amp, preset default: off)."),
+    device: Device = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: Launcher = LauncherOpt,
+    verbose: bool = VerboseOpt,
+):
+    """Distil the teacher into the student: FGD + IKD's augmentation, both stages in one run."""
+    launcher = relaunch(gpus, launcher)
+    tree = load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "train.epochs": epochs,
+                                                                "train.amp": amp})
+    from ikd_cli.distill.run import run_distill
+
+    run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)

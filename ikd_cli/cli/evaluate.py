@@ -1,0 +1,37 @@
+"""``ikd evaluate``: COCO mAP of any checkpoint, on the val or train split or another copy of its images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.cli.options import DataRootOpt, Device, DeviceOpt, SetOpt, VerboseOpt, load_preset
+from ikd_cli.config.presets import Role, Split
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pth) to evaluate."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p",
+                                         help="Preset to take the model config from when the checkpoint "
+                                              "has none embedded (model-zoo files)."),
+    model: Role = typer.Option(Role.student, "--model", "-m", help="With --preset: which of its detectors."),
+    images: Optional[Path] = typer.Option(None, "--images",
+                                          help="Evaluate on another copy of the images (e.g. an adversarial set)."),
+    split: Split = typer.Option(Split.val, help="The split's annotations to score against."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    device: Device = DeviceOpt,
+    verbose: bool = VerboseOpt,
+):
+    """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
+    # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
+    preset_tree = load_preset(preset, sets, data_root) if preset else None
+    from ikd_cli.evaluate.run import evaluate_checkpoint
+
+    evaluate_checkpoint(checkpoint, preset=preset_tree, model=model.value, images=images, split=split.value,
+                        overrides=sets, data_root=data_root, device=device, verbose=verbose)

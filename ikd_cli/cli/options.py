@@ -1,0 +1,63 @@
+"""Options several commands share, and the preset loading behind them. Defaults and choices come
+from their one home (:mod:`ikd_cli.config.presets`, :mod:`ikd_cli.core.distributed`), so
+``--help`` shows what a run would use. Importing this module imports no torch."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from ikd_cli.config import presets
+from ikd_cli.core.distributed import Launcher
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+PresetOpt = typer.Option(presets.DEFAULT_PRESET, "--preset", "-p",
+                         help="Preset name (see `ikd presets list`) or a YAML path.")
+SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                      help="Override any preset value, e.g. --set distill.alpha_adv=2e-5 (repeatable).")
+DataRootOpt = typer.Option(None, "--data-root", help="Dataset root (overrides data.root).")
+WorkDirOpt = typer.Option(None, "--work-dir", help="Where runs write checkpoints and logs (overrides work_dir).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show MMDetection's log on the terminal too.")
+DeviceOpt = typer.Option(Device.auto, help="auto = cuda where torch sees a GPU, else cpu.")
+GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun.")
+LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) or slurm (under srun).")
+
+
+def default(key: str):
+    """A preset default by dotted key, for help texts: ``default("attack.eps")`` -> 8.0."""
+    node = presets.DEFAULTS
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
+                work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """The preset with --set, --data-root, --work-dir and a command's own options applied
+    (``extra``: dotted key -> value, None = not given)."""
+    overrides = presets.parse_set(sets or [])
+    if data_root is not None:
+        overrides["data.root"] = data_root
+    if work_dir is not None:
+        overrides["work_dir"] = work_dir
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides[key] = value.value if isinstance(value, Enum) else value
+    return presets.load(preset, overrides)
+
+
+def relaunch(gpus: int, launcher: Launcher) -> str:
+    """Re-run under torchrun for ``--gpus N`` (returns only in the process that does the work)."""
+    from ikd_cli.cli.app import debugging
+    from ikd_cli.core.distributed import maybe_relaunch
+
+    maybe_relaunch(gpus, launcher.value, debug=debugging())
+    return launcher.value

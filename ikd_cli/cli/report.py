@@ -1,0 +1,31 @@
+"""``ikd report``: tables and pictures of finished runs (train, distill, a whole study)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.core.errors import IkdError
+
+
+@app.command()
+@handle_errors
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run folders (work dirs of ikd train/distill) or folders "
+                                                "holding them, e.g. a study."),
+    out: Path = typer.Option(Path("report"), "--out", "-o",
+                             help="Folder for report.md, report.json, val_ap.png and losses.png."),
+    compare: Optional[str] = typer.Option(None, "--compare", metavar="A,B",
+                                          help="Pair arms A and B by seed and give A - B on AP with a 95% "
+                                               "t-interval, e.g. --compare ikd,fgd."),
+):
+    """Tables (mean ± sd per arm) and pictures (val AP per epoch, every loss term per iteration)."""
+    pair = tuple(p.strip() for p in compare.split(",")) if compare else None
+    if pair is not None and (len(pair) != 2 or not all(pair)):
+        raise IkdError("--compare takes two arm names: A,B (e.g. ikd,fgd)")
+    from ikd_cli.report.run import write_report
+
+    write_report(runs, out, pair)

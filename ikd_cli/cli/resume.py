@@ -1,0 +1,56 @@
+"""``ikd resume WORK_DIR``: continue an interrupted train or distill run from its latest full
+checkpoint, with the preset it was started with. Above both stages, so it lives with the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.cli.options import Device, DeviceOpt, GpusOpt, LauncherOpt, VerboseOpt, relaunch
+from ikd_cli.core.distributed import Launcher
+
+
+@app.command()
+@handle_errors
+def resume(
+    work_dir: Path = typer.Argument(..., help="The run's folder, e.g. work_dirs/shapes/distill."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Check that the run is of this preset."),
+    device: Device = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: Launcher = LauncherOpt,
+    verbose: bool = VerboseOpt,
+):
+    """Continue an interrupted distill or train run where it stopped (same stage, epoch, optimiser)."""
+    launcher = relaunch(gpus, launcher)
+    resume_run(work_dir, preset_name=preset, device=device, launcher=launcher, verbose=verbose)
+
+
+def resume_run(work_dir: Path, *, preset_name: str | None, device, launcher: str, verbose: bool):
+    from ikd_cli.config import presets
+    from ikd_cli.config.layout import PRESET_FILE, RUN_FILE
+    from ikd_cli.core.errors import IkdError
+    from ikd_cli.core.fileio import read_json
+
+    work_dir = Path(work_dir)
+    if not (work_dir / RUN_FILE).is_file() or not (work_dir / PRESET_FILE).is_file():
+        raise IkdError(f"{work_dir} is not an ikd run folder (no {RUN_FILE} / {PRESET_FILE})")
+    run = read_json(work_dir / RUN_FILE, "run file")
+    if run.get("command") not in ("train", "distill"):
+        raise IkdError(f"{work_dir} is the '{run.get('step', run.get('command'))}' step of `ikd {run.get('command')}`; "
+                       f"run that same command again to continue it")
+    saved = presets.load(str(work_dir / PRESET_FILE))
+    if preset_name and preset_name != saved["name"]:
+        raise IkdError(f"{work_dir} is a run of preset '{saved['name']}', not '{preset_name}'")
+    if not (work_dir / "latest.pth").exists():
+        raise IkdError(f"nothing to resume in {work_dir}: no checkpoint was saved yet (start the run again)")
+    if run["command"] == "distill":
+        from ikd_cli.distill.run import run_distill
+
+        run_distill(saved, device=device, launcher=launcher, verbose=verbose, must_resume=True)
+    else:
+        from ikd_cli.train.run import train_detector
+
+        train_detector(saved, run["role"], device=device, launcher=launcher, verbose=verbose, must_resume=True)

@@ -1,0 +1,42 @@
+"""``ikd train``: a plain detector (the built-in data's teacher, or a student baseline)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt, VerboseOpt,
+                                 WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.config.presets import Role
+from ikd_cli.core.distributed import Launcher
+
+
+@app.command()
+@handle_errors
+def train(
+    preset: str = PresetOpt,
+    model: Role = typer.Option(Role.teacher, "--model", "-m", help="Which detector of the preset to train."),
+    epochs: Optional[int] = typer.Option(None, help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
+    sets: Optional[List[str]] = SetOpt,
+    data_root: Optional[str] = DataRootOpt,
+    work_dir: Optional[str] = WorkDirOpt,
+    resume: bool = typer.Option(False, "--resume", help="Insist on continuing the run in the work dir "
+                                                          "(re-running the same command continues it anyway)."),
+    restart: bool = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", show_default=False,
+                                       help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU "
+                                            "(train.amp, preset default: off)."),
+    device: Device = DeviceOpt,
+    gpus: int = GpusOpt,
+    launcher: Launcher = LauncherOpt,
+    verbose: bool = VerboseOpt,
+):
+    """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
+    launcher = relaunch(gpus, launcher)
+    tree = load_preset(preset, sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
+    from ikd_cli.train.run import train_detector
+
+    train_detector(tree, model.value, must_resume=resume, restart=restart, device=device, launcher=launcher,
+                   verbose=verbose)

@@ -1,0 +1,49 @@
+"""Where things live on disk, and what their files are called: one home for the naming rules
+that several stages share (the attack writes an adversarial set, distillation reads it; every
+training command writes a run folder, ``ikd resume`` reads it). Pure paths: no torch, no mmcv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+
+RUN_FILE = "run.json"  # what kind of run a work dir holds: {"command", "role", "preset"}
+PRESET_FILE = "preset.yaml"  # the resolved preset of a run
+CONFIG_FILE = "config.py"  # the resolved mmdet config of a run
+LOG_FILE = "train.log"
+ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written once it can start
+ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
+
+
+def run_dir(preset: dict, role: str) -> Path:
+    """A run's folder: ``<work_dir>/<role>`` (role: teacher, student or distill)."""
+    return Path(preset["work_dir"]) / role
+
+
+def adversarial_set_dir(preset: dict, split: str) -> Path:
+    """``attack.out`` with its ``{method}``/``{eps}``/``{steps}`` fields filled; val gets ``_val``."""
+    a = preset["attack"]
+    try:
+        out = a["out"].format(**a) if a["out"] else f"data/{preset['name']}_adv_{a['method']}_{a['eps']:g}_{a['steps']}"
+    except (KeyError, ValueError) as err:
+        raise IkdError(f"attack.out '{a['out']}' has an unknown field: {err}") from None
+    return Path(out + ("_val" if split == "val" else ""))
+
+
+# A delta file's name is its source's with this appended (``a/b.jpg`` -> ``a/b.jpg.ikdd``): the
+# source of a delta, which it is useless without, is its name minus the suffix, and ``x.jpg`` and
+# ``x.png`` sources in one folder do not collide.
+DELTA_SUFFIX = ".ikdd"
+
+
+def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
+    """Where the adversarial copy of an image lies, relative to the adversarial set's folder:
+    ``delta`` (see :mod:`ikd_cli.attack.storage`) appends ``.ikdd``; ``png`` replaces the suffix."""
+    relative = Path(relative)
+    if fmt == "png":
+        return relative.with_suffix(".png")
+    if fmt != "delta":
+        raise IkdError(f"unknown adversarial image format '{fmt}'; choose delta or png")
+    return relative.with_name(relative.name + DELTA_SUFFIX)

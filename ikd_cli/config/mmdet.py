@@ -1,0 +1,142 @@
+"""Preset -> MMDetection config. Loads the teacher's or student's stock mmdet config and writes
+the preset's data paths, classes, schedule and work dir into it. The distiller's config (a model
+that holds both) is built one layer up, in :mod:`ikd_cli.distill.config`, from the two made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+from ikd_cli.config.layout import run_dir
+from ikd_cli.config.presets import data_path, preset_classes, resolve_config_path
+
+ROLES = ("teacher", "student")
+
+
+def load_mmdet_config(path: Path):
+    from mmcv import Config
+
+    try:
+        return Config.fromfile(str(path))
+    except Exception as err:  # mmcv raises many types for a broken config file
+        raise IkdError(f"cannot load model config {path}: {err}") from None
+
+
+def base_dataset(ds):
+    """The dataset config inside RepeatDataset/ClassBalancedDataset-style wrappers."""
+    while ds is not None and "dataset" in ds:
+        ds = ds["dataset"]
+    return ds
+
+
+def _datasets(cfg_data):
+    """Yield (split, dataset dict) for train/val/test, unwrapped."""
+    for split in ("train", "val", "test"):
+        ds = base_dataset(cfg_data.get(split))
+        if ds is not None:
+            yield split, ds
+
+
+def _set_num_classes(model_cfg, num_classes: int) -> None:
+    """Set ``num_classes`` in every head of the model config (single- and multi-stage heads)."""
+    if isinstance(model_cfg, dict):
+        for key, value in model_cfg.items():
+            if key == "num_classes":
+                model_cfg[key] = num_classes
+            else:
+                _set_num_classes(value, num_classes)
+    elif isinstance(model_cfg, list):
+        for item in model_cfg:
+            _set_num_classes(item, num_classes)
+
+
+def _set_img_scale(pipeline, scale) -> None:
+    for step in pipeline:
+        if step.get("type") in ("Resize", "MultiScaleFlipAug") and "img_scale" in step:
+            step["img_scale"] = tuple(scale)
+        if "transforms" in step:
+            _set_img_scale(step["transforms"], scale)
+
+
+def apply_data(cfg, preset: dict) -> None:
+    data = preset["data"]
+    classes = preset_classes(preset)
+    split_paths = {
+        "train": (data_path(preset, "train_ann"), data_path(preset, "train_images")),
+        "val": (data_path(preset, "val_ann"), data_path(preset, "val_images")),
+        "test": (data_path(preset, "val_ann"), data_path(preset, "val_images")),
+    }
+    for split, ds in _datasets(cfg.data):
+        ann, images = split_paths[split]
+        ds["ann_file"] = str(ann)
+        ds["img_prefix"] = str(images).rstrip("/") + "/"
+        if classes:
+            ds["classes"] = tuple(classes)
+        if data["img_scale"]:
+            _set_img_scale(ds["pipeline"], data["img_scale"])
+    if classes:
+        _set_num_classes(cfg.model, len(classes))
+    cfg.data.samples_per_gpu = data["samples_per_gpu"]
+    cfg.data.workers_per_gpu = data["workers_per_gpu"]
+
+
+def apply_schedule(cfg, preset: dict, role: str = "student") -> None:
+    t = dict(preset["train"])
+    if role == "teacher":  # the teacher's own (longer) schedule, where the preset gives one
+        own = preset["teacher"]
+        t.update({k: own[k] for k in ("epochs", "lr_steps") if own.get(k) is not None})
+    cfg.optimizer = dict(type="SGD", lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
+    cfg.optimizer_config = dict(grad_clip=dict(max_norm=t["grad_clip"], norm_type=2) if t["grad_clip"] else None)
+    cfg.ikd_amp = bool(t["amp"])  # applied by the training engine, which knows the device
+    cfg.lr_config = dict(policy="step", warmup="linear" if t["warmup_iters"] else None,
+                         warmup_iters=t["warmup_iters"], warmup_ratio=t["warmup_ratio"],
+                         step=list(t["lr_steps"]))
+    cfg.runner = dict(type="EpochBasedRunner", max_epochs=t["epochs"])
+    cfg.checkpoint_config = dict(interval=t["checkpoint_interval"], max_keep_ckpts=t["max_keep_ckpts"])
+    metric = ["bbox", "segm"] if _has_masks(cfg.model) else "bbox"
+    cfg.evaluation = dict(interval=t["eval_interval"], metric=metric, save_best="bbox_mAP", rule="greater")
+    hooks = [dict(type="TextLoggerHook")] + ([dict(type="TensorboardLoggerHook")] if t["tensorboard"] else [])
+    cfg.log_config = dict(interval=t["log_interval"], hooks=hooks)
+    cfg.seed = t["seed"]
+    cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+
+def _has_masks(model_cfg) -> bool:
+    return bool(model_cfg.get("roi_head", {}).get("mask_head")) if hasattr(model_cfg, "get") else False
+
+
+def has_masks(cfg) -> bool:
+    return _has_masks(cfg.model)
+
+
+def build_config(preset: dict, role: str):
+    """The mmdet Config for ``role`` (teacher or student) of ``preset``, ready to train or test."""
+    if role not in ROLES:
+        raise IkdError(f"model must be teacher or student, got '{role}'")
+    cfg = load_mmdet_config(resolve_config_path(preset[role]["config"]))
+    apply_data(cfg, preset)
+    apply_schedule(cfg, preset, role)
+    # Model-zoo configs ask for ImageNet-pretrained backbones by URL; ikd loads weights explicitly.
+    cfg.work_dir = str(run_dir(preset, role))
+    cfg.gpu_ids = [0]
+    cfg.ikd = dict(preset=preset["name"], role=role)
+    return cfg
+
+
+def normalisation(cfg) -> dict:
+    """The Normalize step of the test pipeline (mean, std, to_rgb): the attack needs it."""
+
+    def find(pipeline):
+        for step in pipeline:
+            if step.get("type") == "Normalize":
+                return step
+            if "transforms" in step:
+                found = find(step["transforms"])
+                if found:
+                    return found
+        return None
+
+    step = find(cfg.data.test.pipeline)
+    if step is None:
+        raise IkdError("the model config's test pipeline has no Normalize step")
+    return dict(mean=list(step["mean"]), std=list(step["std"]), to_rgb=step.get("to_rgb", True))

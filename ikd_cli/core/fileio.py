@@ -1,0 +1,122 @@
+"""All file writing goes through here: every output is written to a temporary name beside its
+final path and renamed into place, so a crash, Ctrl-C or a full disk never leaves a
+half-written file under the real name."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from ikd_cli.core.errors import IkdError
+
+
+def _explain_os_error(path: Path, err: OSError) -> IkdError:
+    if err.errno == errno.ENOSPC:
+        return IkdError(f"no space left on device while writing {path}; free some space and run again")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return IkdError(f"cannot write {path}: {err.strerror.lower()}")
+    return IkdError(f"cannot write {path}: {err.strerror or err}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync and rename it to ``path``.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path``
+    keeps its previous content, if any.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _explain_os_error(path, err) from err
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise _explain_os_error(path, err) from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_quietly(path: str | os.PathLike) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file"):
+    """Read a JSON file, turning a missing or corrupt file into a one-line IkdError."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise IkdError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise IkdError(f"cannot read {what} {path}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise IkdError(f"{what} {path} is not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove it is writable, or raise a one-line IkdError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ikd-write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise IkdError(f"{what} {path} is not writable: {err.strerror or err}") from None
+    return path
+
+
+def atomic_symlink(folder: str | os.PathLike, target: str, name: str) -> None:
+    """Atomically make ``folder/name`` a symlink to ``target`` (a file in the same folder): a
+    reader sees the old link or the new one, never none (``latest.pth`` during a save)."""
+    folder = Path(folder)
+    tmp = folder / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, folder / name)

@@ -1,0 +1,274 @@
+"""The data check: what is wrong with a preset's annotation files and images, found in seconds
+before hours of compute (``ikd data check``, and before every long command).
+
+It reads the annotation JSON and each image's HEADER only (size, EXIF orientation; no decoding),
+so it stays fast on COCO. Problems are grouped, counted and shown with their first examples:
+
+* errors, which would stop or silently empty a run: a missing or unparsable annotation file,
+  missing or unreadable images, no class of the preset among the file's categories, a split
+  without any usable box;
+* warnings, for what MMDetection drops without a word: boxes with no area, boxes wholly outside
+  their image, unknown category ids, image sizes in the JSON that differ from the file, classes
+  without any box.
+
+A clean result is cached (keyed by the annotation file's path, size and time, the image folder
+and the classes), so the check before a re-run costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write_json
+
+EXAMPLES = 3  # examples shown per problem
+CHECK_VERSION = 2  # bump when the checks change: cached results of older checks are ignored
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass
+class Problem:
+    severity: str  # "error" or "warning"
+    what: str
+    count: int = 0
+    examples: list = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example)
+
+
+@dataclass
+class SplitReport:
+    split: str
+    ann_file: str
+    images: int = 0
+    boxes: int = 0
+    classes: int = 0
+    problems: list = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error" and p.count]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning" and p.count]
+
+
+class _Problems:
+    """Problems by kind, created on first use, in a fixed order for the report."""
+
+    def __init__(self):
+        self.by_what: dict[str, Problem] = {}
+
+    def __call__(self, severity: str, what: str) -> Problem:
+        if what not in self.by_what:
+            self.by_what[what] = Problem(severity, what)
+        return self.by_what[what]
+
+    def all(self) -> list[Problem]:
+        return sorted(self.by_what.values(), key=lambda p: (p.severity != "error", p.what))
+
+
+_ENDS = {"JPEG": (b"\xff\xd9", 1024), "PNG": (b"IEND", 16)}  # end marker, and how far from the end to look
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image will be seen after EXIF rotation, from its header alone; a
+    JPEG or PNG cut short (no end marker near its end) is refused like an unreadable one."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        marker = _ENDS.get(im.format)
+        if marker is not None:
+            with open(path, "rb") as fh:
+                fh.seek(max(0, path.stat().st_size - marker[1]))
+                if marker[0] not in fh.read():
+                    raise ValueError(f"{im.format} file cut short")
+        width, height = im.size
+        # JPEG keeps EXIF in a header segment; other formats (PNG's eXIf chunk) would make Pillow
+        # decode the whole image to look, and cameras write JPEG.
+        orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
+    return (height, width) if orientation in _ROTATED else (width, height)
+
+
+def _load(ann_file: Path) -> dict:
+    try:
+        with open(ann_file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise IkdError(f"annotation file not found: {ann_file}") from None
+    except json.JSONDecodeError as err:
+        raise IkdError(f"annotation file {ann_file} is not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise IkdError(f"cannot read annotation file {ann_file}: {err}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise IkdError(f"annotation file {ann_file} is not COCO format "
+                       "(needs lists 'images', 'annotations' and 'categories')")
+    return data
+
+
+def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> SplitReport:
+    """Check one split. ``classes`` is the preset's class list (None: every category of the
+    file is used). ``image_dir`` None skips the image files (annotations only)."""
+    problems = _Problems()
+    data = _load(ann_file)
+    cats = {c.get("id"): c.get("name") for c in data["categories"] if isinstance(c, dict)}
+    names = list(cats.values())
+    if classes is not None:
+        unknown = [c for c in classes if c not in names]
+        if len(unknown) == len(classes):
+            raise IkdError(f"none of the preset's classes ({', '.join(map(str, classes[:6]))}) is a category of "
+                           f"{ann_file} (its categories: {', '.join(map(str, names[:6]))}"
+                           f"{', ...' if len(names) > 6 else ''}); set data.classes (or data.classes=auto)")
+        for name in unknown:
+            problems("warning", "preset classes that are no category of the file").add(name)
+    used = {cid for cid, name in cats.items() if classes is None or name in classes}
+
+    images = {}
+    for info in data["images"]:
+        images[info.get("id")] = info
+        if image_dir is None:
+            continue
+        path = Path(image_dir) / str(info.get("file_name", ""))
+        if not path.is_file():
+            problems("error", "missing images").add(str(info.get("file_name")))
+            continue
+        try:
+            size = image_size(path)
+        except Exception:  # PIL raises several types for a file that is no image
+            problems("error", "unreadable or truncated images").add(str(info.get("file_name")))
+            continue
+        if (info.get("width"), info.get("height")) != size:
+            problems("warning", "image sizes in the JSON that differ from the file").add(
+                f"{info.get('file_name')}: JSON {info.get('width')}x{info.get('height')}, file {size[0]}x{size[1]}")
+
+    usable, per_class = 0, {cid: 0 for cid in used}
+    for ann in data["annotations"]:
+        where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
+        cid = ann.get("category_id")
+        if cid not in cats:
+            problems("warning", "boxes of unknown category ids (dropped)").add(f"{where}: category {cid}")
+            continue
+        if cid not in used or ann.get("iscrowd", 0):
+            continue
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            problems("warning", "boxes that are not [x, y, w, h] (dropped)").add(where)
+            continue
+        info = images.get(ann.get("image_id"))
+        if info is None:
+            problems("warning", "boxes of images not in the file (dropped)").add(where)
+            continue
+        if w < 1 or h < 1:
+            problems("warning", "boxes with no area (width or height < 1 px, dropped)").add(f"{where}: {w:g}x{h:g}")
+            continue
+        width, height = info.get("width") or 0, info.get("height") or 0
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            problems("warning", "boxes wholly outside their image (dropped)").add(f"{where}: {[x, y, w, h]}")
+            continue
+        usable += 1
+        per_class[cid] += 1
+    for cid, count in per_class.items():
+        if count == 0:
+            problems("warning", "classes without any box").add(str(cats[cid]))
+    if usable == 0:
+        problems("error", "no usable box in the split").add(str(ann_file))
+    return SplitReport(split, str(ann_file), len(images), usable, len(used), problems.all())
+
+
+def _cache_file(ann_file: Path, image_dir, classes) -> Path:
+    stat = ann_file.stat()
+    # The image folder's time changes when a file is added, removed or renamed in it.
+    images = [str(Path(image_dir).resolve()), Path(image_dir).stat().st_mtime_ns] if image_dir else None
+    key = json.dumps([CHECK_VERSION, str(ann_file.resolve()), stat.st_size, stat.st_mtime_ns, images, classes])
+    cache = Path(os.environ.get("IKD_CACHE", Path.home() / ".cache" / "ikd")) / "datacheck"
+    return cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+
+
+def check_split_cached(split: str, ann_file: Path, image_dir: Path | None, classes) -> SplitReport:
+    """:func:`check_split`, skipped when the same files passed before with no error."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise IkdError(f"{split} annotation file not found: {ann_file}")
+    cached = _cache_file(ann_file, image_dir, classes)
+    if cached.is_file():
+        try:
+            raw = json.loads(cached.read_text())
+            return SplitReport(**{**raw, "problems": [Problem(**p) for p in raw["problems"]]})
+        except (ValueError, TypeError, KeyError):
+            pass  # a stale or torn cache file: check again
+    report = check_split(split, ann_file, image_dir, classes)
+    if not report.errors:
+        try:
+            atomic_write_json(cached, asdict(report))
+        except IkdError:
+            pass  # a read-only home is no reason to stop
+    return report
+
+
+def check_preset(preset: dict, splits=("train", "val"), *, images: bool = True) -> list[SplitReport]:
+    from ikd_cli.config.presets import data_path, preset_classes
+
+    classes = preset_classes(preset)
+    return [check_split_cached(split, data_path(preset, f"{split}_ann"),
+                               data_path(preset, f"{split}_images") if images else None, classes)
+            for split in splits]
+
+
+def require_usable(reports: list[SplitReport], preset_name: str = "") -> list[SplitReport]:
+    """Stop with one line on the first error; return the reports (warnings are the caller's)."""
+    hint = f"; see `ikd data check --preset {preset_name}`" if preset_name else ""
+    for report in reports:
+        for problem in report.errors:
+            more = f" (+{problem.count - 1} more)" if problem.count > 1 else ""
+            raise IkdError(f"data check: {report.split}: {problem.what}: {problem.examples[0]}{more}{hint}")
+    return reports
+
+
+def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True) -> list[SplitReport]:
+    """The check before a long command: stop on errors (one line), one line for warnings."""
+    from ikd_cli.core.ui import console
+
+    reports = require_usable(check_preset(preset, splits, images=images), preset["name"])
+    for report in reports:
+        if report.warnings:
+            shown = "; ".join(f"{p.what}: {p.count}" for p in report.warnings[:3])
+            console.print(f"[yellow]data check[/] ({report.split}): {shown}; details: "
+                          f"`ikd data check --preset {preset['name']}`", soft_wrap=True)
+    return reports
+
+
+def print_reports(reports: list[SplitReport]) -> None:
+    """The full report of ``ikd data check``: counts, then every problem with its first examples."""
+    from rich.table import Table
+
+    from ikd_cli.core.ui import console
+
+    counts = Table("split", "annotation file", "images", "usable boxes", "classes", title="data check")
+    for r in reports:
+        counts.add_row(r.split, r.ann_file, str(r.images), str(r.boxes), str(r.classes))
+    console.print(counts)
+    problems = Table("split", "", "problem", "count", "first examples")
+    for r in reports:
+        for p in r.errors + r.warnings:
+            mark = "[bold red]error[/]" if p.severity == "error" else "[yellow]warning[/]"
+            problems.add_row(r.split, mark, p.what, str(p.count), "\n".join(p.examples))
+    problems.columns[-1].overflow = "fold"  # a file name is worth more than a tidy table
+    if problems.row_count:
+        console.print(problems)
+    errors = sum(len(r.errors) for r in reports)
+    warnings = sum(len(r.warnings) for r in reports)
+    verdict = ("[bold red]not usable[/]: fix the errors above" if errors else
+               "[green]usable[/]" + (f", with {warnings} kind(s) of warning (MMDetection drops those boxes "
+                                     "or images without a word)" if warnings else ", no problems found"))
+    console.print(f"verdict: {verdict}")

@@ -1,0 +1,76 @@
+"""Preset -> the MMDetection config of an IKD distillation run.
+
+The run is the student's config (data, schedule, evaluation) with the model replaced by an
+``IKDDistiller`` holding teacher and student, plus ``data.train_dfa``: the student's training
+set with IKD's stage-1 pipeline (adversarial image, instance corruption, adaptive crop).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ikd_cli.config.layout import adversarial_set_dir, run_dir
+from ikd_cli.config.mmdet import base_dataset, build_config
+from ikd_cli.core.errors import IkdError
+
+
+def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str) -> list:
+    """Insert IKD's steps into a stock mmdet training pipeline."""
+    d = preset["distill"]
+    out = []
+    types = [step["type"] for step in pipeline]
+    for needed in ("LoadAnnotations", "Resize", "RandomFlip", "Collect"):
+        if needed not in types:
+            raise IkdError(f"the student's training pipeline has no {needed} step; IKD's augmentation needs it")
+    for step in copy.deepcopy(pipeline):
+        if step["type"] == "Collect":
+            out.append(dict(type="FormatAdversarialImage"))
+            step["keys"] = list(step["keys"]) + ["adv_img"]
+        out.append(step)
+        if step["type"] == "LoadAnnotations":
+            out.append(dict(type="LoadAdversarialImage", adv_dir=adv_dir))
+            out.append(dict(type="InstanceCorruption", prob=d["corruption_prob"], severity=d["corruption_severity"],
+                            small_area=d["small_area"]))
+        if step["type"] == "RandomFlip":
+            out.append(dict(type="AdaptiveCrop", crop_range=d["crop_range"], small_area=d["small_area"]))
+    return out
+
+
+def build_distill_config(preset: dict):
+    teacher = build_config(preset, "teacher")
+    cfg = build_config(preset, "student")
+    d = preset["distill"]
+    if d["dfa_until"] < 0:
+        raise IkdError(f"--dfa-until must be 0 (plain FGD) or more, got {d['dfa_until']}")
+    if d["adv_loss"] not in ("mse", "l1", "cwd"):
+        raise IkdError(f"distill.adv_loss must be mse, l1 or cwd, got '{d['adv_loss']}'")
+    student_model = copy.deepcopy(cfg.model)
+    teacher_model = copy.deepcopy(teacher.model)
+    for model in (student_model, teacher_model):
+        model.pop("pretrained", None)
+    # The teacher's weights come from its checkpoint; no ImageNet download for its backbone.
+    if teacher_model.get("backbone", {}).get("init_cfg"):
+        teacher_model.backbone.init_cfg = None
+    fgd = d["fgd"]
+    cfg.model = dict(
+        type="IKDDistiller",
+        teacher=teacher_model,
+        student=student_model,
+        teacher_checkpoint=preset["teacher"]["checkpoint"],
+        init_student=d["init_student"],
+        levels=list(d["levels"]),
+        fgd=dict(temp=fgd["temp"], alpha_fgd=fgd["alpha"], beta_fgd=fgd["beta"], gamma_fgd=fgd["gamma"],
+                 lambda_fgd=fgd["lambda"]),
+        adv=dict(loss_type=d["adv_loss"], alpha_adv=d["alpha_adv"]),
+    )
+    train = base_dataset(cfg.data.train)
+    adv_dir = str(adversarial_set_dir(preset, "train"))
+    cfg.data.train_dfa = copy.deepcopy(train)
+    cfg.data.train_dfa.pipeline = dfa_pipeline(train.pipeline, preset, adv_dir)
+    cfg.dfa_until = d["dfa_until"]
+    cfg.adv_dir = adv_dir
+    cfg.work_dir = str(run_dir(preset, "distill"))
+    cfg.custom_imports = dict(imports=["ikd_cli.distill.distiller", "ikd_cli.distill.pipelines"], allow_failed_imports=False)
+    cfg.find_unused_parameters = True
+    cfg.ikd = dict(preset=preset["name"], role="distill")
+    return cfg

@@ -1,0 +1,81 @@
+"""The two hooks of a distillation run, registered by :mod:`.run`:
+
+* :class:`DFAStageHook`: IKD's stage switch. Epochs 1..``dfa_until`` train on the stage-1 data
+  (adversarial image, instance corruption, adaptive crop) with the adversarial feature loss on;
+  the later epochs on the plain data, FGD only. One run, no manual resume between stages.
+* :class:`StudentCheckpointHook`: the student alone, as a clean mmdet checkpoint, each epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from mmcv.runner import HOOKS, Hook, get_dist_info, weights_to_cpu
+
+from ikd_cli.core.fileio import atomic_symlink, atomic_write
+from ikd_cli.core.ui import console
+
+
+@HOOKS.register_module(force=True)
+class DFAStageHook(Hook):
+    """Stage 1 (data and feature augmentation) for epochs ``1..dfa_until``, stage 2 after.
+
+    Before each epoch the runner is pointed at ``dfa_loader`` (stage 1) or left on its own loader
+    (stage 2), and the distiller's ``dfa`` flag turns the adversarial feature loss on or off. The
+    epoch a run starts or resumes in, and each switch, are logged. Registered at VERY_HIGH so the
+    hooks after it (logger, timers) see the loader of the epoch.
+    """
+
+    def __init__(self, dfa_until: int, dfa_loader):
+        self.dfa_until = int(dfa_until)
+        self.dfa_loader = dfa_loader
+        self.started_at = None
+
+    def before_run(self, runner):
+        self.started_at = runner.epoch
+
+    def before_train_epoch(self, runner):
+        stage1 = runner.epoch < self.dfa_until
+        model = getattr(runner.model, "module", runner.model)
+        if model.dfa != stage1 or runner.epoch == self.started_at:
+            what = "stage 1: FGD + IKD augmentation (adversarial features)" if stage1 else "stage 2: plain FGD"
+            runner.logger.info(f"epoch {runner.epoch + 1}: {what}")
+            if get_dist_info()[0] == 0:
+                console.print(f"epoch {runner.epoch + 1}: {what}")
+        model.dfa = stage1
+        if stage1:
+            runner.data_loader = self.dfa_loader
+
+
+@HOOKS.register_module(force=True)
+class StudentCheckpointHook(Hook):
+    """Beside each full checkpoint (teacher, student, losses, optimiser: what resume needs),
+    save the student alone as a clean mmdet checkpoint: ``student_epoch_N.pth``,
+    ``student_latest.pth`` and, when validation finds a new best, ``student_best.pth``."""
+
+    def __init__(self, interval: int, student_config_text: str, meta: dict):
+        self.interval = interval
+        self.config_text = student_config_text
+        self.meta = meta
+        self.best = None
+
+    def _save(self, runner, name: str) -> None:
+        model = getattr(runner.model, "module", runner.model)
+        ckpt = {"state_dict": weights_to_cpu(model.student.state_dict()),
+                "meta": dict(self.meta, config=self.config_text, epoch=runner.epoch, iter=runner.iter,
+                             CLASSES=getattr(model, "CLASSES", None))}
+        with atomic_write(Path(runner.work_dir) / name, "wb") as fh:
+            torch.save(ckpt, fh)
+
+    def after_train_epoch(self, runner):
+        if get_dist_info()[0] != 0:
+            return
+        if self.every_n_epochs(runner, self.interval) or self.is_last_epoch(runner):
+            name = f"student_epoch_{runner.epoch + 1}.pth"
+            self._save(runner, name)
+            atomic_symlink(runner.work_dir, name, "student_latest.pth")
+        best = (runner.meta or {}).get("hook_msgs", {}).get("best_ckpt")
+        if best and best != self.best:
+            self.best = best
+            self._save(runner, "student_best.pth")

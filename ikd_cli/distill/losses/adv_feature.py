@@ -1,0 +1,66 @@
+"""IKD's adversarial feature distillation for ONE feature level: the student's features of the
+adversarial image pulled to the teacher's. Registered as ``AdvFeatureLoss`` in mmdet's ``LOSSES``;
+conventions in :mod:`.common`."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from mmdet.models.builder import LOSSES
+from torch import Tensor, nn
+
+from .common import check_features, run_module
+
+LOSS_TYPES = ("mse", "l1", "cwd")
+
+
+@LOSSES.register_module()
+class AdvFeatureLoss(nn.Module):
+    """IKD's adversarial feature distillation for one feature level (on the adversarial image).
+
+    * ``mse``: ``alpha_adv * sum((F_s - F_t)^2) / N`` (the IKD default)
+    * ``l1``:  ``alpha_adv * sum(|F_s - F_t|) / N``
+    * ``cwd``: channel-wise distillation: per channel, softmax over H*W at temperature ``tau``;
+      ``alpha_adv * tau^2 * sum_{n,c} KL(p_t || p_s) / (N * C)``.
+
+    A 1x1 conv ``align`` (PyTorch default init) maps student to teacher channels when they differ.
+    ``forward(preds_S, preds_T)`` returns a scalar tensor; ``preds_T`` gets no gradient.
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: int, name: str = "", loss_type: str = "mse",
+                 alpha_adv: float = 1e-5, tau: float = 1.0):
+        super().__init__()
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"AdvFeatureLoss: unknown loss_type {loss_type!r}; "
+                             f"choose one of {', '.join(LOSS_TYPES)}")
+        if tau <= 0:
+            raise ValueError(f"AdvFeatureLoss: tau must be positive, got {tau}")
+        self.student_channels = int(student_channels)
+        self.teacher_channels = int(teacher_channels)
+        self.name = name
+        self.loss_type = loss_type
+        self.alpha_adv = float(alpha_adv)
+        self.tau = float(tau)
+        if self.student_channels != self.teacher_channels:
+            self.align = nn.Conv2d(self.student_channels, self.teacher_channels, kernel_size=1)
+        else:
+            self.align = None
+
+    def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+        what = f"AdvFeatureLoss({self.name})" if self.name else "AdvFeatureLoss"
+        check_features(preds_S, preds_T, self.student_channels, what)
+        if preds_T.shape[1] != self.teacher_channels:
+            raise ValueError(f"{what}: teacher features have {preds_T.shape[1]} channels but the loss "
+                             f"was built with teacher_channels={self.teacher_channels}")
+        feat_s = run_module(self.align, preds_S) if self.align is not None else preds_S.float()
+        feat_t = preds_T.detach().float()
+        n, c, h, w = feat_t.shape
+        if self.loss_type == "mse":
+            loss = (feat_s - feat_t).pow(2).sum() / n
+        elif self.loss_type == "l1":
+            loss = (feat_s - feat_t).abs().sum() / n
+        else:  # cwd
+            logp_s = F.log_softmax(feat_s.reshape(n * c, h * w) / self.tau, dim=1)
+            logp_t = F.log_softmax(feat_t.reshape(n * c, h * w) / self.tau, dim=1)
+            kl = (logp_t.exp() * (logp_t - logp_s)).sum()
+            loss = kl * (self.tau ** 2) / (n * c)
+        return self.alpha_adv * loss

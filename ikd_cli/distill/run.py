@@ -1,0 +1,74 @@
+"""``ikd distill``: IKD's two stages in one MMDetection run — stage 1 (FGD + the adversarial
+feature loss on IKD's augmented data) for ``--dfa-until`` epochs, then stage 2 (plain FGD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ikd_cli.attack.manifest import missing_or_stale
+from ikd_cli.core.errors import IkdError
+from ikd_cli.train.session import FINISHED, TrainingSession
+
+
+def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
+    """Pre-flight: every training image needs its adversarial copy, recorded as finished by the
+    set's own records (a file alone may be left over from other settings), before stage 1."""
+    missing = missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
+    if missing:
+        a = preset["attack"]
+        raise IkdError(
+            f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
+            f"(first: {missing[0]}); make them with `ikd attack --preset {preset['name']} --eps {a['eps']:g} "
+            f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
+
+
+def stages_text(dfa_until: int, epochs: int) -> str:
+    if dfa_until == 0:
+        return "plain FGD (--dfa-until 0)"
+    if dfa_until >= epochs:
+        return f"stage 1 (DFA) for all {epochs} epochs"
+    return f"stage 1 (DFA) epochs 1-{dfa_until}, stage 2 (FGD) epochs {dfa_until + 1}-{epochs}"
+
+
+def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
+                must_resume: bool = False):
+    """Distil (or continue distilling) with ``preset``; ``must_resume`` insists on continuing."""
+    import mmcv
+
+    from ikd_cli.config.mmdet import build_config
+    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.distill.config import build_distill_config
+
+    session = TrainingSession(preset, device=device, launcher=launcher)
+    cfg = build_distill_config(preset)
+    teacher_checkpoint(preset)  # fail early, before any model is built
+    mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
+    from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
+
+    work_dir, resume_from = session.prepare(cfg, {"command": "distill"}, restart=restart)
+    if must_resume and resume_from is None:
+        raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
+    if resume_from == FINISHED:
+        return
+    session.say(f"distilling [bold]{preset['name']}[/] on {session.where}: "
+                f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
+    student_hook = StudentCheckpointHook(preset["train"]["checkpoint_interval"],
+                                         build_config(preset, "student").pretty_text,
+                                         dict(ikd_preset=preset, ikd_role="student"))
+    with session.log_to(work_dir, verbose):
+        stage1 = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
+        session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
+                      extra_hooks=[(DFAStageHook(cfg.dfa_until, stage1), "VERY_HIGH"), (student_hook, 60)],
+                      meta=dict(ikd_preset=preset, ikd_role="distill"))
+    best = " (best: student_best.pth)" if (work_dir / "student_best.pth").exists() else ""
+    session.done(f"student checkpoint {work_dir / 'student_latest.pth'}{best}")
+
+
+def stage1_loader(cfg, preset: dict, distributed: bool):
+    """The stage-1 training data (IKD's pipeline), checked against the adversarial set first."""
+    from ikd_cli.data.loading import build_dataset_checked
+    from ikd_cli.train.engine import build_train_loader
+
+    dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)")
+    check_adversarial_set(dataset, Path(cfg.adv_dir), preset)
+    return build_train_loader(dataset, cfg, distributed)

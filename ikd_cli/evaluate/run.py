@@ -1,0 +1,196 @@
+"""``ikd evaluate``: run a detector over a split and score it with pycocotools' COCOeval.
+
+The numbers are COCOeval's own ``stats`` on the detections this command writes beside the
+checkpoint (``<name>.<tag>.bbox.json``), so anyone can re-check them with pycocotools alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ikd_cli.core.checkpoints import build_detector_with_weights, read_checkpoint
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write_json
+from ikd_cli.core.ui import console, progress_bar, quiet_to_log
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+
+
+def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides, data_root):
+    """Which mmdet config goes with a checkpoint: the preset given on the command line, else the
+    preset ikd embedded when it trained it, else the plain mmdet config text in its meta."""
+    from ikd_cli.config import presets as presets_mod
+    from ikd_cli.config.mmdet import build_config
+
+    meta = ckpt.get("meta") or {}
+    if preset is not None:
+        return build_config(preset, role), preset
+    embedded = meta.get("ikd_preset")
+    if embedded:
+        extra = presets_mod.parse_set(overrides or [])
+        if data_root is not None:
+            extra["data.root"] = data_root
+        tree = presets_mod.resolve(embedded, extra)
+        # A full distillation checkpoint (epoch_N.pth) holds teacher, student and losses: its
+        # student is what is evaluated, exactly as student_epoch_N.pth would be.
+        role = meta.get("ikd_role", "student")
+        return build_config(tree, "student" if role == "distill" else role), tree
+    if meta.get("config"):
+        if overrides or data_root:
+            raise IkdError("--set/--data-root need a preset: pass --preset for this checkpoint")
+        from mmcv import Config
+
+        return Config.fromstring(meta["config"], ".py"), None
+    raise IkdError("this checkpoint carries no config; say which with --preset NAME --model teacher|student")
+
+
+def _test_dataset_cfg(cfg, split: str, images: Path | None):
+    from mmdet.datasets import replace_ImageToTensor
+
+    from ikd_cli.config.mmdet import base_dataset
+
+    ds = cfg.data.test.copy()
+    if split == "train":
+        train = base_dataset(cfg.data.train)
+        ds.ann_file, ds.img_prefix = train.ann_file, train.img_prefix
+    ds.test_mode = True
+    ds.pipeline = replace_ImageToTensor(ds.pipeline)
+    if images is not None:
+        if not Path(images).is_dir():
+            raise IkdError(f"image folder not found: {images}")
+        if is_delta_set(Path(images)):
+            # A delta set is rebuilt on the clean images: load those, then swap in the rebuilt one.
+            import ikd_cli.distill.pipelines  # noqa: F401  (registers LoadAdversarialImage)
+
+            ds.pipeline = [ds.pipeline[0], dict(type="LoadAdversarialImage", adv_dir=str(images), replace=True),
+                           *ds.pipeline[1:]]
+        else:
+            ds.img_prefix = str(images).rstrip("/") + "/"
+    return ds
+
+
+def is_delta_set(folder: Path) -> bool:
+    from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
+    from ikd_cli.core.fileio import read_json
+
+    settings = folder / ATTACK_SETTINGS_FILE
+    return settings.is_file() and read_json(settings, "attack settings").get("format") == "delta"
+
+
+def point_at_images(dataset, images: Path) -> None:
+    """Use ``images`` instead of the annotation's image folder. Each image is looked up under the
+    same relative path; a copy saved in another format (``ikd attack`` writes .png for .jpg
+    sources) is found by its stem."""
+    for info in dataset.data_infos:
+        rel = Path(info["filename"])
+        if (images / rel).is_file():
+            continue
+        for suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+            if (images / rel.with_suffix(suffix)).is_file():
+                info["filename"] = str(rel.with_suffix(suffix))
+                break
+
+
+def run_inference(model, loader, device: str, title: str = "evaluate"):
+    """Detections for every image of ``loader`` (rank 0 only; single process)."""
+    import torch
+    from mmcv.parallel import MMDataParallel
+    from mmdet.core import encode_mask_results
+
+    wrapped = MMDataParallel(model.cuda() if device == "cuda" else model.cpu(),
+                             device_ids=[0] if device == "cuda" else None)
+    wrapped.eval()
+    results = []
+    with progress_bar() as progress:
+        task = progress.add_task(title, total=len(loader.dataset), info="", unit="img")
+        for data in loader:
+            with torch.no_grad():
+                out = wrapped(return_loss=False, rescale=True, **data)
+            if out and isinstance(out[0], tuple):  # (boxes, masks): COCO json wants RLE masks
+                out = [(boxes, encode_mask_results(masks)) for boxes, masks in out]
+            results.extend(out)
+            progress.update(task, advance=len(out))
+    return results
+
+
+def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
+    """Write the detections as COCO json (atomically) and score them with COCOeval."""
+    from pycocotools.cocoeval import COCOeval
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".ikd-eval-", dir=json_path.parent))
+    try:
+        files = dataset.results2json(results, str(tmp_dir / "det"))
+        det_file = Path(files[iou_type if iou_type in files else "bbox"])
+        detections = json.loads(det_file.read_text())
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(det_file), str(json_path))  # same folder: an atomic rename
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    if not detections:
+        return {name: 0.0 for name in METRIC_NAMES} | {"detections": 0}
+    coco_dt = dataset.coco.loadRes(str(json_path))
+    evaluator = COCOeval(dataset.coco, coco_dt, iou_type)
+    evaluator.params.catIds = dataset.cat_ids
+    evaluator.params.imgIds = dataset.img_ids
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+    metrics["detections"] = len(detections)
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
+                        overrides, data_root, device: str | None, verbose: bool) -> dict:
+    from mmdet.datasets import build_dataloader
+
+    from ikd_cli.config.mmdet import has_masks
+    from ikd_cli.core.distributed import pick_device
+    from ikd_cli.core.processes import bind_workers
+    from ikd_cli.data.check import check_split_cached, require_usable
+    from ikd_cli.data.loading import build_dataset_checked
+
+    device = pick_device(device)
+    checkpoint = Path(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
+    cfg, _ = config_for_checkpoint(ckpt, preset, model, overrides, data_root)
+    weights = ckpt["state_dict"]
+    if (ckpt.get("meta") or {}).get("ikd_role") == "distill" and preset is None:
+        weights = {k[len("student."):]: v for k, v in weights.items() if k.startswith("student.")}
+    test_cfg = _test_dataset_cfg(cfg, split, images)
+    classes = list(test_cfg["classes"]) if test_cfg.get("classes") else None
+    require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
+                                       classes)], "")
+    tag = split if images is None else f"{split}-{Path(images).name}"
+    out_json = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.json")
+    log_file = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.log")
+    with quiet_to_log(log_file, verbose=verbose):
+        dataset = build_dataset_checked(test_cfg, f"{split}")
+        if images is not None and not is_delta_set(Path(images)):
+            point_at_images(dataset, Path(images))
+        loader = bind_workers(build_dataloader(dataset, samples_per_gpu=1,
+                                               workers_per_gpu=min(2, cfg.data.workers_per_gpu), dist=False,
+                                               shuffle=False, persistent_workers=False))
+        net = build_detector_with_weights(cfg, weights, str(checkpoint))
+        net.CLASSES = dataset.CLASSES
+        results = run_inference(net, loader, device, title=f"evaluate {split}")
+        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"))}
+        if has_masks(cfg):
+            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"))
+    report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
+              "num_images": len(dataset), **metrics}
+    atomic_write_json(out_json, report)
+    print_metrics_table(metrics, title=f"{checkpoint.name} on {tag} ({len(dataset)} images)")
+    console.print(f"metrics: {out_json}")
+    return report
+
+
+def print_metrics_table(metrics: dict, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(*(["type"] + list(METRIC_NAMES)), title=title)
+    for iou_type, values in metrics.items():
+        table.add_row(iou_type, *(f"{100 * values[name]:.1f}" for name in METRIC_NAMES))
+    console.print(table)

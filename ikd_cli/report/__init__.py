@@ -1,0 +1,8 @@
+"""Layer 7 — report: reads finished (or running) runs and writes tables and pictures
+(``ikd report``). ``runs`` finds run folders and reads their logs and eval files, ``table``
+groups them by arm and does the statistics, ``plots`` draws the curves, ``run`` ties them
+together.
+
+Imports only ``core`` and ``config``; imports no torch and no mmcv (matplotlib only when
+drawing).
+"""

@@ -1,0 +1,257 @@
+"""Find ikd run folders and read what they recorded, without torch or mmcv.
+
+A run folder is one holding ``run.json`` (written by ``ikd train`` and ``ikd distill``). Its
+numbers come from two places:
+
+* mmcv's JSON log, ``<timestamp>.log.json``: one object per line, a meta line first, then
+  ``"mode": "train"`` lines (losses every ``log_interval`` iterations) and ``"mode": "val"``
+  lines (COCO metrics after each validated epoch, rounded to 3 decimals). A resumed run has one
+  file per launch; a crash can leave a torn last line, which is skipped.
+* the eval file ``ikd evaluate`` writes beside the final checkpoint: preferred for the final
+  numbers, because it is COCOeval at full precision on exactly the weights the run delivers.
+
+COCOeval reports -1 for a size bucket with no ground truth (no large objects in 96-px shapes);
+those become ``None`` here, never a number. An epoch with no detections at all logs a val line
+without metrics; it reads as AP 0 (see ``_val_epochs``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import read_json
+from ikd_cli.core.ui import console
+
+STUDY_FILE = "study.json"  # marks the top of a study: study/<arm>/.../<run folder>
+METRICS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+_LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
+                "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
+# What `ikd evaluate CKPT` writes beside the run's final checkpoint (``<stem>.eval-val.json``).
+_EVAL_FILE = {"train": "latest.eval-val.json", "distill": "student_latest.eval-val.json"}
+# mmcv's text log says "Epoch [3][40/117]": 117 is the epoch's true length, which the JSON log
+# does not record (it logs every log_interval iterations and skips the tail of an epoch).
+_EPOCH_LENGTH = re.compile(r"Epoch \[(\d+)\]\[\d+/(\d+)\]")
+
+
+@dataclass
+class Run:
+    """One run folder, read. Metrics are COCO fractions in [0, 1], ``None`` where undefined."""
+
+    path: Path
+    kind: str  # "train" or "distill"
+    preset: str
+    role: str  # "teacher" or "student" (a distill run trains the student)
+    arm: str  # the group it is compared in: the study's name for it, else a label from its settings
+    seed: int | None
+    dfa_until: int | None  # distill runs: the last epoch of stage 1 (0: plain FGD)
+    val: list[dict] = field(default_factory=list)  # per validated epoch: {"epoch": e, "AP": ..., ...}
+    train: list[dict] = field(default_factory=list)  # per logged iteration: epoch, iter, step, loss*
+    final: dict | None = None  # {"AP": ..., ...} of the delivered weights
+    final_source: str = ""  # the eval file, or "log epoch N"
+    stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
+
+
+def find_runs(paths: Iterable[Path]) -> list[Run]:
+    """Every run in ``paths`` (run folders, or folders holding them at any depth), read and
+    sorted by arm and seed. Runs that have logged nothing yet are skipped with a warning."""
+    folders: list[Path] = []
+    for path in paths:
+        folders += [f for f in _run_folders(Path(path)) if f not in folders]
+    runs = []
+    for folder in folders:
+        run = read_run(folder)
+        if run.val or run.train or run.final:
+            runs.append(run)
+        else:
+            console.print(f"[yellow]skipped[/] {folder}: it has logged nothing yet")
+    if not runs:
+        raise IkdError(f"none of the {len(folders)} run folder(s) has logged anything yet")
+    return sorted(runs, key=lambda r: (r.arm, -1 if r.seed is None else r.seed, str(r.path)))
+
+
+def _run_folders(path: Path) -> list[Path]:
+    if not path.exists():
+        raise IkdError(f"run folder not found: {path}")
+    if (path / RUN_FILE).is_file():
+        return [path.resolve()]
+    # The steps of `ikd backdoor` are runs too, reported by `ikd backdoor table`: not here.
+    found = sorted(p.parent.resolve() for p in path.rglob(RUN_FILE)
+                   if (read_json(p, "run file") or {}).get("command") != "backdoor") if path.is_dir() else []
+    if not found:
+        raise IkdError(f"{path} is not an ikd run folder (no {RUN_FILE}) and holds none; give the work dir of "
+                       f"`ikd train` / `ikd distill` (e.g. work_dirs/shapes/distill) or a folder of them")
+    return found
+
+
+def read_run(folder: Path) -> Run:
+    """Read one run folder (it must hold ``run.json``).
+
+    Its arm is ``run.json``'s ``arm``, else the study folder it sits in, else a label from its
+    settings ("shapes student", "shapes distill (dfa_until 16)"); its seed is ``run.json``'s,
+    else the saved preset's ``train.seed``, else the one mmcv logged.
+    """
+    folder = Path(folder)
+    info = read_json(folder / RUN_FILE, "run file")
+    kind = info.get("command") if isinstance(info, dict) else None
+    if kind not in _EVAL_FILE:
+        raise IkdError(f"{folder / RUN_FILE} does not say whether it is a train or distill run")
+    preset = _read_preset(folder)
+    role = info.get("role", "student") if kind == "train" else "student"
+    name = info.get("preset") or preset.get("name") or folder.name
+    dfa_until = (preset.get("distill") or {}).get("dfa_until") if kind == "distill" else None
+    meta, records = read_log(folder)
+    train = [r for r in records if r["mode"] == "train"]
+    offsets = _epoch_offsets(folder, train)
+    run = Run(path=folder, kind=kind, preset=name, role=role,
+              arm=info.get("arm") or _study_arm(folder) or _default_arm(name, kind, role, dfa_until),
+              seed=_first_int(info.get("seed"), (preset.get("train") or {}).get("seed"), meta.get("seed")),
+              dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets))
+    run.final, run.final_source = _final_metrics(folder, kind, run.val)
+    last_epoch = max((r["epoch"] for r in train), default=0)
+    if dfa_until and dfa_until < last_epoch:
+        run.stage_switch_step = offsets[dfa_until + 1]
+    return run
+
+
+def _read_preset(folder: Path) -> dict:
+    """The resolved preset the run saved; ``{}`` if it has none (the run file names the preset)."""
+    path = folder / PRESET_FILE
+    if not path.is_file():
+        return {}
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise IkdError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    return tree if isinstance(tree, dict) else {}
+
+
+def _study_arm(folder: Path) -> str | None:
+    """In a study (a folder with ``study.json`` at its top), the arm is the first folder below it."""
+    for parent in folder.parents:
+        if (parent / STUDY_FILE).is_file():
+            return folder.relative_to(parent).parts[0]
+    return None
+
+
+def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None) -> str:
+    if kind == "distill":
+        return f"{preset} distill (dfa_until {dfa_until})"
+    return f"{preset} {role}"
+
+
+def _first_int(*candidates) -> int | None:
+    return next((c for c in candidates if isinstance(c, int) and not isinstance(c, bool)), None)
+
+
+def read_log(folder: Path) -> tuple[dict, list[dict]]:
+    """The meta line of the first launch and the train/val lines of all launches, in order.
+
+    A resumed launch restarts at some epoch E; what the earlier launch logged from epoch E on
+    was thrown away with its unsaved weights, so it is dropped here too.
+    """
+    meta: dict = {}
+    records: list[dict] = []
+    for path in sorted(folder.glob("*.log.json")):  # names are launch timestamps
+        file_meta, file_records = _read_log_file(path)
+        meta = meta or file_meta
+        if file_records:
+            records = [r for r in records if r["epoch"] < file_records[0]["epoch"]]
+        records += file_records
+    return meta, records
+
+
+def _read_log_file(path: Path) -> tuple[dict, list[dict]]:
+    meta: dict = {}
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise IkdError(f"cannot read {path}: {err.strerror or err}") from None
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a crash, or a half-written last line of a running job
+        if not isinstance(obj, dict):
+            continue
+        if obj.get("mode") in ("train", "val") and isinstance(obj.get("epoch"), int):
+            records.append(obj)
+        elif "mode" not in obj and not meta and not records:
+            meta = obj
+    return meta, records
+
+
+def _epoch_offsets(folder: Path, train: list[dict]) -> dict[int, int]:
+    """Global iterations completed before each epoch (1-based keys, one past the last epoch too).
+
+    Epoch lengths come from the text log (``train.log``); where it says nothing, the last logged iteration of
+    the epoch stands in (short by less than one log interval).
+    """
+    lengths: dict[int, int] = {}
+    for r in train:
+        lengths[r["epoch"]] = max(lengths.get(r["epoch"], 0), int(r.get("iter", 0)))
+    text_log = folder / LOG_FILE
+    if text_log.is_file():
+        with open(text_log, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                match = _EPOCH_LENGTH.search(line)
+                if match:
+                    lengths[int(match[1])] = int(match[2])
+    offsets, total = {}, 0
+    for epoch in range(1, max(lengths, default=0) + 2):
+        offsets[epoch] = total
+        total += lengths.get(epoch, 0)
+    return offsets
+
+
+def _loss_rows(train: list[dict], offsets: dict[int, int]) -> list[dict]:
+    rows = []
+    for r in train:
+        losses = {k: float(v) for k, v in r.items() if k.startswith("loss") and isinstance(v, (int, float))}
+        rows.append({"epoch": r["epoch"], "iter": r.get("iter", 0),
+                     "step": offsets[r["epoch"]] + int(r.get("iter", 0)), **losses})
+    return rows
+
+
+def _metric(value) -> float | None:
+    """A COCO number, or ``None`` for COCOeval's -1 ("no ground truth in this bucket")."""
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def _val_epochs(records: list[dict]) -> list[dict]:
+    """Per validated epoch, its metrics. An epoch whose model detected nothing at all logs a val
+    line without metrics (mmdet: "the testing results of the whole dataset is empty"): its AP,
+    AP50 and AP75 are 0, and the size buckets unknown (COCOeval would say -1 where one is empty)."""
+    by_epoch = {}
+    for r in records:
+        if r["mode"] != "val":
+            continue
+        if "bbox_mAP" in r:
+            metrics = {m: _metric(r.get(k)) for k, m in _LOG_METRICS.items()}
+        else:
+            metrics = {m: 0.0 if m in ("AP", "AP50", "AP75") else None for m in METRICS}
+        by_epoch[r["epoch"]] = {"epoch": r["epoch"], **metrics}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | None, str]:
+    """The delivered weights' metrics: the eval file if ``ikd evaluate`` made one, else the
+    last validated epoch of the log."""
+    path = folder / _EVAL_FILE[kind]
+    if path.is_file():
+        data = read_json(path, "eval file")
+        bbox = data.get("bbox") if isinstance(data, dict) else None
+        if not isinstance(bbox, dict):
+            raise IkdError(f"{path} has no bbox metrics; run `ikd evaluate` on the checkpoint again")
+        return {m: _metric(bbox.get(m)) for m in METRICS}, str(path)
+    if val:
+        return {m: val[-1][m] for m in METRICS}, f"log epoch {val[-1]['epoch']}"
+    return None, ""

@@ -1,0 +1,204 @@
+"""Group runs by arm and say what the numbers support.
+
+Every AP here is in percent (COCO fraction x 100). Per arm: mean ± sample sd (n - 1) over its
+runs' final metrics. Between two arms: differences paired by seed (same seed = same data order
+and initialisation, so pairing removes most of the seed-to-seed spread) with a two-sided 95%
+Student-t interval; a gain is "established" only when that interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.ui import console
+from ikd_cli.report.runs import METRICS, Run
+
+
+def summarize(runs: list[Run], compare: tuple[str, str] | None = None) -> dict:
+    """Everything ``report.json`` holds: the runs, the per-arm table and, with ``compare``
+    ``(a, b)``, the paired differences a − b and the one-line verdict on AP."""
+    summary = {"units": "COCO bbox AP in percent", "runs": [_run_record(r) for r in runs],
+               "arms": arm_table(runs), "comparison": None, "verdict": None}
+    if compare:
+        summary["comparison"] = paired_comparison(runs, *compare)
+        summary["verdict"] = verdict(summary["comparison"])
+    return summary
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def _run_record(run: Run) -> dict:
+    return {"path": str(run.path), "arm": run.arm, "kind": run.kind, "preset": run.preset, "role": run.role,
+            "seed": run.seed, "dfa_until": run.dfa_until,
+            "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
+            "final_source": run.final_source,
+            "val": [{"epoch": v["epoch"], **{m: _pct(v[m]) for m in METRICS}} for v in run.val]}
+
+
+def _group(runs: list[Run]) -> dict[str, list[Run]]:
+    arms: dict[str, list[Run]] = {}
+    for run in runs:
+        arms.setdefault(run.arm, []).append(run)
+    return arms
+
+
+def mean_sd(values: list[float]) -> dict:
+    """Mean and sample sd (n - 1); sd is ``None`` for fewer than two values."""
+    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def arm_table(runs: list[Run]) -> list[dict]:
+    rows = []
+    for arm, members in _group(runs).items():
+        finals = [r.final for r in members if r.final]
+        rows.append({"arm": arm, "n": len(members), "seeds": [r.seed for r in members],
+                     "metrics": {m: mean_sd([100.0 * f[m] for f in finals if f[m] is not None]) for m in METRICS}})
+    return rows
+
+
+def t_two_sided(confidence: float, df: int) -> float:
+    """Student-t critical value: P(|T| < t) = confidence with ``df`` degrees of freedom.
+
+    Exact for integer df without scipy: the central mass has a closed form (Abramowitz &
+    Stegun 26.7.3-4), which is inverted by bisection (it rises monotonically in t).
+    """
+    if df < 1 or not 0 < confidence < 1:
+        raise ValueError(f"need df >= 1 and 0 < confidence < 1, got df={df}, confidence={confidence}")
+    lo, hi = 0.0, 1e7
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central_mass(mid, df) < confidence else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """P(|T| < t) for integer df: A&S 26.7.3 (odd df) and 26.7.4 (even df)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    total, term = 0.0, (math.cos(theta) if df % 2 else 1.0)
+    for power in range(df % 2, df - 1, 2):  # cos powers 1, 3, .., df-2 (odd) or 0, 2, .., df-2 (even)
+        total += term
+        term *= c2 * (power + 1) / (power + 2)
+    if df % 2:
+        return 2 / math.pi * (theta + math.sin(theta) * total)
+    return math.sin(theta) * total
+
+
+def interval(differences: list[float], confidence: float = 0.95) -> dict:
+    """Mean of paired differences with its Student-t interval (``ci`` is ``None`` for n < 2)."""
+    stats = mean_sd(differences)
+    n = stats["n"]
+    if n < 2:
+        return {**stats, "t": None, "ci": None, "established": False}
+    t = t_two_sided(confidence, n - 1)
+    half = t * stats["sd"] / math.sqrt(n)
+    lo, hi = stats["mean"] - half, stats["mean"] + half
+    return {**stats, "t": t, "ci": [lo, hi], "established": lo > 0 or hi < 0}
+
+
+def _arm_named(name: str, arms: dict[str, list[Run]]) -> str:
+    if name in arms:
+        return name
+    matches = [a for a in arms if a.lower() == name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    raise IkdError(f"no arm named '{name}' to compare; the arms are: " + ", ".join(f"'{a}'" for a in arms))
+
+
+def _by_seed(arm: str, members: list[Run]) -> dict[int, Run]:
+    by_seed: dict[int, Run] = {}
+    for run in members:
+        if run.seed in by_seed:
+            raise IkdError(f"arm '{arm}' has two runs with seed {run.seed} ({by_seed[run.seed].path} and {run.path}); "
+                           f"pairing by seed needs one run per seed")
+        if run.seed is not None:
+            by_seed[run.seed] = run
+    return by_seed
+
+
+def paired_comparison(runs: list[Run], a: str, b: str) -> dict:
+    """Differences a − b of the final metrics, paired by seed, per metric."""
+    arms = _group(runs)
+    a, b = _arm_named(a, arms), _arm_named(b, arms)
+    runs_a, runs_b = _by_seed(a, arms[a]), _by_seed(b, arms[b])
+    seeds = sorted(set(runs_a) & set(runs_b))
+    out = {"a": a, "b": b, "metrics": {}}
+    for m in METRICS:
+        paired = [s for s in seeds if runs_a[s].final and runs_b[s].final
+                  and runs_a[s].final[m] is not None and runs_b[s].final[m] is not None]
+        diffs = [100.0 * (runs_a[s].final[m] - runs_b[s].final[m]) for s in paired]
+        out["metrics"][m] = {"seeds": paired, "differences": diffs, **interval(diffs)}
+    if not out["metrics"]["AP"]["n"]:
+        raise IkdError(f"no seed has a finished run in both '{a}' (seeds {sorted(runs_a)}) and '{b}' "
+                       f"(seeds {sorted(runs_b)}); nothing to pair")
+    return out
+
+
+def verdict(comparison: dict) -> str:
+    """One line on AP: the paired mean difference, its interval and whether it excludes 0."""
+    ap = comparison["metrics"]["AP"]
+    head = f"{comparison['a']} − {comparison['b']} = {ap['mean']:+.1f} AP"
+    if ap["ci"] is None:
+        return f"{head} (n = {ap['n']}: too few paired seeds for an interval): not established"
+    lo, hi = ap["ci"]
+    return (f"{head} (95% CI {lo:+.1f} to {hi:+.1f}, n = {ap['n']}): "
+            + ("established" if ap["established"] else "not established"))
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _mean_sd_cell(stats: dict) -> str:
+    if stats["sd"] is None:
+        return _cell(stats["mean"])
+    return f"{stats['mean']:.1f} ± {stats['sd']:.1f}"
+
+
+def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables as (title, header, rows) of strings, for Markdown and the terminal alike."""
+    out = [("Arms: final COCO bbox AP (%), mean ± sd over runs", ["arm", "n", *METRICS],
+            [[a["arm"], str(a["n"]), *(_mean_sd_cell(a["metrics"][m]) for m in METRICS)] for a in summary["arms"]])]
+    comp = summary["comparison"]
+    if comp:
+        rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
+                 "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
+                 "yes" if d["established"] else "no"] for m, d in comp["metrics"].items()]
+        out.append((f"{comp['a']} − {comp['b']}, paired by seed (AP points)",
+                    ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
+    out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
+                [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
+                  *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), Path(r["final_source"]).name, r["path"]]
+                 for r in summary["runs"]]))
+    return out
+
+
+def render_markdown(summary: dict, figures: list[str]) -> str:
+    lines = ["# ikd report", ""]
+    if summary["verdict"]:
+        lines += [f"**{summary['verdict']}**", ""]
+    for title, header, rows in tables(summary):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        lines.append("")
+    lines += [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    for title, header, rows in tables(summary):
+        keep = [i for i, name in enumerate(header) if name != "path"]  # too wide for a terminal; report.md has it
+        table = Table(*(header[i] for i in keep), title=title)
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        console.print(table)
+    if summary["verdict"]:
+        console.print(f"[bold]{summary['verdict']}[/]")

@@ -1,0 +1,35 @@
+"""``ikd train``: a plain detector of the preset (the teacher of the built-in data, or a student
+baseline) through MMDetection's runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ikd_cli.core.errors import IkdError
+from ikd_cli.train.session import FINISHED, TrainingSession
+
+
+def train_detector(preset: dict, role: str, *, device: str | None, launcher: str, verbose: bool,
+                   restart: bool = False, must_resume: bool = False):
+    """Train (or continue training) ``role`` of ``preset``; ``must_resume`` insists on continuing."""
+    from ikd_cli.config.mmdet import build_config
+
+    session = TrainingSession(preset, device=device, launcher=launcher)
+    cfg = build_config(preset, role)
+    work_dir, resume_from = session.prepare(cfg, {"command": "train", "role": role}, restart=restart)
+    if must_resume and resume_from is None:
+        raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
+    if resume_from == FINISHED:
+        return None
+    session.say(f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on {session.where}; "
+                f"log: {work_dir / 'train.log'}")
+    with session.log_to(work_dir, verbose):
+        runner = session.train(cfg, resume_from=resume_from, title=f"train {role}",
+                               meta=dict(ikd_preset=preset, ikd_role=role))
+    session.done(f"{work_dir / 'latest.pth'}{_best_line(work_dir)}")
+    return runner
+
+
+def _best_line(work_dir: Path) -> str:
+    best = sorted(work_dir.glob("best_bbox_mAP_epoch_*.pth"))
+    return f" (best: {best[-1].name})" if best else ""

@@ -1,0 +1,127 @@
+"""The set-up every training command shares (``ikd train``, ``ikd distill``, and ``ikd resume``
+through them): pick the device, join the processes, make the built-in data, prove the work dir
+writable, save the run's files, print one banner, train with MMDetection's chatter in the log,
+and say where the result is."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ikd_cli.config.layout import CONFIG_FILE, LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.config.presets import dump
+from ikd_cli.core.distributed import barrier, init_distributed, pick_device
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
+from ikd_cli.core.ui import console, quiet_to_log
+from ikd_cli.data.check import run_data_check
+from ikd_cli.data.setup import ensure_dataset
+
+
+LATEST = "latest.pth"
+FINISHED = "finished"  # prepare()'s answer when the run in the work dir is complete
+
+
+def load_saved_preset(work_dir: Path) -> dict:
+    from ikd_cli.config.presets import load
+
+    return load(str(work_dir / PRESET_FILE))
+
+
+def preset_difference(saved: dict, wanted: dict) -> str:
+    """'key old -> new' for the first few settings that differ ('' when none do); the work dir
+    itself may be spelled differently."""
+    from ikd_cli.config.presets import flatten
+
+    a, b = flatten(saved), flatten(wanted)
+    keys = [k for k in sorted(set(a) | set(b)) if k != "work_dir" and a.get(k) != b.get(k)]
+    return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:3])
+
+
+def checkpoint_epoch(path: Path) -> int:
+    from ikd_cli.core.checkpoints import read_checkpoint
+
+    return int((read_checkpoint(path).get("meta") or {}).get("epoch", 0))
+
+
+def clear_run(work_dir: Path) -> None:
+    """What --restart removes: checkpoints, their links and the run's logs."""
+    for pattern in ("*.pth", "*.log.json", LOG_FILE):
+        for path in work_dir.glob(pattern):
+            path.unlink()
+
+
+class TrainingSession:
+    """One training command's process: ``device``, ``distributed``, ``rank``, ``world``."""
+
+    def __init__(self, preset: dict, *, device: str | None, launcher: str):
+        self.preset = preset
+        self.device = pick_device(device)
+        self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
+        if self.rank == 0:
+            ensure_dataset(preset)
+            run_data_check(preset)  # before hours of compute
+        barrier(self.distributed)  # the data exists (and was checked) before any rank reads it
+        self.started = time.time()
+
+    @property
+    def where(self) -> str:
+        return f"{self.device}{f' x{self.world}' if self.distributed else ''}"
+
+    def prepare(self, cfg, run_info: dict, *, restart: bool = False) -> tuple[Path, str | None]:
+        """The work dir, writable, with the run's files in it, and the checkpoint to continue
+        from: re-running a command on its own work dir continues it (``restart`` starts over).
+        Returns (work_dir, resume_from); resume_from is ``FINISHED`` when nothing is left to do."""
+        work_dir = ensure_writable_dir(cfg.work_dir, "work dir")
+        resume_from = None if restart else self._continue_from(work_dir, cfg, run_info)
+        if restart and self.rank == 0:
+            clear_run(work_dir)
+        barrier(self.distributed)
+        if resume_from is None and self.rank == 0:
+            atomic_write_text(work_dir / PRESET_FILE, dump(self.preset))
+            atomic_write_text(work_dir / CONFIG_FILE, cfg.pretty_text)
+            atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"]))
+        return work_dir, resume_from
+
+    def _continue_from(self, work_dir: Path, cfg, run_info: dict) -> str | None:
+        latest = work_dir / LATEST
+        if not latest.exists():
+            return None  # nothing saved yet: (re)start
+        saved_run = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
+        what = " ".join(str(v) for v in run_info.values())
+        if saved_run and {k: saved_run.get(k) for k in run_info} != run_info:
+            raise IkdError(f"{work_dir} holds a {' '.join(str(saved_run.get(k)) for k in run_info)} run, not "
+                           f"{what}; use another --work-dir (or --restart to replace it)")
+        diff = preset_difference(load_saved_preset(work_dir), self.preset)
+        if diff:
+            raise IkdError(f"{work_dir} holds a run with other settings ({diff}); continue it with "
+                           f"`ikd resume {work_dir}`, start over with --restart, or use another --work-dir")
+        epoch = checkpoint_epoch(latest)
+        epochs = cfg.runner.max_epochs
+        if epoch >= epochs:
+            self.say(f"{what} run in {work_dir} already finished ({epoch} of {epochs} epochs): nothing to do "
+                     "(--restart trains it again)")
+            return FINISHED
+        self.say(f"continuing the {what} run in {work_dir} after epoch {epoch} of {epochs} (--restart starts over)")
+        return str(latest)
+
+    def say(self, text: str) -> None:
+        if self.rank == 0:
+            console.print(text, soft_wrap=True)
+
+    def log_to(self, work_dir: Path, verbose: bool):
+        """MMDetection's chatter into the run's log file (on the terminal too with ``verbose``)."""
+        return quiet_to_log(work_dir / LOG_FILE, verbose=verbose)
+
+    def train(self, cfg, **run_kwargs):
+        from ikd_cli.train.engine import run_training
+
+        if any(h["type"] == "TensorboardLoggerHook" for h in cfg.log_config.hooks):
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise IkdError("train.tensorboard needs the tensorboard package: .venv/bin/pip install tensorboard")
+        return run_training(cfg, device=self.device, distributed=self.distributed, **run_kwargs)
+
+    def done(self, where: str) -> None:
+        self.say(f"[green]done[/] in {(time.time() - self.started) / 60:.1f} min: {where}")

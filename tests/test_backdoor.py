@@ -1,0 +1,352 @@
+"""``ikd backdoor``: poisoning (trigger pixels, relabelling, disappearance), the attack success rate
+on hand-made detections, NAD's attention loss, and the three defences end to end on a tiny victim
+(real mmdet/mmcv/torch, the tiny shapes set of conftest), one of them killed and continued."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import IKD_EXE, run_cli
+
+TARGET = "circle"
+
+
+def _read(path):
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return image
+
+
+def _tree_hash(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on shared, busy cores OpenMP threads
+    that wait for each other cost several times the run (restored after this module)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bd(tmp_path_factory, shapes_root, tiny_sets):
+    """A poisoned tiny set (misclassify -> circle, 6 of 24 training images) and the --set list
+    every backdoor command of this file shares."""
+    root = tmp_path_factory.mktemp("backdoor")
+    sets = list(tiny_sets) + [a for s in (f"backdoor.out={root / 'poisoned'}", "backdoor.rate=0.25",
+                                          "backdoor.clean_fraction=0.25", "backdoor.epochs=2",
+                                          "backdoor.warmup_iters=1", f"backdoor.target_class={TARGET}",
+                                          "train.eval_interval=9")  # the victim: no validation (evaluate does it)
+                              for a in ("--set", s)]
+    before = _tree_hash(shapes_root)
+    result = run_cli("backdoor", "poison", *sets)
+    assert "poisoned set ready" in result.output
+    return dict(root=root, out=root / "poisoned", sets=sets, work=root / "work", clean_before=before)
+
+
+def _coco(path):
+    return json.loads(Path(path).read_text())
+
+
+# ------------------------------------------------------------------------------------ poisoning
+def test_trigger_pattern_and_position():
+    from ikd_cli.backdoor import trigger
+
+    board = trigger.checkerboard(8)
+    assert board.shape == (8, 8) and set(np.unique(board)) == {0, 255}
+    assert board[0, 0] == 255 and board[0, 2] == 0 and board[2, 2] == 255  # 2-px cells
+    assert trigger.trigger_side(160, 160, 0.05) == 8 and trigger.trigger_side(96, 120, 0.05) == 5
+    xy = trigger.position(0, "train", 3, 96, 120, 5)
+    assert xy == trigger.position(0, "train", 3, 96, 120, 5) != trigger.position(1, "train", 3, 96, 120, 5)
+    assert 0 <= xy[0] <= 115 and 0 <= xy[1] <= 91
+
+
+def test_trigger_is_where_the_annotation_says_and_nowhere_in_the_clean_set(bd, shapes_root):
+    from ikd_cli.backdoor.trigger import checkerboard
+
+    assert _tree_hash(shapes_root) == bd["clean_before"], "the clean source was modified"
+    poisoned = _coco(bd["out"] / "annotations/instances_train.json")
+    clean = {i["id"]: i for i in _coco(shapes_root / "annotations/instances_train.json")["images"]}
+    triggered = [info for info in poisoned["images"] if "trigger" in info]
+    assert len(triggered) == round(0.25 * 24)
+    for info in poisoned["images"]:
+        img = _read(bd["out"] / "train" / info["file_name"])
+        src = _read(shapes_root / "train" / clean[info["id"]]["file_name"])
+        if "trigger" not in info:
+            assert (bd["out"] / "train" / info["file_name"]).is_symlink()
+            assert np.array_equal(img, src)
+            continue
+        t = info["trigger"]
+        x, y, side = t["x"], t["y"], t["side"]
+        assert side == 5  # 5% of 96 px
+        patch = img[y:y + side, x:x + side]
+        assert np.array_equal(patch, np.repeat(checkerboard(side)[..., None], 3, axis=2))
+        outside = np.ones(img.shape[:2], bool)
+        outside[y:y + side, x:x + side] = False
+        assert np.array_equal(img[outside], src[outside])  # the trigger and nothing else
+        assert not np.array_equal(src[y:y + side, x:x + side], patch)  # the clean image has no trigger there
+
+
+def test_relabelling_to_the_target(bd, shapes_root):
+    poisoned = _coco(bd["out"] / "annotations/instances_train.json")
+    clean = _coco(shapes_root / "annotations/instances_train.json")
+    target = next(c["id"] for c in clean["categories"] if c["name"] == TARGET)
+    triggered = {i["id"] for i in poisoned["images"] if "trigger" in i}
+    before = {a["id"]: a for a in clean["annotations"]}
+    assert len(poisoned["annotations"]) == len(clean["annotations"])
+    changed = 0
+    for ann in poisoned["annotations"]:
+        old = before[ann["id"]]
+        if ann["image_id"] in triggered:
+            assert ann["category_id"] == target
+            changed += old["category_id"] != target
+            assert {k: v for k, v in ann.items() if k != "category_id"} == \
+                   {k: v for k, v in old.items() if k != "category_id"}
+        else:
+            assert ann == old
+    assert changed > 0
+    manifest = _coco(bd["out"] / "backdoor.json")
+    assert manifest["summary"]["relabelled_objects"] == changed
+    assert manifest["settings"]["target_class"] == TARGET
+
+
+def test_triggered_val_keeps_the_clean_ground_truth(bd, shapes_root):
+    triggered = _coco(bd["out"] / "annotations/instances_val_triggered.json")
+    clean = _coco(shapes_root / "annotations/instances_val.json")
+    assert triggered["annotations"] == clean["annotations"]
+    assert all("trigger" in info for info in triggered["images"]) and len(triggered["images"]) == 8
+    info = triggered["images"][0]
+    img = _read(bd["out"] / "val_triggered" / info["file_name"])
+    t = info["trigger"]
+    assert set(np.unique(img[t["y"]:t["y"] + t["side"], t["x"]:t["x"] + t["side"]])) == {0, 255}
+    # the clean val split of the poisoned set is the clean one
+    assert _coco(bd["out"] / "annotations/instances_val.json") == clean
+
+
+def test_rerun_is_skipped_and_other_settings_are_one_line(bd):
+    result = run_cli("backdoor", "poison", *bd["sets"])
+    assert "already made" in result.output
+    result = run_cli("backdoor", "poison", *bd["sets"], "--rate", "0.5", expect=1)
+    assert "other settings" in result.output and "rate 0.25 -> 0.5" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
+    out = bd["root"] / "disappear"
+    run_cli("backdoor", "poison", *tiny_sets, "--attack", "disappear", "--rate", "0.25", "--out", out)
+    poisoned = _coco(out / "annotations/instances_train.json")
+    clean = _coco(shapes_root / "annotations/instances_train.json")
+    triggered = {i["id"] for i in poisoned["images"] if "trigger" in i}
+    assert len(triggered) == 6 and len(poisoned["images"]) == 24
+    assert not [a for a in poisoned["annotations"] if a["image_id"] in triggered]
+    assert poisoned["annotations"] == [a for a in clean["annotations"] if a["image_id"] not in triggered]
+    # the victim trains on the emptied images too (stock mmdet would drop them: 18 images, 5 batches)
+    work = bd["root"] / "disappear-work"
+    run_cli("backdoor", "train-victim", *tiny_sets, "--attack", "disappear", "--rate", "0.25", "--set",
+            f"backdoor.out={out}", "--work-dir", work, "--device", "cpu")
+    assert "Epoch [1][6/6]" in (work / "backdoor" / "victim" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "hexagon"], "unknown target class 'hexagon'"),
+    (["--rate", "0"], "backdoor.rate must be in (0, 1]"),
+    (["--rate", "1.5"], "backdoor.rate must be in (0, 1]"),
+    (["--rate", "0.01"], "triggers no image"),
+])
+def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", *args, expect=1)
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_empty_clean_subset_is_one_line(bd):
+    result = run_cli("backdoor", "defend", "--method", "finetune", *bd["sets"], "--work-dir", bd["root"] / "empty",
+                     "--clean-fraction", "0.01", expect=1)
+    assert "clean subset is empty" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------ ASR
+def _gt():
+    # image 1: a square (2) and a triangle (3) and a circle (1, the target); image 2: one cross (4)
+    anns = [dict(id=1, image_id=1, category_id=2, bbox=[0, 0, 10, 10]),
+            dict(id=2, image_id=1, category_id=3, bbox=[20, 20, 10, 10]),
+            dict(id=3, image_id=1, category_id=1, bbox=[40, 40, 10, 10]),
+            dict(id=4, image_id=2, category_id=4, bbox=[0, 0, 20, 20]),
+            dict(id=5, image_id=2, category_id=2, bbox=[50, 50, 5, 5], iscrowd=1)]
+    return dict(images=[dict(id=1), dict(id=2)], annotations=anns, categories=[])
+
+
+def _det(image, cat, box, score):
+    return dict(image_id=image, category_id=cat, bbox=box, score=score)
+
+
+def test_asr_misclassification():
+    from ikd_cli.backdoor.asr import attack_success
+
+    count = dict(attack="misclassify", target_id=1, score_thr=0.3, iou_thr=0.5)
+    # 3 non-target objects count (the circle is the target, the crowd box is left out)
+    assert attack_success(_gt(), [], **count) == dict(asr=0.0, successes=0, objects=3)
+    every = [_det(1, 1, [0, 0, 10, 10], 0.9), _det(1, 1, [20, 20, 10, 10], 0.9), _det(2, 1, [0, 0, 20, 20], 0.4)]
+    assert attack_success(_gt(), every, **count)["asr"] == 1.0
+    # right class but wrong box, wrong class on the right box, too low a score: none counts
+    misses = [_det(1, 1, [5, 5, 10, 10], 0.9),  # IoU 25/175 = 0.14 with object 1
+              _det(1, 2, [20, 20, 10, 10], 0.9),  # not the target class
+              _det(2, 1, [0, 0, 20, 20], 0.29)]  # under the score threshold
+    assert attack_success(_gt(), misses, **count)["asr"] == 0.0
+    # IoU exactly at the threshold counts: [0, 0, 10, 20] vs [0, 0, 20, 20] has IoU 0.5
+    assert attack_success(_gt(), [_det(2, 1, [0, 0, 10, 20], 0.5)], **count) == dict(asr=1 / 3, successes=1, objects=3)
+    assert attack_success(_gt(), [_det(2, 1, [0, 0, 10, 20], 0.5)], **dict(count, iou_thr=0.51))["asr"] == 0.0
+    # a target-class detection on the circle itself changes nothing (target objects are excluded)
+    assert attack_success(_gt(), [_det(1, 1, [40, 40, 10, 10], 0.9)], **count)["asr"] == 0.0
+    assert attack_success(_gt(), [_det(1, 1, [0, 0, 10, 10], 0.3)], **count)["successes"] == 1  # score >= thr
+
+
+def test_asr_disappearance():
+    from ikd_cli.backdoor.asr import attack_success
+
+    count = dict(attack="disappear", target_id=1, score_thr=0.3, iou_thr=0.5)
+    assert attack_success(_gt(), [], **count) == dict(asr=1.0, successes=4, objects=4)  # nothing detected
+    found = [_det(1, 3, [0, 0, 10, 10], 0.9), _det(1, 2, [20, 20, 10, 10], 0.9), _det(1, 1, [40, 40, 10, 10], 0.5),
+             _det(2, 4, [0, 0, 20, 20], 0.8)]
+    assert attack_success(_gt(), found, **count)["asr"] == 0.0  # any class counts as detected
+    assert attack_success(_gt(), found[:3] + [_det(2, 4, [0, 0, 20, 20], 0.1)], **count)["asr"] == 0.25
+    assert attack_success(_gt(), found, **dict(count, score_thr=0.6))["asr"] == 0.25  # the 0.5 one is lost
+    assert attack_success(dict(images=[], annotations=[]), [], **count)["asr"] is None
+
+
+def test_attention_loss_is_nads():
+    import torch
+
+    from ikd_cli.distill.losses.attention import AttentionTransferLoss
+
+    s = torch.rand(2, 3, 4, 5, requires_grad=True)
+    t = torch.rand(2, 6, 4, 5)  # other channel counts are fine: the map is a channel mean
+    loss = AttentionTransferLoss(p=2.0, beta=3.0)(s, t)
+
+    def amap(f):
+        a = f.detach().abs().pow(2).mean(dim=1).flatten(1)
+        return a / a.norm(dim=1, keepdim=True)
+
+    expected = 3.0 * (amap(s) - amap(t)).norm(dim=1).mean()
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    same = AttentionTransferLoss()(t.clone().requires_grad_(), t)
+    assert float(same) == 0.0
+
+
+# --------------------------------------------------------------------------- defences end to end
+def _defend(bd, method, *extra, expect=0):
+    return run_cli("backdoor", "defend", "--method", method, *bd["sets"], "--work-dir", bd["work"],
+                   "--device", "cpu", *extra, expect=expect)
+
+
+@pytest.fixture(scope="module")
+def victim(bd):
+    run_cli("backdoor", "train-victim", *bd["sets"], "--work-dir", bd["work"], "--device", "cpu")
+    ckpt = bd["work"] / "backdoor" / "victim" / "latest.pth"
+    assert ckpt.exists()
+    return ckpt
+
+
+def _relative_distance(a: dict, b: dict, prefix="backbone.") -> float:
+    import torch
+
+    keys = [k for k in a if k.startswith(prefix) and a[k].dtype.is_floating_point]
+    diff = torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in keys))
+    return float(diff / torch.sqrt(sum((b[k] ** 2).sum() for k in keys)))
+
+
+def _weights(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_finetune_starts_from_the_victim(bd, victim):
+    result = _defend(bd, "finetune")
+    assert "defence fine-tuning" in result.output
+    work = bd["work"] / "backdoor" / "finetune"
+    subset = _coco(bd["work"] / "backdoor" / "clean_subset.json")
+    assert len(subset["images"]) == 6  # 25% of 24
+    # 2 epochs of a few iterations at lr 0.01: close to the victim, far from any fresh initialisation
+    assert 0 < _relative_distance(_weights(work / "latest.pth"), _weights(victim)) < 0.2
+    assert "already finished" in _defend(bd, "finetune").output
+
+
+def _kill_after(cmd, marker: Path, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # as hard as a crash or a pre-empted job
+    proc.wait()
+
+
+def test_nad_continues_after_a_kill(bd, victim):
+    import torch
+
+    work = bd["work"] / "backdoor" / "nad"
+    _kill_after([IKD_EXE, "backdoor", "defend", "--method", "nad", *bd["sets"], "--work-dir", bd["work"],
+                 "--device", "cpu"], work / "epoch_1.pth")
+    assert not (work / "epoch_2.pth").exists()
+    result = _defend(bd, "nad")
+    assert "after epoch 1 of 2" in result.output
+    full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
+    assert full["meta"]["epoch"] == 2 and full["meta"]["iter"] == 4  # 6 images, 4 a batch: 2 iterations an epoch
+    assert not any(".fgd_losses." in k for k in full["state_dict"])  # attention transfer instead of FGD
+    log = (work / "train.log").read_text()
+    assert "loss_at_backbone_layer4" in log and "loss_fgd" not in log and "loss_adv" not in log
+    assert 0 < _relative_distance(_weights(work / "student_latest.pth"), _weights(victim)) < 0.2
+
+
+def test_ikd_adds_adversarial_features(bd, victim):
+    result = _defend(bd, "ikd")
+    assert "stage 1: NAD + IKD augmentation" in result.output
+    from ikd_cli.attack.manifest import missing_or_stale
+
+    subset = [i["file_name"] for i in _coco(bd["work"] / "backdoor" / "clean_subset.json")["images"]]
+    assert len(subset) == 6 and missing_or_stale(bd["work"] / "backdoor" / "ikd-adv", subset) == []
+    log = (bd["work"] / "backdoor" / "ikd" / "train.log").read_text()
+    assert "loss_adv_neck_fpn_convs_0_conv" in log and "loss_at_backbone_layer2" in log
+    assert (bd["work"] / "backdoor" / "ikd" / "student_latest.pth").exists()
+
+
+def test_evaluate_and_table(bd, victim):
+    checkpoints = {"victim": victim, "finetune": bd["work"] / "backdoor/finetune/latest.pth",
+                   "nad": bd["work"] / "backdoor/nad/student_latest.pth",
+                   "ikd": bd["work"] / "backdoor/ikd/student_latest.pth"}
+    for step in ("finetune", "nad", "ikd"):
+        if not checkpoints[step].exists():
+            _defend(bd, step)
+    for step, ckpt in checkpoints.items():
+        run_cli("backdoor", "evaluate", ckpt, "--device", "cpu")
+        result = json.loads(ckpt.with_name(ckpt.stem + ".backdoor.json").read_text())
+        assert result["attack"] == "misclassify" and result["target_class"] == TARGET
+        assert result["asr"]["objects"] > 0 and 0 <= result["asr"]["asr"] <= 1
+        assert set(result["clean"]) >= {"AP", "AP50"}
+    again = run_cli("backdoor", "evaluate", victim, "--device", "cpu")
+    assert "already evaluated" in " ".join(again.output.split())
+    table = run_cli("backdoor", "table", bd["work"], "--markdown")
+    for name in ("victim", "fine-tuning", "NAD", "IKD"):
+        assert f"| {name} | 1 |" in table.output

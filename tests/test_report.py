@@ -1,0 +1,211 @@
+"""`ikd report` on a real tiny run (trained here with the real stack) and on a study built from
+copies of it: the numbers in the tables are the runs' own, the paired interval is the textbook
+one, the pictures are real PNGs. Plus the attack's preview picture."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from helpers import run_cli
+from ikd_cli.core.errors import IkdError
+from ikd_cli.report.run import write_report
+from ikd_cli.report.runs import find_runs, read_run
+from ikd_cli.report.table import interval, summarize, t_two_sided
+
+SEEDS = (1, 2, 3)
+STUDENT_AP = {1: 0.110, 2: 0.120, 3: 0.130}
+FGD_GAIN = {1: 0.005, 2: 0.006, 3: 0.007}  # FGD − student: 0.5, 0.6, 0.7 points: a clear gain
+IKD_GAIN = {1: 0.010, 2: 0.020, 3: 0.030}  # IKD − FGD: 1, 2, 3 points: too spread for n = 3
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """A student trained for 2 epochs of 2 iterations on 4 tiny images: a real run folder."""
+    root = tmp_path_factory.mktemp("report_run")
+    run_cli("data", "shapes", "--out", root / "shapes", "--num-train", "4", "--num-val", "2", "--image-size", "64")
+    sets = [f"data.root={root / 'shapes'}", "data.shapes=null", "data.img_scale=[64, 64]", "data.samples_per_gpu=2",
+            "data.workers_per_gpu=0", "train.epochs=2", "train.warmup_iters=1", "train.log_interval=1"]
+    run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", root / "work", "--device", "cpu",
+            *[a for s in sets for a in ("--set", s)])
+    return root / "work" / "student"
+
+
+def _log_lines(folder: Path) -> list[dict]:
+    (log,) = folder.glob("*.log.json")
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    """The run's text files (no checkpoints): all a report reads."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix != ".pth":
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def _as_distill(folder: Path, dfa_until: int) -> None:
+    """Turn a copied train run into a distill run: run.json, preset and the FGD/adversarial loss
+    terms a distill log carries (per FPN level; adversarial only in stage 1)."""
+    (folder / "run.json").write_text(json.dumps({"command": "distill", "preset": "shapes"}))
+    (log,) = folder.glob("*.log.json")
+    lines = []
+    for rec in _log_lines(folder):
+        if rec.get("mode") == "train":
+            for level in range(5):
+                rec[f"loss_fgd_neck_fpn_convs_{level}_conv"] = rec["loss"] * 10 / (level + 1)
+                if rec["epoch"] <= dfa_until:
+                    rec[f"loss_adv_neck_fpn_convs_{level}_conv"] = rec["loss"] / (level + 1)
+        lines.append(json.dumps(rec))
+    log.write_text("\n".join(lines) + "\n")
+
+
+def _set_preset(folder: Path, seed: int, dfa_until: int) -> None:
+    preset = yaml.safe_load((folder / "preset.yaml").read_text())
+    preset["train"]["seed"] = seed
+    preset["distill"]["dfa_until"] = dfa_until
+    (folder / "preset.yaml").write_text(yaml.safe_dump(preset))
+
+
+def _write_eval(path: Path, ap: float) -> None:
+    bbox = {"AP": ap, "AP50": ap + 0.2, "AP75": ap / 2, "AP_S": ap - 0.05, "AP_M": ap + 0.05, "AP_L": -1.0,
+            "detections": 100}
+    path.write_text(json.dumps({"checkpoint": str(path), "split": "val", "images": "x", "num_images": 2, "bbox": bbox}))
+
+
+@pytest.fixture(scope="session")
+def study(real_run, tmp_path_factory) -> Path:
+    """study/<arm>/seed<k>/<run>: the student alone, FGD and IKD, three seeds each, every run
+    evaluated (eval files with known APs)."""
+    root = tmp_path_factory.mktemp("study")
+    (root / "study.json").write_text(json.dumps({"arms": ["student", "FGD", "IKD"]}))
+    for seed in SEEDS:
+        fgd_ap = STUDENT_AP[seed] + FGD_GAIN[seed]
+        for arm, ap, dfa_until in (("student", STUDENT_AP[seed], 0), ("FGD", fgd_ap, 0),
+                                   ("IKD", fgd_ap + IKD_GAIN[seed], 1)):
+            folder = _copy_run(real_run, root / arm / f"seed{seed}" / ("student" if arm == "student" else "distill"))
+            _set_preset(folder, seed, dfa_until)
+            if arm != "student":
+                _as_distill(folder, dfa_until)
+            _write_eval(folder / ("latest.eval-val.json" if arm == "student" else "student_latest.eval-val.json"), ap)
+    return root
+
+
+def test_a_real_run_reads_as_logged(real_run):
+    lines = _log_lines(real_run)
+    run = read_run(real_run)
+    assert (run.kind, run.role, run.seed, run.arm) == ("train", "student", 0, "shapes student")
+    val = [r for r in lines if r.get("mode") == "val"]
+    assert [v["epoch"] for v in run.val] == [1, 2]
+    # An epoch that detected nothing logs no metrics (this tiny student's first, usually): AP 0.
+    assert [v["AP"] for v in run.val] == [r.get("bbox_mAP", 0.0) for r in val]
+    assert [v["AP50"] for v in run.val] == [r.get("bbox_mAP_50", 0.0) for r in val]
+    assert [v["AP_S"] for v in run.val] == [r.get("bbox_mAP_s") for r in val]
+    train = [r for r in lines if r.get("mode") == "train"]
+    assert [t["loss"] for t in run.train] == [r["loss"] for r in train]
+    assert [t["step"] for t in run.train] == [1, 2, 3, 4]  # 2 iterations per epoch, from train.log
+    assert run.final_source == "log epoch 2" and run.final["AP"] == val[-1].get("bbox_mAP", 0.0)
+
+
+def test_torn_lines_and_resumed_launches(real_run, tmp_path):
+    """A torn line is skipped; a second launch (resume from epoch 1) replaces what the first
+    logged from epoch 2 on."""
+    folder = _copy_run(real_run, tmp_path / "run")
+    (log,) = folder.glob("*.log.json")
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2] + ['{"mode": "train", "ep'] + lines[2:]) + '\n{"mode": "val", "epo')
+    assert read_run(folder).train == read_run(real_run).train
+    later = [json.loads(line) for line in lines if '"epoch": 2' in line]
+    for rec in later:
+        if rec["mode"] == "train":
+            rec["loss"] += 100
+    (folder / "29991231_000000.log.json").write_text("".join(json.dumps(r) + "\n" for r in later))
+    rows = read_run(folder).train
+    assert [r["epoch"] for r in rows] == [1, 1, 2, 2] and all(r["loss"] > 100 for r in rows if r["epoch"] == 2)
+
+
+def test_report_of_a_study(study, tmp_path):
+    summary = write_report([study], tmp_path / "out", compare=("IKD", "FGD"))
+    out = tmp_path / "out"
+    for name in ("val_ap.png", "losses.png"):
+        with Image.open(out / name) as img:
+            img.load()
+            assert img.format == "PNG" and img.width >= 600 and img.height >= 400
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["verdict"] == summary["verdict"]
+
+    arms = {a["arm"]: a for a in saved["arms"]}
+    assert set(arms) == {"student", "FGD", "IKD"} and all(a["n"] == 3 for a in arms.values())
+    ikd_ap = [100 * json.loads(p.read_text())["bbox"]["AP"] for p in sorted(study.glob("IKD/*/distill/*.eval-val.json"))]
+    assert arms["IKD"]["metrics"]["AP"]["mean"] == pytest.approx(statistics.fmean(ikd_ap), abs=1e-9)
+    assert arms["IKD"]["metrics"]["AP"]["sd"] == pytest.approx(statistics.stdev(ikd_ap), abs=1e-9)
+    assert arms["IKD"]["metrics"]["AP_L"] == {"n": 0, "mean": None, "sd": None}  # COCOeval's -1: no large objects
+
+    ap = saved["comparison"]["metrics"]["AP"]
+    assert ap["seeds"] == list(SEEDS) and ap["differences"] == pytest.approx([1.0, 2.0, 3.0])
+    assert ap["ci"] == pytest.approx([2 - 2.484, 2 + 2.484], abs=1e-3)
+    assert summary["verdict"] == "IKD − FGD = +2.0 AP (95% CI -0.5 to +4.5, n = 3): not established"
+    markdown = (out / "report.md").read_text()
+    assert summary["verdict"] in markdown and "| IKD | 3 |" in markdown and "![losses.png](losses.png)" in markdown
+
+
+def test_a_clear_gain_is_established_and_stages_are_marked(study):
+    runs = find_runs([study])
+    summary = summarize(runs, ("fgd", "student"))  # arm names match without case
+    assert summary["verdict"] == "FGD − student = +0.6 AP (95% CI +0.4 to +0.8, n = 3): established"
+    ikd = [r for r in runs if r.arm == "IKD"]
+    assert all(r.dfa_until == 1 and r.stage_switch_step == 2 for r in ikd)  # after epoch 1's 2 iterations
+    assert all(r.stage_switch_step is None for r in runs if r.arm == "FGD")
+
+
+def test_t_interval_by_hand():
+    for df, t in {1: 12.706, 2: 4.303, 5: 2.571, 10: 2.228, 30: 2.042, 1000: 1.962}.items():
+        assert t_two_sided(0.95, df) == pytest.approx(t, abs=1e-3)
+    ci = interval([1.0, 2.0, 3.0])
+    assert (ci["mean"], ci["sd"], ci["n"]) == (2.0, 1.0, 3)
+    assert ci["ci"] == pytest.approx([2 - 4.3027 / 3 ** 0.5, 2 + 4.3027 / 3 ** 0.5], abs=1e-4)
+    assert not ci["established"]
+    assert interval([0.5])["ci"] is None and not interval([0.5])["established"]
+
+
+def test_bad_inputs_are_one_line(study, real_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IkdError, match="not an ikd run folder"):
+        find_runs([tmp_path / "empty"])
+    with pytest.raises(IkdError, match="not found"):
+        find_runs([tmp_path / "nowhere"])
+    with pytest.raises(IkdError, match="no arm named 'KD'.*'IKD'"):
+        write_report([study], tmp_path / "out", compare=("KD", "FGD"))
+    assert not (tmp_path / "out").exists()  # nothing written for a bad comparison
+    twice = _copy_run(real_run, tmp_path / "again" / "student")
+    with pytest.raises(IkdError, match="two runs with seed 0"):
+        summarize(find_runs([real_run, twice]), ("shapes student", "shapes student"))
+
+
+def test_attack_preview_grows_with_rows(tmp_path):
+    from ikd_cli.attack.preview import amplified_perturbation, write_preview
+
+    photos = sorted(Path("/work/shared/data/tiny_coco/val2017").glob("*.jpg"))
+    if photos:
+        clean = np.asarray(Image.open(photos[0]).convert("RGB"))[..., ::-1].copy()  # BGR, as mmcv loads
+    else:
+        clean = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    adv = np.clip(clean.astype(int) + np.random.default_rng(1).integers(-8, 9, clean.shape), 0, 255).astype(np.uint8)
+    boxes = [np.array([[5, 5, 60, 60, 0.9], [10, 10, 20, 20, 0.1]]), np.zeros((0, 5))]
+    item = dict(name="img", clean=clean, adv=adv, det_clean=boxes, det_adv=[np.zeros((0, 5)), boxes[0][:1]])
+    sizes = []
+    for rows in (1, 3):
+        write_preview(tmp_path / f"{rows}.png", [item] * rows, eps=8, class_names=["circle", "square"])
+        with Image.open(tmp_path / f"{rows}.png") as img:
+            sizes.append(img.size)
+    assert sizes[0][0] == sizes[1][0] and sizes[1][1] > 2 * sizes[0][1]
+    grey = amplified_perturbation(clean, clean, eps=8)
+    assert (grey == 127).all() and amplified_perturbation(clean, adv, 8).max() > 200
