@@ -176,22 +176,6 @@ def _stages_text(dfa_until: int, epochs: int) -> str:
 
 def _stage_hook(dfa_until: int, loader):
     """``ikd distill``'s stage switch (:class:`DFAStageHook`), saying NAD where it says FGD."""
-    from mmcv.runner import get_dist_info
-
-    from ikd_cli.core.ui import console
     from ikd_cli.distill.hooks import DFAStageHook
 
-    class DefenceStageHook(DFAStageHook):
-        def before_train_epoch(self, runner):
-            stage1 = runner.epoch < self.dfa_until
-            model = getattr(runner.model, "module", runner.model)
-            if model.dfa != stage1 or runner.epoch == self.started_at:
-                what = "stage 1: NAD + IKD augmentation (adversarial features)" if stage1 else "stage 2: NAD"
-                runner.logger.info(f"epoch {runner.epoch + 1}: {what}")
-                if get_dist_info()[0] == 0:
-                    console.print(f"epoch {runner.epoch + 1}: {what}")
-            model.dfa = stage1
-            if stage1:
-                runner.data_loader = self.dfa_loader
-
-    return DefenceStageHook(dfa_until, loader)
+    return DFAStageHook(dfa_until, loader, stage1="NAD + IKD augmentation (adversarial features)", stage2="NAD")

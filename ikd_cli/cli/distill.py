@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
-                                 VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
+                                 RestartOpt, SetOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
 from ikd_cli.core.distributed import Launcher
 
 
@@ -24,11 +24,8 @@ def distill(
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
-    restart: bool = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first "
-                                                          "(re-running the same command continues the run)."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", show_default=False,
-                                       help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU "
-                                            "(train.amp, preset default: off)."),
+    restart: bool = RestartOpt,
+    amp: Optional[bool] = AmpOpt,
     device: Device = DeviceOpt,
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,

@@ -27,6 +27,11 @@ DataRootOpt = typer.Option(None, "--data-root", help="Dataset root (overrides da
 WorkDirOpt = typer.Option(None, "--work-dir", help="Where runs write checkpoints and logs (overrides work_dir).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show MMDetection's log on the terminal too.")
 DeviceOpt = typer.Option(Device.auto, help="auto = cuda where torch sees a GPU, else cpu.")
+RestartOpt = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first "
+                                                   "(re-running the same command continues the run).")
+AmpOpt = typer.Option(None, "--amp/--no-amp", show_default=False,
+                      help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU (train.amp, preset "
+                           "default: off).")
 GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun.")
 LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) or slurm (under srun).")
 

@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt, VerboseOpt,
-                                 WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
+                                 RestartOpt, SetOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
 from ikd_cli.config.presets import Role
 from ikd_cli.core.distributed import Launcher
 
@@ -24,10 +24,8 @@ def train(
     work_dir: Optional[str] = WorkDirOpt,
     resume: bool = typer.Option(False, "--resume", help="Insist on continuing the run in the work dir "
                                                           "(re-running the same command continues it anyway)."),
-    restart: bool = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", show_default=False,
-                                       help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU "
-                                            "(train.amp, preset default: off)."),
+    restart: bool = RestartOpt,
+    amp: Optional[bool] = AmpOpt,
     device: Device = DeviceOpt,
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,

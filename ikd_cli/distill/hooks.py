@@ -27,9 +27,11 @@ class DFAStageHook(Hook):
     hooks after it (logger, timers) see the loader of the epoch.
     """
 
-    def __init__(self, dfa_until: int, dfa_loader):
+    def __init__(self, dfa_until: int, dfa_loader, stage1: str = "FGD + IKD augmentation (adversarial features)",
+                 stage2: str = "plain FGD"):
         self.dfa_until = int(dfa_until)
         self.dfa_loader = dfa_loader
+        self.names = (stage1, stage2)  # what each stage is called in the log
         self.started_at = None
 
     def before_run(self, runner):
@@ -39,7 +41,7 @@ class DFAStageHook(Hook):
         stage1 = runner.epoch < self.dfa_until
         model = getattr(runner.model, "module", runner.model)
         if model.dfa != stage1 or runner.epoch == self.started_at:
-            what = "stage 1: FGD + IKD augmentation (adversarial features)" if stage1 else "stage 2: plain FGD"
+            what = f"stage 1: {self.names[0]}" if stage1 else f"stage 2: {self.names[1]}"
             runner.logger.info(f"epoch {runner.epoch + 1}: {what}")
             if get_dist_info()[0] == 0:
                 console.print(f"epoch {runner.epoch + 1}: {what}")
