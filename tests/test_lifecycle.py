@@ -268,3 +268,53 @@ def test_records_carry_each_images_loss(trained_teacher, tiny_sets, tmp_path):
     for name, value in losses[1].items():
         assert losses[4][name] == pytest.approx(value, rel=1e-4)
     assert len(set(round(v, 6) for v in losses[4].values())) > 1  # not one batch value repeated
+
+
+# ------------------------------------------------ 7 (cont.): C libraries' warnings, a full disk
+def test_libjpeg_warnings_go_to_the_log_not_the_terminal(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    """A JPEG with damaged data between sound ends passes the data check; libjpeg warns about it
+    on file descriptor 2 while decoding. That line belongs in the log, never glued to ours."""
+    import cv2
+
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    ann_file = root / "annotations" / "instances_train.json"
+    data = json.loads(ann_file.read_text())
+    for info in data["images"][:2]:
+        png = root / "train" / info["file_name"]
+        jpg = png.with_suffix(".jpg")
+        cv2.imwrite(str(jpg), cv2.imread(str(png)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        info["file_name"] = jpg.name
+    ann_file.write_text(json.dumps(data))
+    victim = root / "train" / data["images"][0]["file_name"]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 32] = b"\xff\xd4" * 16  # stray markers in the entropy-coded data
+    victim.write_bytes(bytes(raw))
+    out = tmp_path / "adv"
+    proc = subprocess.run([IKD_EXE, "attack", "--checkpoint", str(trained_teacher), "--out", str(out), "--device",
+                           "cpu", "--workers", "0", "--limit", "2", "--steps", "1", *tiny_sets,
+                           "--set", f"data.root={root}"], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    terminal = proc.stdout + proc.stderr
+    log = (out / "attack-0.log").read_text()
+    assert "Corrupt JPEG" not in terminal and "Corrupt JPEG" in log, terminal
+    assert all(line.startswith("error:") for line in terminal.splitlines() if "error:" in line)
+
+
+def test_full_disk_names_the_checkpoint_and_keeps_nothing_half_written(tiny_sets, tmp_path):
+    """A disk that fills while a checkpoint is written (a file-size limit stands in for it): one
+    line naming the checkpoint, no partial file under its name, no temporary left behind."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+    work = tmp_path / "w"
+    proc = subprocess.run([IKD_EXE, "train", "--work-dir", str(work), "--device", "cpu", *tiny_sets],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          preexec_fn=small_files, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "cannot write checkpoint" in out and "epoch_1.pth" in out, out
+    assert not (work / "teacher" / "epoch_1.pth").exists() and not list((work / "teacher").glob(".*.tmp"))

@@ -47,7 +47,7 @@ def attack(
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),
     overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
     format: Optional[StorageFormat] = _opt("format", "How the set is stored: delta (the perturbation, "
-                                           "rebuilt exactly on the source; about the JPEG's size) or png."),
+                                           "rebuilt exactly on the source; ~2.5x smaller than png) or png."),
     export: Optional[Path] = typer.Option(None, "--export", metavar="DIR",
                                           help="Instead of attacking: write the finished set (at --out or the "
                                                "preset's) as plain PNG images into DIR, for other tools."),

@@ -63,8 +63,8 @@ class BackdoorAttack(str, Enum):
 
 class StorageFormat(str, Enum):
     """``attack.format``: how an adversarial set is stored (both lossless)."""
-    delta = "delta"  # the perturbation only, rebuilt on the source image: about the JPEG's size
-    png = "png"  # whole images, for other tools (about 3-4x the JPEG's size on photographs)
+    delta = "delta"  # the perturbation only, rebuilt on the source: ~2.5x smaller than png (README)
+    png = "png"  # whole images, for other tools (about 4x the JPEG source on photographs)
 
 
 # Keys whose value must be one of a fixed set (checked on load, listed by ``--help``).
