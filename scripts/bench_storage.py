@@ -36,7 +36,7 @@ All perturbed images are clipped to [0, 255] like a real attack's output.
 
 Usage: .venv/bin/python scripts/bench_storage.py [--images DIR ...] [--limit N] [--rounds 5]
        [--eps 8] [--emulate mixed|ifgsm] [--adv-dir DIR] [--candidates]
-Default images: the 100 photos of /work/shared/data/tiny_coco/{train2017,val2017} if present,
+Default images: the 100 photos of ../shared/data/tiny_coco/{train2017,val2017} if present,
 else tests/data/coco/{train2017,val2017}.
 """
 
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from ikd_cli.attack.storage import adversarial_name, decode_delta, encode_delta, encode_png  # noqa: E402
 
-TINY_COCO = Path("/work/shared/data/tiny_coco")
+TINY_COCO = REPO.parent / "shared" / "data" / "tiny_coco"  # the project's shared data, beside the checkout
 COCO_TRAIN_IMAGES, COCO_TRAIN_JPEG_BYTES = 118_287, 18e9
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

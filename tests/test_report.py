@@ -193,11 +193,8 @@ def test_bad_inputs_are_one_line(study, real_run, tmp_path):
 def test_attack_preview_grows_with_rows(tmp_path):
     from ikd_cli.attack.preview import amplified_perturbation, write_preview
 
-    photos = sorted(Path("/work/shared/data/tiny_coco/val2017").glob("*.jpg"))
-    if photos:
-        clean = np.asarray(Image.open(photos[0]).convert("RGB"))[..., ::-1].copy()  # BGR, as mmcv loads
-    else:
-        clean = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    photo = sorted((Path(__file__).parent / "data" / "coco" / "val2017").glob("*.jpg"))[0]  # vendored
+    clean = np.asarray(Image.open(photo).convert("RGB"))[..., ::-1].copy()  # BGR, as mmcv loads
     adv = np.clip(clean.astype(int) + np.random.default_rng(1).integers(-8, 9, clean.shape), 0, 255).astype(np.uint8)
     boxes = [np.array([[5, 5, 60, 60, 0.9], [10, 10, 20, 20, 0.1]]), np.zeros((0, 5))]
     item = dict(name="img", clean=clean, adv=adv, det_clean=boxes, det_adv=[np.zeros((0, 5)), boxes[0][:1]])
