@@ -26,6 +26,24 @@ def run_cli(*args, expect: int | None = 0):
     return result
 
 
+def kill_after(cmd, marker: Path, timeout: float = 240) -> None:
+    """Run ``cmd`` and SIGKILL it (as hard as a crash or a pre-empted job) once ``marker`` exists."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + timeout
+    while not Path(marker).exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, f"{marker} did not appear within {timeout} s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def foreground_mask_loop(gt_bboxes, img_metas, H: int, W: int, device=None):
     """The FGD reference's way to build the foreground mask, one slice assignment per box: what
     the vectorised ``ikd_cli.distill.losses.masks.foreground_mask`` is tested against (slow)."""

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import IKD_EXE, run_cli
+from helpers import IKD_EXE, kill_after, run_cli
 
 TARGET = "circle"
 
@@ -290,24 +286,11 @@ def test_finetune_starts_from_the_victim(bd, victim):
     assert "already finished" in _defend(bd, "finetune").output
 
 
-def _kill_after(cmd, marker: Path, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
-    deadline = time.time() + timeout
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # as hard as a crash or a pre-empted job
-    proc.wait()
-
-
 def test_nad_continues_after_a_kill(bd, victim):
     import torch
 
     work = bd["work"] / "backdoor" / "nad"
-    _kill_after([IKD_EXE, "backdoor", "defend", "--method", "nad", *bd["sets"], "--work-dir", bd["work"],
+    kill_after([IKD_EXE, "backdoor", "defend", "--method", "nad", *bd["sets"], "--work-dir", bd["work"],
                  "--device", "cpu"], work / "epoch_1.pth")
     assert not (work / "epoch_2.pth").exists()
     result = _defend(bd, "nad")

@@ -3,15 +3,12 @@ checkpoints, the adversarial-set pre-flight, resume after a kill in stage 1 and 
 a NaN stop, and a 2-process (gloo) run."""
 
 import os
-import signal
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import IKD_EXE, run_cli
+from helpers import IKD_EXE, kill_after, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -103,23 +100,11 @@ def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, adv_set
     assert not list((tmp_path / "distill").glob("*epoch_*.pth"))  # nothing non-finite was saved
 
 
-def _kill_after(cmd, marker: Path, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + timeout
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # as hard as a crash or a pre-empted job
-    proc.wait()
-
-
 @pytest.mark.parametrize("kill_after_epoch,stage", [(1, "stage 1"), (2, "stage 2")])
 def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, adv_set, tmp_path):
     args = _distill_args(trained_teacher, tiny_sets, adv_set, tmp_path)
     work = tmp_path / "distill"
-    _kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
+    kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
                 work / f"epoch_{kill_after_epoch}.pth")
     result = run_cli("resume", work, "--device", "cpu")
     assert f"after epoch {kill_after_epoch}" in result.output

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IKD_EXE, adversarial_files, run_cli
+from helpers import IKD_EXE, adversarial_files, kill_after, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -85,15 +85,7 @@ def test_zero_epochs_is_an_error(args, tiny_sets, tmp_path):
 def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
     args = ("train", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets, "--set", "train.epochs=2")
     work = tmp_path / "teacher"
-    proc = subprocess.Popen([IKD_EXE, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    deadline = time.time() + 240
-    while not (work / "epoch_1.pth").exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after([IKD_EXE, *args], work / "epoch_1.pth")
     first = (work / "epoch_1.pth").stat().st_mtime_ns
 
     result = run_cli(*args)
