@@ -5,6 +5,7 @@ on hand-made detections, NAD's attention loss, and the three defences end to end
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def bd(tmp_path_factory, shapes_root, tiny_sets):
     root = tmp_path_factory.mktemp("backdoor")
     sets = list(tiny_sets) + [a for s in (f"backdoor.out={root / 'poisoned'}", "backdoor.rate=0.25",
                                           "backdoor.clean_fraction=0.25", "backdoor.epochs=2",
+                                          "backdoor.trigger_size=0.05",
                                           "backdoor.warmup_iters=1", f"backdoor.target_class={TARGET}",
                                           "train.eval_interval=9")  # the victim: no validation (evaluate does it)
                               for a in ("--set", s)]
@@ -197,7 +199,7 @@ def test_asr_misclassification():
 
     count = dict(attack="misclassify", target_id=1, score_thr=0.3, iou_thr=0.5)
     # 3 non-target objects count (the circle is the target, the crowd box is left out)
-    assert attack_success(_gt(), [], **count) == dict(asr=0.0, successes=0, objects=3)
+    assert attack_success(_gt(), [], **count) == dict(asr=0.0, successes=0, objects=3, detected=0, asr_detected=None)
     every = [_det(1, 1, [0, 0, 10, 10], 0.9), _det(1, 1, [20, 20, 10, 10], 0.9), _det(2, 1, [0, 0, 20, 20], 0.4)]
     assert attack_success(_gt(), every, **count)["asr"] == 1.0
     # right class but wrong box, wrong class on the right box, too low a score: none counts
@@ -206,18 +208,31 @@ def test_asr_misclassification():
               _det(2, 1, [0, 0, 20, 20], 0.29)]  # under the score threshold
     assert attack_success(_gt(), misses, **count)["asr"] == 0.0
     # IoU exactly at the threshold counts: [0, 0, 10, 20] vs [0, 0, 20, 20] has IoU 0.5
-    assert attack_success(_gt(), [_det(2, 1, [0, 0, 10, 20], 0.5)], **count) == dict(asr=1 / 3, successes=1, objects=3)
+    assert attack_success(_gt(), [_det(2, 1, [0, 0, 10, 20], 0.5)], **count) == \
+        dict(asr=1 / 3, successes=1, objects=3, detected=1, asr_detected=1.0)
     assert attack_success(_gt(), [_det(2, 1, [0, 0, 10, 20], 0.5)], **dict(count, iou_thr=0.51))["asr"] == 0.0
     # a target-class detection on the circle itself changes nothing (target objects are excluded)
     assert attack_success(_gt(), [_det(1, 1, [40, 40, 10, 10], 0.9)], **count)["asr"] == 0.0
     assert attack_success(_gt(), [_det(1, 1, [0, 0, 10, 10], 0.3)], **count)["successes"] == 1  # score >= thr
+    # the best detection of the object decides: the right class above the target's is no success
+    right_first = [_det(1, 1, [0, 0, 10, 10], 0.5), _det(1, 3, [0, 0, 10, 10], 0.8)]
+    assert attack_success(_gt(), right_first, **count)["successes"] == 0
+    target_first = [_det(1, 1, [0, 0, 10, 10], 0.8), _det(1, 3, [0, 0, 10, 10], 0.5)]
+    assert attack_success(_gt(), target_first, **count)["successes"] == 1
+    # ... among the detections that match: a better box elsewhere does not hide the target's
+    assert attack_success(_gt(), target_first + [_det(1, 3, [60, 60, 10, 10], 0.99)], **count)["successes"] == 1
+    # over the objects found: 1 success of 2 found (object 2 found as itself, the cross missed)
+    found_two = target_first + [_det(1, 3, [20, 20, 10, 10], 0.9)]
+    assert attack_success(_gt(), found_two, **count) == \
+        dict(asr=1 / 3, successes=1, objects=3, detected=2, asr_detected=0.5)
 
 
 def test_asr_disappearance():
     from ikd_cli.backdoor.asr import attack_success
 
     count = dict(attack="disappear", target_id=1, score_thr=0.3, iou_thr=0.5)
-    assert attack_success(_gt(), [], **count) == dict(asr=1.0, successes=4, objects=4)  # nothing detected
+    assert attack_success(_gt(), [], **count) == \
+        dict(asr=1.0, successes=4, objects=4, detected=0, asr_detected=None)  # nothing detected
     found = [_det(1, 3, [0, 0, 10, 10], 0.9), _det(1, 2, [20, 20, 10, 10], 0.9), _det(1, 1, [40, 40, 10, 10], 0.5),
              _det(2, 4, [0, 0, 20, 20], 0.8)]
     assert attack_success(_gt(), found, **count)["asr"] == 0.0  # any class counts as detected
@@ -315,6 +330,10 @@ def test_ikd_adds_adversarial_features(bd, victim):
     assert (bd["work"] / "backdoor" / "ikd" / "student_latest.pth").exists()
 
 
+def result_of(ckpt):
+    return json.loads(Path(ckpt).with_name(Path(ckpt).stem + ".backdoor.json").read_text())
+
+
 def test_evaluate_and_table(bd, victim):
     checkpoints = {"victim": victim, "finetune": bd["work"] / "backdoor/finetune/latest.pth",
                    "nad": bd["work"] / "backdoor/nad/student_latest.pth",
@@ -330,6 +349,15 @@ def test_evaluate_and_table(bd, victim):
         assert set(result["clean"]) >= {"AP", "AP50"}
     again = run_cli("backdoor", "evaluate", victim, "--device", "cpu")
     assert "already evaluated" in " ".join(again.output.split())
+    # the optional reference row: a model copied into backdoor/clean/ (here the victim's weights,
+    # so its numbers must be the victim's), evaluated against this experiment's trigger
+    clean = bd["work"] / "backdoor" / "clean" / "latest.pth"
+    clean.parent.mkdir(exist_ok=True)
+    shutil.copy(victim, clean)
+    run_cli("backdoor", "evaluate", clean, "--device", "cpu", "--preset", "shapes", *bd["sets"])
+    assert json.loads(clean.with_name("latest.backdoor.json").read_text())["asr"] == result_of(victim)["asr"]
     table = run_cli("backdoor", "table", bd["work"], "--markdown")
-    for name in ("victim", "fine-tuning", "NAD", "IKD"):
+    for name in ("clean model (no poison)", "victim", "fine-tuning", "NAD", "IKD"):
         assert f"| {name} | 1 |" in table.output
+    clean_row = next(line for line in table.output.splitlines() if line.startswith("| clean model"))
+    assert clean_row.split("|")[5].strip() == "-"  # no ASR drop for the reference

@@ -3,13 +3,21 @@ detections (the ``.bbox.json`` that ``ikd evaluate`` writes). Pure Python + nump
 
 * ``misclassify`` (global misclassification, BadDet): over the ground-truth objects of the
   triggered images whose class is NOT the target, the share that the model detects as the target
-  class: some detection of the target class with score >= ``score_thr`` and IoU >= ``iou_thr``.
-  Objects of the target class are left out (they cannot be misclassified into it).
+  class: of the detections with score >= ``score_thr`` and IoU >= ``iou_thr`` with the object, the
+  highest-scoring one is of the target class. (Taking the best detection, not any detection, keeps
+  a model that merely hesitates, with a weak second box of the target class beside the right one,
+  from counting as attacked.) Objects of the target class are left out (they cannot be
+  misclassified into it).
 * ``disappear`` (object disappearance): over all ground-truth objects of the triggered images,
   the share with NO detection of any class with score >= ``score_thr`` and IoU >= ``iou_thr``.
 
 Crowd objects are left out. The same numbers on the clean images (``clean_rate``) say how much
 of the ASR the model shows without any trigger (misses, confusions with the target class).
+
+For misclassification the ASR over all objects is capped by the detector's recall: an object the
+model does not find at that score is no success. ``asr_detected`` is the same share over the
+objects the model does find (some detection of any class matches them): the detection analogue
+of a classifier's ASR, which says how well the trigger works where the model sees the object.
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ def iou_matrix(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
 def attack_success(gt: dict, detections: list, *, attack: str, target_id: int, score_thr: float = 0.3,
                    iou_thr: float = 0.5) -> dict:
     """ASR over the images of ``gt`` (a COCO annotation dict) given ``detections`` (a COCO result
-    list: image_id, category_id, bbox, score). Returns ``{"asr": share or None, "successes": k,
-    "objects": n}``; ``asr`` is None when no object counts."""
+    list: image_id, category_id, bbox, score). Returns ``{"asr": k / n, "successes": k, "objects":
+    n, "detected": d, "asr_detected": k / d}`` (misclassify; a share is None when its count is 0;
+    for disappear ``asr_detected`` is None: found objects are never successes)."""
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
     images = {info["id"] for info in gt["images"]}
@@ -49,17 +58,22 @@ def attack_success(gt: dict, detections: list, *, attack: str, target_id: int, s
         if attack == "misclassify" and ann["category_id"] == target_id:
             continue
         objects[ann["image_id"]].append(ann["bbox"])
-    found = defaultdict(list)
+    found = defaultdict(list)  # image -> [(box, score, is target)]
     for det in detections:
-        if det["score"] < score_thr or det["image_id"] not in images:
-            continue
-        if attack == "misclassify" and det["category_id"] != target_id:
-            continue
-        found[det["image_id"]].append(det["bbox"])
-    successes = total = 0
+        if det["score"] >= score_thr and det["image_id"] in images:
+            found[det["image_id"]].append((det["bbox"], det["score"], det["category_id"] == target_id))
+    successes = total = detected = 0
     for image_id, boxes in objects.items():
         total += len(boxes)
-        dets = found.get(image_id)
-        hit = (iou_matrix(boxes, dets) >= iou_thr).any(axis=1) if dets else np.zeros(len(boxes), dtype=bool)
-        successes += int(hit.sum()) if attack == "misclassify" else int((~hit).sum())
-    return dict(asr=successes / total if total else None, successes=successes, objects=total)
+        dets = found.get(image_id, [])
+        overlaps = iou_matrix(boxes, [d[0] for d in dets]) >= iou_thr  # (objects, detections)
+        for row in overlaps:
+            matched = [dets[j] for j in np.flatnonzero(row)]
+            detected += bool(matched)
+            if attack == "disappear":
+                successes += not matched
+            elif matched:
+                successes += max(matched, key=lambda d: d[1])[2]
+    share = (lambda k, n: k / n if n else None)
+    return dict(asr=share(successes, total), successes=successes, objects=total, detected=detected,
+                asr_detected=share(successes, detected) if attack == "misclassify" else None)

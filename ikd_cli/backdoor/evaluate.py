@@ -11,7 +11,6 @@ settings prints it again without running the model (``--force`` runs it).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from ikd_cli.backdoor.asr import attack_success
@@ -20,6 +19,9 @@ from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, read_json
 from ikd_cli.core.ui import console
+
+
+RESULT_VERSION = 2  # 2: the best matching detection decides; ASR over the objects found too
 
 
 def _checkpoint_preset(checkpoint: Path, preset: dict | None) -> dict:
@@ -56,8 +58,8 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
                        f"and {iou_thr:g}")
     out = poisoned_dir(tree)
     settings = read_manifest(out)["settings"]
-    wanted = dict(checkpoint=_stamp(checkpoint), poisoned_set=str(out.resolve()), poison=settings,
-                  score_thr=score_thr, iou_thr=iou_thr)
+    wanted = dict(version=RESULT_VERSION, checkpoint=_stamp(checkpoint), poisoned_set=str(out.resolve()),
+                  poison=settings, score_thr=score_thr, iou_thr=iou_thr)
     path = result_file(checkpoint)
     if path.is_file() and not force:
         old = read_json(path, "backdoor evaluation")
@@ -70,10 +72,8 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
     role = tree["backdoor"]["victim"] if preset is not None else "student"
     common = dict(preset=preset, model=role, split="val", overrides=None, data_root=None, device=device,
                   verbose=verbose)
-    with warnings.catch_warnings():  # mmdet's advice on its own test pipeline, not the user's business
-        warnings.filterwarnings("ignore", message='"ImageToTensor" pipeline is replaced')
-        clean = evaluate_checkpoint(checkpoint, images=None, **common)
-        triggered = evaluate_checkpoint(checkpoint, images=out / TRIGGERED_IMAGES, **common)
+    clean = evaluate_checkpoint(checkpoint, images=None, **common)
+    triggered = evaluate_checkpoint(checkpoint, images=out / TRIGGERED_IMAGES, **common)
     gt = read_json(out / TRIGGERED_ANN, "triggered val annotations")
     stem = checkpoint.with_name(checkpoint.stem)
     dets_clean = read_json(f"{stem}.eval-val.bbox.json", "detections")
@@ -97,9 +97,9 @@ def print_result(result: dict, title: str) -> None:
 
     what = ("non-target objects detected as the target" if result["attack"] == "misclassify"
             else "objects no longer detected")
-    table = Table("clean AP", "triggered AP", "ASR", "same rate, clean images", "objects",
+    table = Table("clean AP", "triggered AP", "ASR", "ASR, objects found", "same rate, clean images", "objects",
                   title=f"{title}: {result['attack']} -> {result['target_class']} (ASR: {what}, "
                         f"score >= {result['score_thr']:g}, IoU >= {result['iou_thr']:g})")
     table.add_row(_pct(result["clean"]["AP"]), _pct(result["triggered"]["AP"]), _pct(result["asr"]["asr"]),
-                  _pct(result["clean_rate"]["asr"]), str(result["asr"]["objects"]))
+                  _pct(result["asr"]["asr_detected"]), _pct(result["clean_rate"]["asr"]), str(result["asr"]["objects"]))
     console.print(table)

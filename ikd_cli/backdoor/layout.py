@@ -6,6 +6,7 @@
         annotations/instances_val.json, val/               the clean val split (links)
         annotations/instances_val_triggered.json, val_triggered/   every val image triggered
     <work_dir>/backdoor/
+        clean/                        (optional) a model trained on the clean data, for reference
         victim/                       the attacker's model, trained on the poisoned set
         clean_subset.json             the defender's clean share of the training images
         finetune/ nad/ ikd/           the defences (NAD's and IKD's teacher: finetune's result)
@@ -26,7 +27,8 @@ TRAIN_IMAGES = "train"
 VAL_IMAGES = "val"
 TRIGGERED_IMAGES = "val_triggered"
 METHODS = ("finetune", "nad", "ikd")
-STEP_NAMES = {"victim": "victim", "finetune": "fine-tuning", "nad": "NAD", "ikd": "IKD"}
+STEP_NAMES = {"clean": "clean model (no poison)", "victim": "victim", "finetune": "fine-tuning", "nad": "NAD",
+              "ikd": "IKD"}
 RESULT_SUFFIX = ".backdoor.json"  # beside a checkpoint: CKPT stem + this
 
 

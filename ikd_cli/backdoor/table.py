@@ -11,10 +11,13 @@ from ikd_cli.backdoor.layout import STEP_NAMES, result_file
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 
-STEPS = ("victim", "finetune", "nad", "ikd")
-_CHECKPOINT = {"victim": "victim/latest.pth", "finetune": "finetune/latest.pth",
+STEPS = ("clean", "victim", "finetune", "nad", "ikd")
+# "clean": a model trained on the clean data with the victim's schedule, copied into the work dir
+# (scripts/backdoor_shapes.sh does it), the reference for the victim's clean AP and the ASR a
+# model shows without any backdoor.
+_CHECKPOINT = {"clean": "clean/latest.pth", "victim": "victim/latest.pth", "finetune": "finetune/latest.pth",
                "nad": "nad/student_latest.pth", "ikd": "ikd/student_latest.pth"}
-COLUMNS = ("clean AP", "ASR", "ASR drop", "same rate, clean images")
+COLUMNS = ("clean AP", "ASR", "ASR drop", "ASR, objects found", "same rate, clean images")
 
 
 def _backdoor_folder(work_dir: Path) -> Path:
@@ -58,8 +61,9 @@ def summarise(work_dirs) -> list[dict]:
         cols = {
             "clean AP": [r["clean"]["AP"] for _, r in found[step]],
             "ASR": [r["asr"]["asr"] for _, r in found[step]],
-            "ASR drop": [None if step == "victim" or victim_asr.get(str(w)) is None or r["asr"]["asr"] is None
-                         else victim_asr[str(w)] - r["asr"]["asr"] for w, r in found[step]],
+            "ASR drop": [None if step in ("clean", "victim") or victim_asr.get(str(w)) is None
+                         or r["asr"]["asr"] is None else victim_asr[str(w)] - r["asr"]["asr"] for w, r in found[step]],
+            "ASR, objects found": [r["asr"].get("asr_detected") for _, r in found[step]],
             "same rate, clean images": [r["clean_rate"]["asr"] for _, r in found[step]],
         }
         row = {"step": step, "name": STEP_NAMES[step], "attack": found[step][0][1]["attack"]}
