@@ -3,8 +3,10 @@ noisy, so only ratios are meaningful; every variant is timed interleaved, the me
 
   1. attack overhead: DI-FGSM's attack call per image vs `steps x (forward + backward)` of the
      teacher's loss on the same batch (the floor of any iterative attack); and the whole per-batch
-     work of `ikd attack` (plus loss before/after, uint8, PNG encoding) vs that floor.
+     work of `ikd attack` (plus loss before/after, uint8, delta encoding) vs that floor.
   2. batching: images/s at batch 4 vs batch 1.
+  3. --amp: the whole per-batch work with bf16 autocast of the teacher's passes vs fp32 (on CPU
+     bf16 is only faster where the CPU has native bf16 units; the GPU figure needs a GPU).
 
 Usage: .venv/bin/python scripts/bench_attack.py [--checkpoint work_dirs/shapes/teacher/latest.pth]
        [--repeats 5]. Without a checkpoint the teacher is randomly initialised (same cost).
@@ -29,8 +31,9 @@ def main():
     import torch
     from mmdet.models import build_detector
 
-    from ikd_cli.attack.batch import attack_batch, encode_png, pad_batch
+    from ikd_cli.attack.batch import attack_batch, pad_batch
     from ikd_cli.attack.methods import build_attack
+    from ikd_cli.attack.storage import encode_adversarial
     from ikd_cli.attack.teacher_loss import Preprocess, TeacherClassificationLoss, prepare_teacher
     from ikd_cli.config import presets
     from ikd_cli.config.mmdet import build_config
@@ -81,14 +84,19 @@ def main():
         attack(x)
         return (time.perf_counter() - start) / n
 
-    def whole(n):  # what ikd attack does per batch (the same function), without the file system
+    def whole(n, amp=False):  # what ikd attack does per batch (the same functions), without the file system
         start = time.perf_counter()
-        for result in attack_batch(attack, teacher, prep, images[:n], boxes[:n], labels[:n], device="cpu", seed=0):
-            encode_png(result.pixels)
+        results = attack_batch(attack, teacher, prep, images[:n], boxes[:n], labels[:n], device="cpu", seed=0, amp=amp)
+        for image, result in zip(images, results):
+            encode_adversarial(image, result.pixels, attack.eps, "delta")  # the default storage format
         return (time.perf_counter() - start) / n
 
+    def whole_amp(n):
+        return whole(n, amp=True)
+
     variants = {"floor b1": (floor, 1), "attack b1": (attack_only, 1), "ikd attack b1": (whole, 1),
-                "floor b4": (floor, 4), "attack b4": (attack_only, 4), "ikd attack b4": (whole, 4)}
+                "floor b4": (floor, 4), "attack b4": (attack_only, 4), "ikd attack b4": (whole, 4),
+                "ikd attack b4 amp": (whole_amp, 4)}
     for fn, n in variants.values():  # warm-up
         fn(n)
     times = {name: [] for name in variants}
@@ -103,6 +111,7 @@ def main():
         print(f"attack / floor ({b}):         {med[f'attack {b}'] / med[f'floor {b}']:.3f}")
         print(f"ikd attack / floor ({b}):     {med[f'ikd attack {b}'] / med[f'floor {b}']:.3f}")
     print(f"throughput batch 4 / batch 1: {med['ikd attack b1'] / med['ikd attack b4']:.2f}x images/s")
+    print(f"--amp (bf16) / fp32 time (b4): {med['ikd attack b4 amp'] / med['ikd attack b4']:.2f}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ def test_resume_skips_finished_images(trained_teacher, tiny_sets, shapes_root, t
         if name != victim.name:
             assert after[name] == mtime  # finished images were not redone
     assert json.loads((out / "summary.json").read_text())["attacked"] == 8
+    again = _attack(trained_teacher, tiny_sets, out, "--limit", "8", "--method", "mifgsm", "--steps", "2")
+    assert "all 8 images already attacked" in again.output and "nothing to do" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in adversarial_files(out)} == after
 
 
 def test_other_settings_into_the_same_folder(trained_teacher, tiny_sets, tmp_path):

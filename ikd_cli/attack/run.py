@@ -115,6 +115,17 @@ def batch_seed(preset: dict, index: int) -> int:
     return int(preset["train"]["seed"]) * 1_000_003 + index
 
 
+def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> None:
+    """One attacked image: its file (written whole or not at all), then its record."""
+    from ikd_cli.attack.storage import encode_adversarial, pixel_digest
+
+    rel = adversarial_name(item["name"], fmt)
+    atomic_write_bytes(out_dir / rel, encode_adversarial(item["img"], result.pixels, eps, fmt, name=item["name"]))
+    records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
+                              "loss_before": result.loss_before, "loss_after": result.loss_after,
+                              "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
+
+
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
                out: Path | None = None, workers: int = 2, record_loss: bool = True,
@@ -122,7 +133,6 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     import torch
 
     from ikd_cli.attack.batch import attack_batch
-    from ikd_cli.attack.storage import encode_adversarial, pixel_digest
     from ikd_cli.attack.methods import build_attack
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.config.mmdet import build_config
@@ -166,33 +176,33 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
                                              num_workers=workers, collate_fn=list, worker_init_fn=WorkerInit())
         show = rank == 0
         already = len(todo_all) - len(todo)
-        if show and already:
+        if show and already and not todo:
+            console.print(f"all {already} images already attacked in {out_dir}: nothing to do "
+                          "(--overwrite attacks them again)", soft_wrap=True)
+        elif show and already:
             console.print(f"resuming: {already} of {len(todo_all)} images already done in {out_dir}")
-        with progress_bar(disable=not show) as progress, \
-                open(out_dir / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
-            task = progress.add_task(f"attack {attack.name}", total=len(todo) if show else 0,
-                                     completed=0, info="", unit="img")
-            for batch in loader:
-                for item in [b for b in batch if "error" in b]:
-                    records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
-                batch = [b for b in batch if "error" not in b]
-                if not batch:
-                    continue
-                results = attack_batch(attack, teacher, prep, [b["img"] for b in batch],
-                                       [b["bboxes"] for b in batch], [b["labels"] for b in batch],
-                                       device=device, seed=batch_seed(preset, batch[0]["index"]),
-                                       record_loss=record_loss, amp=opts["amp"])
-                for item, result in zip(batch, results):
-                    rel = adversarial_name(item["name"], fmt)
-                    atomic_write_bytes(out_dir / rel, encode_adversarial(item["img"], result.pixels, attack.eps, fmt,
-                                                                         name=item["name"]))
-                    records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
-                                              "loss_before": result.loss_before, "loss_after": result.loss_after,
-                                              "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
-                records.flush()
-                first = results[0]
-                progress.update(task, advance=len(batch) * world if show else 0,
-                                info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if record_loss else "")
+        if todo:
+            with progress_bar(disable=not show) as progress, \
+                    open(out_dir / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
+                task = progress.add_task(f"attack {attack.name}", total=len(todo) if show else 0,
+                                         completed=0, info="", unit="img")
+                for batch in loader:
+                    for item in [b for b in batch if "error" in b]:
+                        records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
+                    batch = [b for b in batch if "error" not in b]
+                    if not batch:
+                        continue
+                    results = attack_batch(attack, teacher, prep, [b["img"] for b in batch],
+                                           [b["bboxes"] for b in batch], [b["labels"] for b in batch],
+                                           device=device, seed=batch_seed(preset, batch[0]["index"]),
+                                           record_loss=record_loss, amp=opts["amp"])
+                    for item, result in zip(batch, results):
+                        _save(out_dir, item, result, attack.eps, fmt, records)
+                    records.flush()
+                    first = results[0]
+                    progress.update(task, advance=len(batch) * world if show else 0,
+                                    info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if record_loss
+                                    else "")
         barrier(distributed)
     summary = {}
     if rank == 0:

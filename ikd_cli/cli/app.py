@@ -98,12 +98,15 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _silence_import_notices() -> None:
-    """Two notices print on every mmcv import and say nothing about the user's run: mmcv's
-    'MMCV 2.0 is coming' and torch's 'no CUDA runtime' on CPU machines. Cheap: imports nothing."""
+    """Notices that say nothing about the user's run: mmcv's 'MMCV 2.0 is coming' and torch's
+    'no CUDA runtime' on CPU machines (on every import), and mmdet's advice to rewrite its own
+    test pipeline when ikd evaluates in batches (ikd makes that replacement itself). Cheap:
+    imports nothing."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message="On January 1, 2023, MMCV will release")
+    warnings.filterwarnings("ignore", message='"ImageToTensor" pipeline is replaced')
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
