@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The README's main job: install if needed, then the whole IKD pipeline on the built-in shapes
-# data: train the teacher, attack it, distil (stage 1 + stage 2 in one run), evaluate.
+# data: train the teacher (36 epochs), attack it, train the student three ways on the same seed
+# and schedule (alone, FGD = distill --dfa-until 0, IKD = both stages), evaluate everything, and
+# end with the table and pictures of `ikd report`.
 # Every step is resumable: running this again continues where it stopped (each ikd command
 # continues its own run, and says so; a finished step only says "nothing to do").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 IKD=.venv/bin/ikd
-WORK=work_dirs/shapes
+W=work_dirs/shapes
+ADV=data/shapes_adv_difgsm_8_5   # the attack's out folder in the shapes preset
 
 "$IKD" train --preset shapes --model teacher
-"$IKD" evaluate "$WORK/teacher/latest.pth"
+"$IKD" evaluate "$W/teacher/latest.pth"
 "$IKD" attack --preset shapes                    # the training images, for stage 1 of distill
 "$IKD" attack --preset shapes --split val        # the val images: what the attack does to the teacher
-"$IKD" evaluate "$WORK/teacher/latest.pth" --images data/shapes_adv_difgsm_8_5_val
-"$IKD" distill --preset shapes
-"$IKD" evaluate "$WORK/distill/student_latest.pth"
+"$IKD" evaluate "$W/teacher/latest.pth" --images "${ADV}_val"
+"$IKD" train --preset shapes --model student     # the student alone
+"$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W/fgd"   # FGD: stage 2 only
+"$IKD" distill --preset shapes                   # IKD: stage 1 (epochs 1-8), then stage 2
+"$IKD" evaluate "$W/student/latest.pth"
+"$IKD" evaluate "$W/fgd/distill/student_latest.pth"
+"$IKD" evaluate "$W/distill/student_latest.pth"
+"$IKD" report "$W" --out "$W/report"
+echo "the attack, seen: ${ADV}_val/preview.png (clean | adversarial | perturbation, with the teacher's boxes)"

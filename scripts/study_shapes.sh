@@ -3,34 +3,45 @@
 # for each seed the student alone, FGD, IKD and two ablations of IKD, evaluate each on the val
 # split, and write the report (mean ± sd per arm, paired IKD - FGD with a 95% t-interval).
 #
-#   bash scripts/study_shapes.sh                      # 5 seeds, all arms (hours on 2 CPU cores)
+#   bash scripts/study_shapes.sh                      # seeds 0-4, the five main arms (hours on 2 cores)
 #   bash scripts/study_shapes.sh --seeds 2 --arms fgd,ikd
+#   bash scripts/study_shapes.sh --seed-list 1,3      # only these seeds (e.g. a second process)
 #
 # Resumable: each run continues where it stopped, a finished run only says "nothing to do".
 # Arms:  student   the student trained alone (ikd train --model student)
 #        fgd       FGD only (ikd distill --dfa-until 0)
 #        ikd       IKD: FGD + adversarial feature loss + sample-specific augmentation (stage 1 for
-#                  16 of 24 epochs)
+#                  the preset's 8 of 12 epochs)
 #        ikd_aug   IKD without the adversarial feature loss (augmentation only: alpha_adv 0)
 #        ikd_adv   IKD without the sample-specific augmentation (adversarial features only:
 #                  no instance corruption, no adaptive crop)
+#  sweeps of IKD's two knobs (not in the default arms):
+#        ikd_dfaN       stage 1 for N epochs (e.g. ikd_dfa4, ikd_dfa12)
+#        ikd_advX       alpha_adv = X (e.g. ikd_adv1e-4, ikd_adv1e-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=5
+SEED_LIST=""
 ARMS=student,fgd,ikd,ikd_aug,ikd_adv
 OUT=work_dirs/study
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) SEEDS="$2"; shift 2 ;;
+    --seed-list) SEED_LIST="$2"; shift 2 ;;
     --arms) ARMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seeds N] [--arms a,b,...] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR]" >&2; exit 2 ;;
   esac
 done
-bash scripts/run_shapes.sh   # the teacher and the adversarial set the study shares
+[ -n "$SEED_LIST" ] || SEED_LIST=$(seq -s, 0 $((SEEDS - 1)))
+[ -x .venv/bin/ikd ] || bash scripts/install.sh
 IKD=.venv/bin/ikd
+# The teacher and the adversarial training set the study shares: the main job's (nothing to do
+# when run_shapes.sh has run).
+"$IKD" train --preset shapes --model teacher
+"$IKD" attack --preset shapes
 mkdir -p "$OUT"
-printf '{"study": "shapes", "seeds": %s, "arms": "%s"}\n' "$SEEDS" "$ARMS" > "$OUT/study.json"
+echo '{"study": "shapes"}' > "$OUT/study.json"   # marks the folder as a study for `ikd report`
 
 arm_args() {  # the command of one arm
   case "$1" in
@@ -39,12 +50,15 @@ arm_args() {  # the command of one arm
     ikd) echo "distill" ;;
     ikd_aug) echo "distill --set distill.alpha_adv=0" ;;
     ikd_adv) echo "distill --set distill.corruption_prob=0 --set distill.crop_range=1.0" ;;
-    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv)" >&2; exit 2 ;;
+    ikd_dfa[0-9]*) echo "distill --dfa-until ${1#ikd_dfa}" ;;
+    ikd_adv[0-9]*) echo "distill --set distill.alpha_adv=${1#ikd_adv}" ;;
+    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv, ikd_dfaN, ikd_advX)" >&2; exit 2 ;;
   esac
 }
+for arm in ${ARMS//,/ }; do arm_args "$arm" > /dev/null; done   # a typo fails now, not hours later
 
 start=$(date +%s)
-for seed in $(seq 0 $((SEEDS - 1))); do
+for seed in ${SEED_LIST//,/ }; do
   for arm in ${ARMS//,/ }; do
     work="$OUT/$arm/seed$seed"
     # shellcheck disable=SC2046

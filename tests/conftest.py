@@ -27,7 +27,9 @@ def tiny_sets(shapes_root) -> list[str]:
     """--set overrides that shrink the shapes preset to seconds on 2 CPU cores."""
     sets = [f"data.root={shapes_root}", "data.shapes=null", "data.img_scale=[96, 96]",
             "data.samples_per_gpu=4", "data.workers_per_gpu=0", "train.epochs=1", "train.warmup_iters=2",
-            "train.log_interval=1", "train.lr=0.01", "attack.batch_size=4"]
+            "train.log_interval=1", "train.lr=0.01", "attack.batch_size=4",
+            # the preset's own teacher schedule and sparse validation are for the 400-image set
+            "teacher.epochs=null", "teacher.lr_steps=null", "train.eval_interval=1"]
     return [arg for s in sets for arg in ("--set", s)]
 
 

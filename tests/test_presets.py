@@ -16,7 +16,8 @@ def test_every_preset_resolves_to_real_mmdet_configs(name):
     for role in ("teacher", "student"):
         cfg = build_config(preset, role)
         assert cfg.model.type  # a real mmdet model config
-        assert cfg.runner.max_epochs == preset["train"]["epochs"]
+        # a teacher may have its own, longer schedule (shapes: 36 epochs against the students' 12)
+        assert cfg.runner.max_epochs == (preset[role].get("epochs") or preset["train"]["epochs"])
         assert cfg.optimizer.lr == preset["train"]["lr"]
         assert cfg.data.train.ann_file.endswith(preset["data"]["train_ann"])
 

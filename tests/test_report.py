@@ -32,7 +32,8 @@ def real_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report_run")
     run_cli("data", "shapes", "--out", root / "shapes", "--num-train", "4", "--num-val", "2", "--image-size", "64")
     sets = [f"data.root={root / 'shapes'}", "data.shapes=null", "data.img_scale=[64, 64]", "data.samples_per_gpu=2",
-            "data.workers_per_gpu=0", "train.epochs=2", "train.warmup_iters=1", "train.log_interval=1"]
+            "data.workers_per_gpu=0", "train.epochs=2", "train.warmup_iters=1", "train.log_interval=1",
+            "train.eval_interval=1"]
     run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", root / "work", "--device", "cpu",
             *[a for s in sets for a in ("--set", s)])
     return root / "work" / "student"

@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ikd_cli.config.presets import SHAPES_DEFAULTS
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write, atomic_write_json, ensure_writable_dir, read_json
 
@@ -495,8 +496,9 @@ def _read_if_present(path: Path, what: str) -> Optional[Dict]:
     return data if isinstance(data, dict) else {}
 
 
-def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = 0, num_train: int = 400,
-                    num_val: int = 100, image_size: ImageSize = 160,
+def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = SHAPES_DEFAULTS["seed"],
+                    num_train: int = SHAPES_DEFAULTS["num_train"], num_val: int = SHAPES_DEFAULTS["num_val"],
+                    image_size: ImageSize = SHAPES_DEFAULTS["image_size"],
                     progress: Optional[Progress] = None) -> ShapesLayout:
     """Write the shapes dataset into ``out_dir`` and return where its parts are.
 

@@ -45,7 +45,10 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
     from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
 
-    work_dir, resume_from = session.prepare(cfg, {"command": "distill"}, restart=restart)
+    # backdoor.* and the like do not change a distillation
+    sections = ("data", "train", "teacher", "student", "distill", "attack")
+    work_dir, resume_from = session.prepare(cfg, {"command": "distill"}, restart=restart,
+                                            counts=lambda key: key.split(".", 1)[0] in sections)
     if must_resume and resume_from is None:
         raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
     if resume_from == FINISHED:

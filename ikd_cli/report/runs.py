@@ -95,7 +95,7 @@ def read_run(folder: Path) -> Run:
     """Read one run folder (it must hold ``run.json``).
 
     Its arm is ``run.json``'s ``arm``, else the study folder it sits in, else a label from its
-    settings ("shapes student", "shapes distill (dfa_until 16)"); its seed is ``run.json``'s,
+    settings ("shapes student", "shapes IKD"); its seed is ``run.json``'s,
     else the saved preset's ``train.seed``, else the one mmcv logged.
     """
     folder = Path(folder)
@@ -143,7 +143,7 @@ def _study_arm(folder: Path) -> str | None:
 
 def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None) -> str:
     if kind == "distill":
-        return f"{preset} distill (dfa_until {dfa_until})"
+        return f"{preset} FGD" if dfa_until == 0 else f"{preset} IKD"  # the runs table shows dfa_until
     return f"{preset} {role}"
 
 

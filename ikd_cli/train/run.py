@@ -9,6 +9,13 @@ from ikd_cli.core.errors import IkdError
 from ikd_cli.train.session import FINISHED, TrainingSession
 
 
+def training_keys(preset: dict, role: str):
+    """The preset keys a plain training of ``role`` depends on: data.*, train.* and <role>.*,
+    less the train schedule keys that <role>'s own (teacher.epochs, teacher.lr_steps) replace."""
+    own = {f"train.{key}" for key in ("epochs", "lr_steps") if preset[role].get(key) is not None}
+    return lambda key: key.split(".", 1)[0] in ("data", "train", role) and key not in own
+
+
 def train_detector(preset: dict, role: str, *, device: str | None, launcher: str, verbose: bool,
                    restart: bool = False, must_resume: bool = False):
     """Train (or continue training) ``role`` of ``preset``; ``must_resume`` insists on continuing."""
@@ -16,7 +23,8 @@ def train_detector(preset: dict, role: str, *, device: str | None, launcher: str
 
     session = TrainingSession(preset, device=device, launcher=launcher)
     cfg = build_config(preset, role)
-    work_dir, resume_from = session.prepare(cfg, {"command": "train", "role": role}, restart=restart)
+    work_dir, resume_from = session.prepare(cfg, {"command": "train", "role": role}, restart=restart,
+                                            counts=training_keys(preset, role))
     if must_resume and resume_from is None:
         raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
     if resume_from == FINISHED:

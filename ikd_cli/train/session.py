@@ -6,6 +6,7 @@ and say where the result is."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 from pathlib import Path
 
 from ikd_cli.config.layout import CONFIG_FILE, LOG_FILE, PRESET_FILE, RUN_FILE
@@ -28,13 +29,15 @@ def load_saved_preset(work_dir: Path) -> dict:
     return load(str(work_dir / PRESET_FILE))
 
 
-def preset_difference(saved: dict, wanted: dict) -> str:
+def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
     """'key old -> new' for the first few settings that differ ('' when none do); the work dir
-    itself may be spelled differently."""
+    itself may be spelled differently. With ``counts``, only the dotted keys it accepts are
+    compared (a finished teacher is not "other settings" because distill.* changed)."""
     from ikd_cli.config.presets import flatten
 
     a, b = flatten(saved), flatten(wanted)
-    keys = [k for k in sorted(set(a) | set(b)) if k != "work_dir" and a.get(k) != b.get(k)]
+    keys = [k for k in sorted(set(a) | set(b)) if k != "work_dir" and a.get(k) != b.get(k)
+            and (counts is None or counts(k))]
     return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:3])
 
 
@@ -68,12 +71,15 @@ class TrainingSession:
     def where(self) -> str:
         return f"{self.device}{f' x{self.world}' if self.distributed else ''}"
 
-    def prepare(self, cfg, run_info: dict, *, restart: bool = False) -> tuple[Path, str | None]:
+    def prepare(self, cfg, run_info: dict, *, restart: bool = False,
+                counts: Callable[[str], bool] | None = None) -> tuple[Path, str | None]:
         """The work dir, writable, with the run's files in it, and the checkpoint to continue
         from: re-running a command on its own work dir continues it (``restart`` starts over).
+        ``counts``: which dotted preset keys the run depends on (None: all of them); a saved run
+        whose settings differ in one of those is refused.
         Returns (work_dir, resume_from); resume_from is ``FINISHED`` when nothing is left to do."""
         work_dir = ensure_writable_dir(cfg.work_dir, "work dir")
-        resume_from = None if restart else self._continue_from(work_dir, cfg, run_info)
+        resume_from = None if restart else self._continue_from(work_dir, cfg, run_info, counts)
         if restart and self.rank == 0:
             clear_run(work_dir)
         barrier(self.distributed)
@@ -83,7 +89,7 @@ class TrainingSession:
             atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"]))
         return work_dir, resume_from
 
-    def _continue_from(self, work_dir: Path, cfg, run_info: dict) -> str | None:
+    def _continue_from(self, work_dir: Path, cfg, run_info: dict, counts: Callable[[str], bool] | None) -> str | None:
         latest = work_dir / LATEST
         if not latest.exists():
             return None  # nothing saved yet: (re)start
@@ -92,7 +98,7 @@ class TrainingSession:
         if saved_run and {k: saved_run.get(k) for k in run_info} != run_info:
             raise IkdError(f"{work_dir} holds a {' '.join(str(saved_run.get(k)) for k in run_info)} run, not "
                            f"{what}; use another --work-dir (or --restart to replace it)")
-        diff = preset_difference(load_saved_preset(work_dir), self.preset)
+        diff = preset_difference(load_saved_preset(work_dir), self.preset, counts)
         if diff:
             raise IkdError(f"{work_dir} holds a run with other settings ({diff}); continue it with "
                            f"`ikd resume {work_dir}`, start over with --restart, or use another --work-dir")
