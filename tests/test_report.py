@@ -207,3 +207,21 @@ def test_attack_preview_grows_with_rows(tmp_path):
     assert sizes[0][0] == sizes[1][0] and sizes[1][1] > 2 * sizes[0][1]
     grey = amplified_perturbation(clean, clean, eps=8)
     assert (grey == 127).all() and amplified_perturbation(clean, adv, 8).max() > 200
+
+
+def test_unfinished_run_is_shown_but_not_averaged(real_run, tmp_path):
+    """A run still training (its preset asks for more epochs than its log holds) would bring an
+    earlier model's numbers into the arm's mean: it is listed as unfinished and left out."""
+    unfinished = _copy_run(real_run, tmp_path / "study" / "a" / "s1")
+    preset = yaml.safe_load((unfinished / "preset.yaml").read_text())
+    preset["train"]["epochs"] = 3  # the log holds 2
+    (unfinished / "preset.yaml").write_text(yaml.safe_dump(preset))
+    finished = _copy_run(real_run, tmp_path / "study" / "a" / "s0")
+    (tmp_path / "study" / "study.json").write_text("{}")
+    runs = find_runs([tmp_path / "study"])
+    by_path = {r.path: r for r in runs}
+    assert by_path[unfinished].final is None and by_path[unfinished].final_source == "unfinished (epoch 2 of 3)"
+    assert by_path[finished].final is not None
+    (row,) = summarize(runs)["arms"]
+    assert row["n"] == 1
+

@@ -114,11 +114,26 @@ def read_run(folder: Path) -> Run:
               arm=info.get("arm") or _study_arm(folder) or _default_arm(name, kind, role, dfa_until),
               seed=_first_int(info.get("seed"), (preset.get("train") or {}).get("seed"), meta.get("seed")),
               dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets))
-    run.final, run.final_source = _final_metrics(folder, kind, run.val)
     last_epoch = max((r["epoch"] for r in train), default=0)
+    planned = _planned_epochs(preset, kind, role)
+    if planned and last_epoch < planned:
+        # still training (or stopped): its numbers would be an earlier model's, so it is shown
+        # but left out of the arm statistics
+        run.final, run.final_source = None, f"unfinished (epoch {last_epoch} of {planned})"
+    else:
+        run.final, run.final_source = _final_metrics(folder, kind, run.val)
     if dfa_until and dfa_until < last_epoch:
         run.stage_switch_step = offsets[dfa_until + 1]
     return run
+
+
+def _planned_epochs(preset: dict, kind: str, role: str) -> int | None:
+    """The epochs the run was set to train: its model's own schedule (a teacher's
+    ``teacher.epochs``) for a plain training, else ``train.epochs``; None when the preset is not
+    saved."""
+    own = (preset.get(role) or {}).get("epochs") if kind == "train" else None
+    epochs = own or (preset.get("train") or {}).get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def _read_preset(folder: Path) -> dict:

@@ -56,8 +56,9 @@ def mean_sd(values: list[float]) -> dict:
 def arm_table(runs: list[Run]) -> list[dict]:
     rows = []
     for arm, members in _group(runs).items():
-        finals = [r.final for r in members if r.final]
-        rows.append({"arm": arm, "n": len(members), "seeds": [r.seed for r in members],
+        done = [r for r in members if r.final]  # unfinished runs are listed, not averaged
+        finals = [r.final for r in done]
+        rows.append({"arm": arm, "n": len(done), "seeds": [r.seed for r in done],
                      "metrics": {m: mean_sd([100.0 * f[m] for f in finals if f[m] is not None]) for m in METRICS}})
     return rows
 
