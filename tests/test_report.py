@@ -16,9 +16,10 @@ from PIL import Image
 
 from helpers import run_cli
 from ikd_cli.core.errors import IkdError
+from ikd_cli.core.stats import interval, t_two_sided
 from ikd_cli.report.run import write_report
 from ikd_cli.report.runs import find_runs, read_run
-from ikd_cli.report.table import interval, summarize, t_two_sided
+from ikd_cli.report.table import summarize
 
 SEEDS = (1, 2, 3)
 STUDENT_AP = {1: 0.110, 2: 0.120, 3: 0.130}
