@@ -1,39 +1,43 @@
 #!/usr/bin/env bash
-# IKD's backdoor-defence table on the built-in shapes data. Per seed: poison the training set
-# (BadNets checkerboard on 10% of the images, every object relabelled to "circle"), train the
-# victim (the shapes teacher model, the preset's 24 epochs), defend it with fine-tuning, NAD and
-# IKD given 5% clean training data, and evaluate each (ASR on the triggered val images, AP on the
-# clean ones); then the table: clean AP, ASR and ASR drop, mean ± sd over the seeds.
+# IKD's backdoor-defence table on the built-in shapes data. First the clean model: the main job's
+# teacher (`ikd train --model teacher`, nothing to do when scripts/run_shapes.sh has run). Per
+# seed: poison the training set (the shapes preset's BadNets checkerboard, every object of a
+# triggered image relabelled to "circle"), train the victim (the attacker fine-tunes the clean
+# model on the poisoned set: backdoor.victim_init), defend it with fine-tuning, NAD and IKD given
+# 5% clean training data, and evaluate each, the clean model too (ASR on the triggered val
+# images, AP on the clean ones); then the table: clean AP, ASR and ASR drop, mean ± sd over the
+# seeds, and the paired differences with 95% intervals.
 #
-#   bash scripts/backdoor_shapes.sh [--seeds N] [--work-root DIR] [--clean CKPT] [--set KEY=VALUE ...]
-#
-# The table's first row, the clean model, is CKPT (default: the main job's teacher, which is the
-# victim's model and schedule trained on the clean data; run scripts/run_shapes.sh first, or the
-# row is left out), evaluated against each seed's trigger.
+#   bash scripts/backdoor_shapes.sh [--seeds N | --seed-list a,b] [--work-root DIR] [--set KEY=VALUE ...]
 #
 # Seed s sets train.seed=s and backdoor.seed=s (which images are poisoned, where the trigger
-# lands, the clean subset). Extra arguments go to every poison/train-victim/defend step, e.g.
-# --set backdoor.attack=disappear. Resumable: each step continues its own run or says it has
-# nothing to do, and an evaluation already made is not redone.
+# lands, the clean subset, the victim's and the defences' data order). Extra arguments go to
+# every step, e.g. --set backdoor.attack=disappear. Resumable: each step continues its own run or
+# says it has nothing to do, and an evaluation already made is not redone. --seed-list runs only
+# those seeds (e.g. two processes side by side); the table covers the seeds asked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=3
+SEED_LIST=""
 ROOT=work_dirs/shapes-backdoor
-CLEAN=work_dirs/shapes/teacher/latest.pth
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) SEEDS=$2; shift 2 ;;
+    --seed-list) SEED_LIST=$2; shift 2 ;;
     --work-root) ROOT=$2; shift 2 ;;
-    --clean) CLEAN=$2; shift 2 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
 done
+[ -n "$SEED_LIST" ] || SEED_LIST=$(seq -s, 0 $((SEEDS - 1)))
 [ -x .venv/bin/ikd ] || bash scripts/install.sh  # installs if needed
 IKD=.venv/bin/ikd
 
+"$IKD" train --preset shapes --model teacher ${EXTRA[@]+"${EXTRA[@]}"}  # the clean model
+CLEAN=$(.venv/bin/python -c "from ikd_cli.config.presets import load; print(load('shapes')['teacher']['checkpoint'])")
+
 DIRS=()
-for ((s = 0; s < SEEDS; s++)); do
+for s in ${SEED_LIST//,/ }; do
   W="$ROOT/seed-$s"
   DIRS+=("$W")
   OPTS=(--preset shapes --set "train.seed=$s" --set "backdoor.seed=$s" ${EXTRA[@]+"${EXTRA[@]}"})
@@ -43,13 +47,11 @@ for ((s = 0; s < SEEDS; s++)); do
   for method in finetune nad ikd; do
     "$IKD" backdoor defend --method "$method" "${OPTS[@]}" --work-dir "$W"
   done
-  if [ -f "$CLEAN" ]; then   # a hard link where it can (no copy of the weights), else a copy
-    mkdir -p "$W/backdoor/clean"
-    ln -fL "$CLEAN" "$W/backdoor/clean/latest.pth" 2>/dev/null || cp -L "$CLEAN" "$W/backdoor/clean/latest.pth"
-    "$IKD" backdoor evaluate "$W/backdoor/clean/latest.pth" "${OPTS[@]}"
-  fi
+  mkdir -p "$W/backdoor/clean"  # a hard link where it can (no copy of the weights), else a copy
+  ln -fL "$CLEAN" "$W/backdoor/clean/latest.pth" 2>/dev/null || cp -L "$CLEAN" "$W/backdoor/clean/latest.pth"
+  "$IKD" backdoor evaluate "$W/backdoor/clean/latest.pth" "${OPTS[@]}"  # against this seed's trigger
   for ckpt in victim/latest.pth finetune/latest.pth nad/student_latest.pth ikd/student_latest.pth; do
-    "$IKD" backdoor evaluate "$W/backdoor/$ckpt"
+    "$IKD" backdoor evaluate "$W/backdoor/$ckpt"  # each checkpoint carries its preset
   done
 done
 "$IKD" backdoor table "${DIRS[@]}" --markdown

@@ -227,6 +227,40 @@ def test_asr_misclassification():
         dict(asr=1 / 3, successes=1, objects=3, detected=2, asr_detected=0.5)
 
 
+def _write_result(work: Path, step: str, clean_ap: float, asr: float) -> None:
+    from ikd_cli.backdoor.table import _CHECKPOINT
+
+    ckpt = work / "backdoor" / _CHECKPOINT[step]
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    result = dict(attack="misclassify", clean=dict(AP=clean_ap), asr=dict(asr=asr, asr_detected=asr),
+                  clean_rate=dict(asr=0.1))
+    ckpt.with_name(ckpt.stem + ".backdoor.json").write_text(json.dumps(result))
+
+
+def test_table_pairs_the_seeds(tmp_path):
+    from ikd_cli.backdoor.table import paired, paired_line, summarise
+
+    # three seeds; IKD's drop beats NAD's by 0.10, 0.12, 0.14; seed 2 has no fine-tuning result
+    asr = {"victim": (0.9, 0.8, 0.7), "finetune": (0.6, 0.5, None), "nad": (0.5, 0.4, 0.3), "ikd": (0.4, 0.28, 0.16)}
+    for seed in range(3):
+        _write_result(tmp_path / f"s{seed}", "clean", 0.20, 0.05)
+        for step, values in asr.items():
+            if values[seed] is not None:
+                _write_result(tmp_path / f"s{seed}", step, 0.18 - 0.01 * seed, values[seed])
+    work_dirs = [tmp_path / f"s{seed}" for seed in range(3)]
+    rows = {r["step"]: r for r in summarise(work_dirs)}
+    assert rows["ikd"]["ASR drop"]["mean"] == pytest.approx(100 * (0.5 + 0.52 + 0.54) / 3)
+    assert rows["finetune"]["ASR drop"]["n"] == 2
+    pairs = {(p["a"], p["b"]): p for p in paired(work_dirs)}
+    ikd_nad = pairs[("ikd", "nad")]
+    assert ikd_nad["differences"] == pytest.approx([10.0, 12.0, 14.0]) and ikd_nad["established"]
+    assert ikd_nad["ci"] == pytest.approx([12.0 - 4.968, 12.0 + 4.968], abs=1e-3)  # t(0.975, 2) * 2 / sqrt(3)
+    assert pairs[("ikd", "finetune")]["n"] == 2  # only the seeds with both
+    cost = pairs[("victim", "clean")]
+    assert cost["differences"] == pytest.approx([-2.0, -3.0, -4.0])
+    assert paired_line(ikd_nad).startswith("IKD - NAD, ASR drop: +12.0 (95% CI +7.0 to +17.0, n = 3: established")
+
+
 def test_asr_disappearance():
     from ikd_cli.backdoor.asr import attack_success
 
@@ -299,6 +333,30 @@ def test_finetune_starts_from_the_victim(bd, victim):
     # 2 epochs of a few iterations at lr 0.01: close to the victim, far from any fresh initialisation
     assert 0 < _relative_distance(_weights(work / "latest.pth"), _weights(victim)) < 0.2
     assert "already finished" in _defend(bd, "finetune").output
+
+
+def test_victim_from_given_weights_with_its_own_schedule(bd, victim, tmp_path):
+    # the defences' settings are not the victim's: a finished victim stays finished
+    again = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.epochs=5", "--set",
+                    "backdoor.nad.p=1.0", "--work-dir", bd["work"], "--device", "cpu")
+    assert "already finished" in again.output
+    # an attacker who fine-tunes a model he has (here the victim itself) for one epoch
+    work = tmp_path / "w"
+    own = ("--set", f"backdoor.victim_init={victim}", "--set", "backdoor.victim_epochs=1")
+    result = run_cli("backdoor", "train-victim", *bd["sets"], *own, "--work-dir", work, "--device", "cpu")
+    assert f"starting from {victim}" in result.output
+    tuned = work / "backdoor" / "victim" / "latest.pth"
+    import torch
+
+    assert torch.load(tuned, map_location="cpu", weights_only=False)["meta"]["epoch"] == 1
+    assert 0 < _relative_distance(_weights(tuned), _weights(victim)) < 0.2  # started from it, moved a little
+    result = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.victim_init=nowhere.pth",
+                     "--work-dir", tmp_path / "x", "--device", "cpu", expect=1)
+    assert "checkpoint to start the victim from not found: nowhere.pth" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.victim_init=teacher", "--set",
+                     "teacher.checkpoint=nowhere.pth", "--work-dir", tmp_path / "x", "--device", "cpu", expect=1)
+    assert "teacher checkpoint not found: nowhere.pth" in result.output
 
 
 def test_nad_continues_after_a_kill(bd, victim):

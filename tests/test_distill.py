@@ -104,7 +104,7 @@ def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, adv_set
 def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, adv_set, tmp_path):
     args = _distill_args(trained_teacher, tiny_sets, adv_set, tmp_path)
     work = tmp_path / "distill"
-    kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"],
+    kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2", "--set", "train.max_keep_ckpts=2"],
                 work / f"epoch_{kill_after_epoch}.pth")
     result = run_cli("resume", work, "--device", "cpu")
     assert f"after epoch {kill_after_epoch}" in result.output
@@ -112,7 +112,11 @@ def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets
     full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
     # 24 training images, 4 per batch: 6 iterations an epoch, 18 after 3 epochs, however it was cut.
     assert full["meta"]["epoch"] == 3 and full["meta"]["iter"] == 18
-    assert (work / "student_epoch_3.pth").exists()
+    # two epochs' checkpoints are kept, the full ones and the student's alone (a kill between
+    # epoch 2's full checkpoint and its student export leaves student epochs 1 and 3)
+    assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_3.pth"]
+    students = sorted(p.name for p in work.glob("student_epoch_*.pth"))
+    assert len(students) == 2 and students[-1] == "student_epoch_3.pth"
 
 
 def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):

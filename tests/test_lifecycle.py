@@ -95,8 +95,10 @@ def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
 
     result = run_cli(*args)
     assert "already finished (2 of 2 epochs): nothing to do" in result.output
-    # settings a plain training does not read (the distillation's, the attack's) change nothing
-    result = run_cli(*args, "--set", "distill.alpha_adv=0.5", "--set", "attack.eps=4")
+    # settings a plain training does not read (the distillation's, the attack's), and how a run
+    # is kept and logged, change nothing
+    result = run_cli(*args, "--set", "distill.alpha_adv=0.5", "--set", "attack.eps=4",
+                     "--set", "train.max_keep_ckpts=1", "--set", "train.log_interval=3")
     assert "already finished (2 of 2 epochs): nothing to do" in result.output
 
     result = run_cli(*args[:-1], "train.epochs=3", "--set", "train.lr=0.02", expect=1)

@@ -155,7 +155,7 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
                 f"subset ({n_images} images), attention on {', '.join(nad['levels'])}; "
                 f"{_stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
     student_hook = StudentCheckpointHook(dp["train"]["checkpoint_interval"], build_config(dp, "student").pretty_text,
-                                         dict(ikd_preset=dp, ikd_role="student"))
+                                         dict(ikd_preset=dp, ikd_role="student"), dp["train"]["max_keep_ckpts"])
     with session.log_to(work_dir, verbose):
         hooks = [(student_hook, 60)]
         if cfg.dfa_until > 0:  # without the stage hook no adversarial image ever arrives: NAD alone

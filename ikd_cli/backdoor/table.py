@@ -4,17 +4,17 @@ over the given work dirs (one per seed), from the ``.backdoor.json`` files that
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from ikd_cli.backdoor.layout import STEP_NAMES, result_file
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
+from ikd_cli.core.stats import interval, mean_sd
 
 STEPS = ("clean", "victim", "finetune", "nad", "ikd")
-# "clean": a model trained on the clean data with the victim's schedule, copied into the work dir
-# (scripts/backdoor_shapes.sh does it), the reference for the victim's clean AP and the ASR a
-# model shows without any backdoor.
+# "clean": the victim's model and schedule trained on the clean data with the same seed, linked
+# into backdoor/clean/ (scripts/backdoor_shapes.sh does it): the reference for the victim's clean
+# AP and for the ASR a model shows without any backdoor.
 _CHECKPOINT = {"clean": "clean/latest.pth", "victim": "victim/latest.pth", "finetune": "finetune/latest.pth",
                "nad": "nad/student_latest.pth", "ikd": "ikd/student_latest.pth"}
 COLUMNS = ("clean AP", "ASR", "ASR drop", "ASR, objects found", "same rate, clean images")
@@ -43,35 +43,74 @@ def read_results(work_dirs) -> dict:
 
 
 def _stats(values: list) -> tuple[float | None, float | None, int]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None, 0
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)
+    s = mean_sd([v for v in values if v is not None])
+    return s["mean"], s["sd"], s["n"]
+
+
+def _columns(step: str, found: dict) -> dict[str, dict[str, float | None]]:
+    """column -> {work dir: value in %} for one step. The ASR drop is the victim's ASR minus the
+    step's in the same work dir (None for the clean model and the victim)."""
+    victim_asr = {str(w): r["asr"]["asr"] for w, r in found["victim"]}
+
+    def drop(w, r):
+        if step in ("clean", "victim") or victim_asr.get(str(w)) is None or r["asr"]["asr"] is None:
+            return None
+        return victim_asr[str(w)] - r["asr"]["asr"]
+
+    values = {
+        "clean AP": lambda w, r: r["clean"]["AP"],
+        "ASR": lambda w, r: r["asr"]["asr"],
+        "ASR drop": drop,
+        "ASR, objects found": lambda w, r: r["asr"].get("asr_detected"),
+        "same rate, clean images": lambda w, r: r["clean_rate"]["asr"],
+    }
+    return {col: {str(w): None if get(w, r) is None else 100 * get(w, r) for w, r in found[step]}
+            for col, get in values.items()}
 
 
 def summarise(work_dirs) -> list[dict]:
-    """One row per step present: mean, sd and count (in %) of each column. The ASR drop is the
-    victim's ASR minus the step's, per work dir, then averaged."""
+    """One row per step present: mean, sd and count (in %) of each column (the ASR drop taken
+    per work dir, then averaged)."""
     found = read_results(work_dirs)
-    victim_asr = {str(w): r["asr"]["asr"] for w, r in found["victim"]}
     rows = []
     for step in STEPS:
         if not found[step]:
             continue
-        cols = {
-            "clean AP": [r["clean"]["AP"] for _, r in found[step]],
-            "ASR": [r["asr"]["asr"] for _, r in found[step]],
-            "ASR drop": [None if step in ("clean", "victim") or victim_asr.get(str(w)) is None
-                         or r["asr"]["asr"] is None else victim_asr[str(w)] - r["asr"]["asr"] for w, r in found[step]],
-            "ASR, objects found": [r["asr"].get("asr_detected") for _, r in found[step]],
-            "same rate, clean images": [r["clean_rate"]["asr"] for _, r in found[step]],
-        }
         row = {"step": step, "name": STEP_NAMES[step], "attack": found[step][0][1]["attack"]}
-        for col, values in cols.items():
-            mean, sd, n = _stats([None if v is None else 100 * v for v in values])
+        for col, per_dir in _columns(step, found).items():
+            mean, sd, n = _stats(list(per_dir.values()))
             row[col] = dict(mean=mean, sd=sd, n=n)
         rows.append(row)
     return rows
+
+
+# The paired comparisons the table is for, each over the work dirs (seeds) that have both:
+# what the poison costs on clean images, and the seed's claim (IKD removes more of the backdoor
+# than NAD) with the baseline every paper reports.
+PAIRS = (("victim", "clean", "clean AP"), ("nad", "finetune", "ASR drop"), ("ikd", "finetune", "ASR drop"),
+         ("ikd", "nad", "ASR drop"))
+
+
+def paired(work_dirs) -> list[dict]:
+    """For each of :data:`PAIRS` with both steps evaluated: the differences a - b per work dir
+    and their mean with a 95% Student-t interval (established when it excludes 0)."""
+    found = read_results(work_dirs)
+    out = []
+    for a, b, col in PAIRS:
+        va, vb = _columns(a, found)[col], _columns(b, found)[col]
+        dirs = [w for w in va if w in vb and va[w] is not None and vb[w] is not None]
+        if dirs:
+            diffs = [va[w] - vb[w] for w in dirs]
+            out.append(dict(a=a, b=b, column=col, work_dirs=dirs, differences=diffs, **interval(diffs)))
+    return out
+
+
+def paired_line(p: dict) -> str:
+    ci = ("n < 2, no interval" if p["ci"] is None else
+          f"95% CI {p['ci'][0]:+.1f} to {p['ci'][1]:+.1f}, n = {p['n']}: "
+          + ("established" if p["established"] else "not established"))
+    each = ", ".join(f"{d:+.1f}" for d in p["differences"])
+    return f"{STEP_NAMES[p['a']]} - {STEP_NAMES[p['b']]}, {p['column']}: {p['mean']:+.1f} ({ci}; per seed {each})"
 
 
 def cell(stat: dict) -> str:

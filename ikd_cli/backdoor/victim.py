@@ -34,12 +34,44 @@ def derive(preset: dict, changes: dict) -> dict:
 
 
 def victim_preset(preset: dict) -> dict:
-    """The preset the victim trains with: the poisoned set as its data (never regenerated)."""
+    """The preset the victim trains with: the poisoned set as its data (never regenerated), and
+    backdoor.victim_epochs / victim_lr_steps, where given, as its model's schedule."""
     out = poisoned_dir(preset)
     read_manifest(out)
+    b = preset["backdoor"]
+    section = "teacher" if b["victim"] == "teacher" else "train"  # where `ikd train` reads the schedule
+    schedule = {f"{section}.{key}": b[f"victim_{key}"] for key in ("epochs", "lr_steps")
+                if b[f"victim_{key}"] is not None}
     return derive(preset, {"data.root": str(out), "data.train_ann": TRAIN_ANN, "data.train_images": TRAIN_IMAGES + "/",
                            "data.val_ann": VAL_ANN, "data.val_images": VAL_IMAGES + "/", "data.shapes": None,
-                           "backdoor.out": str(out)})
+                           "backdoor.out": str(out), **schedule})
+
+
+def victim_keys(preset: dict):
+    """The settings a victim run depends on: its model's training (as `ikd train`) and the
+    poisoning and the attacker's schedule (not the defences' backdoor.* keys)."""
+    from ikd_cli.train.run import training_keys
+
+    trains = training_keys(preset, preset["backdoor"]["victim"])
+    attacker = {"backdoor." + key for key in ("attack", "target_class", "rate", "trigger_size", "seed", "out", "victim",
+                                              "victim_init", "victim_epochs", "victim_lr_steps")}
+    return lambda key: trains(key) or key in attacker
+
+
+def victim_init(preset: dict) -> Path | None:
+    """The weights the attacker starts from (backdoor.victim_init): None (from scratch), a
+    checkpoint file, or ``teacher``: the preset's teacher checkpoint, a model trained on the clean
+    data that the attacker fine-tunes on the poisoned set."""
+    from ikd_cli.core.checkpoints import teacher_checkpoint
+
+    init = preset["backdoor"]["victim_init"]
+    if not init:
+        return None
+    if init == "teacher":
+        return teacher_checkpoint(preset)
+    if not Path(init).is_file():
+        raise IkdError(f"checkpoint to start the victim from not found: {init} (backdoor.victim_init)")
+    return Path(init)
 
 
 def train_victim(preset: dict, *, device, launcher: str, verbose: bool, restart: bool = False) -> Path:
@@ -53,15 +85,18 @@ def train_victim(preset: dict, *, device, launcher: str, verbose: bool, restart:
     session = TrainingSession(vp, device=device, launcher=launcher)
     cfg = build_config(vp, role)
     cfg.work_dir = str(step_dir(vp, "victim"))
+    init = victim_init(vp)
+    if init:
+        cfg.load_from = str(init)
     if manifest["settings"]["attack"] == "disappear":
         base_dataset(cfg.data.train).filter_empty_gt = False  # the triggered images have no objects left
     work_dir, resume_from = session.prepare(cfg, {"command": "backdoor", "step": "victim", "model": role},
-                                            restart=restart)
+                                            restart=restart, counts=victim_keys(vp))
     if resume_from != FINISHED:
         s = manifest["settings"]
         session.say(f"training the victim ({role} model of [bold]{vp['name']}[/]) on the poisoned set "
-                    f"{vp['data']['root']} ({s['attack']}, target {s['target_class']}, rate {s['rate']:g}) on "
-                    f"{session.where}; log: {work_dir / 'train.log'}")
+                    f"{vp['data']['root']} ({s['attack']}, target {s['target_class']}, rate {s['rate']:g})"
+                    f"{f', starting from {init}' if init else ''} on {session.where}; log: {work_dir / 'train.log'}")
         with session.log_to(work_dir, verbose):
             session.train(cfg, resume_from=resume_from, title="train victim", meta=dict(ikd_preset=vp, ikd_role=role))
         session.done(str(work_dir / "latest.pth"))

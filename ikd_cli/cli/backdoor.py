@@ -197,10 +197,15 @@ def table(
     work_dirs: List[Path] = typer.Argument(..., help="Work dirs of the experiment, one per seed."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table too."),
 ):
-    """Victim, fine-tuning, NAD and IKD: clean AP, ASR and ASR drop, mean ± sd over the work dirs."""
-    from ikd_cli.backdoor.table import markdown, print_table, summarise
+    """Victim, fine-tuning, NAD and IKD: clean AP, ASR and ASR drop, mean ± sd over the work dirs,
+    and the paired differences that matter (per work dir, with a 95% t-interval)."""
+    from ikd_cli.backdoor.table import markdown, paired, paired_line, print_table, summarise
+    from ikd_cli.core.ui import console
 
     rows = summarise(work_dirs)
     print_table(rows, title=f"backdoor defence ({rows[0]['attack']}), {len(work_dirs)} work dir(s)")
+    lines = [paired_line(p) for p in paired(work_dirs)]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
     if as_markdown:
-        typer.echo(markdown(rows))
+        typer.echo(markdown(rows) + "".join(f"\n{'' if i else chr(10)}- {line}" for i, line in enumerate(lines)))

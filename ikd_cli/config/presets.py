@@ -75,7 +75,8 @@ CHOICES: dict[str, type[Enum]] = {"attack.method": AttackMethod, "distill.adv_lo
 # Lower bounds of numeric keys: a value below is an error when the preset is loaded (a run of
 # zero epochs would otherwise "succeed" without a checkpoint).
 MINIMUMS: dict[str, float] = {"train.epochs": 1, "teacher.epochs": 1, "train.lr": 0.0, "distill.dfa_until": 0, "attack.batch_size": 1,
-                              "data.samples_per_gpu": 1, "data.workers_per_gpu": 0, "train.checkpoint_interval": 1}
+                              "data.samples_per_gpu": 1, "data.workers_per_gpu": 0, "train.checkpoint_interval": 1,
+                              "backdoor.victim_epochs": 1}
 
 # The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
 # set in the preset or with --set data.shapes.num_val=500.
@@ -178,7 +179,14 @@ DEFAULTS: dict[str, Any] = {
         "trigger_size": 0.05,  # side of the checkerboard trigger, as a share of the image's shorter side
         "seed": 0,  # which images carry the trigger, where it lands, the defender's clean subset
         "out": "",  # the poisoned set; default data/{name}_backdoor_{attack}_{rate:g}_s{seed}
-        "victim": "teacher",  # which model config of the preset the attacker trains (train.* schedule)
+        "victim": "teacher",  # which model config of the preset the attacker trains
+        # The attacker's schedule: weights to start from ("" = the model config's own init, i.e.
+        # from scratch here; a checkpoint, or "teacher" for teacher.checkpoint: a clean model the
+        # attacker fine-tunes on the poisoned set) and epochs / lr steps (null = what
+        # `ikd train --model <victim>` uses).
+        "victim_init": "",
+        "victim_epochs": None,
+        "victim_lr_steps": None,
         "victim_checkpoint": "",  # default: the victim that `ikd backdoor train-victim` trains
         "clean_fraction": 0.05,  # the defender's clean share of the training images, in (0, 1]
         "score_thr": 0.3,  # ASR counts detections with at least this score ...

@@ -54,10 +54,12 @@ class DFAStageHook(Hook):
 class StudentCheckpointHook(Hook):
     """Beside each full checkpoint (teacher, student, losses, optimiser: what resume needs),
     save the student alone as a clean mmdet checkpoint: ``student_epoch_N.pth``,
-    ``student_latest.pth`` and, when validation finds a new best, ``student_best.pth``."""
+    ``student_latest.pth`` and, when validation finds a new best, ``student_best.pth``. Like
+    mmcv's checkpoint hook, only the last ``max_keep`` of the epoch files stay (-1: all)."""
 
-    def __init__(self, interval: int, student_config_text: str, meta: dict):
+    def __init__(self, interval: int, student_config_text: str, meta: dict, max_keep: int = -1):
         self.interval = interval
+        self.max_keep = max_keep
         self.config_text = student_config_text
         self.meta = meta
         self.best = None
@@ -77,6 +79,11 @@ class StudentCheckpointHook(Hook):
             name = f"student_epoch_{runner.epoch + 1}.pth"
             self._save(runner, name)
             atomic_symlink(runner.work_dir, name, "student_latest.pth")
+            if self.max_keep > 0:
+                saved = sorted(Path(runner.work_dir).glob("student_epoch_*.pth"),
+                               key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+                for old in saved[:-self.max_keep]:
+                    old.unlink()
         best = (runner.meta or {}).get("hook_msgs", {}).get("best_ckpt")
         if best and best != self.best:
             self.best = best

@@ -57,7 +57,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
                 f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
     student_hook = StudentCheckpointHook(preset["train"]["checkpoint_interval"],
                                          build_config(preset, "student").pretty_text,
-                                         dict(ikd_preset=preset, ikd_role="student"))
+                                         dict(ikd_preset=preset, ikd_role="student"), preset["train"]["max_keep_ckpts"])
     with session.log_to(work_dir, verbose):
         stage1 = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,

@@ -53,6 +53,11 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     dataset = build_dataset_checked(cfg.data.train, "training")
     model = build_detector(cfg.model)
     model.init_weights()  # for a distiller: student init, teacher weights, init_student
+    if cfg.get("load_from") and not resume_from:
+        # Start from these weights at epoch 0 (mmdet's load_from); checked to fit the model.
+        from ikd_cli.core.checkpoints import load_weights, read_checkpoint
+
+        load_weights(model, read_checkpoint(cfg.load_from)["state_dict"], cfg.load_from)
     model.CLASSES = dataset.CLASSES
     loader = build_train_loader(dataset, cfg, distributed)
     if cfg.get("ikd_amp") and device == "cuda":

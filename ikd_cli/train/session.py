@@ -29,14 +29,20 @@ def load_saved_preset(work_dir: Path) -> dict:
     return load(str(work_dir / PRESET_FILE))
 
 
+# Settings that say how a run is kept and logged, not what it learns: a run continues whatever
+# they are (keep fewer checkpoints from now on, log more often).
+BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard"}
+
+
 def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
-    """'key old -> new' for the first few settings that differ ('' when none do); the work dir
-    itself may be spelled differently. With ``counts``, only the dotted keys it accepts are
-    compared (a finished teacher is not "other settings" because distill.* changed)."""
+    """'key old -> new' for the first few settings that differ ('' when none do), bookkeeping
+    left out (the work dir may be spelled differently, ...). With ``counts``, only the dotted
+    keys it accepts are compared (a finished teacher is not "other settings" because distill.*
+    changed)."""
     from ikd_cli.config.presets import flatten
 
     a, b = flatten(saved), flatten(wanted)
-    keys = [k for k in sorted(set(a) | set(b)) if k != "work_dir" and a.get(k) != b.get(k)
+    keys = [k for k in sorted(set(a) | set(b)) if k not in BOOKKEEPING and a.get(k) != b.get(k)
             and (counts is None or counts(k))]
     return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:3])
 
