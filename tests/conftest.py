@@ -29,7 +29,10 @@ def tiny_sets(shapes_root) -> list[str]:
             "data.samples_per_gpu=4", "data.workers_per_gpu=0", "train.epochs=1", "train.warmup_iters=2",
             "train.log_interval=1", "train.lr=0.01", "attack.batch_size=4",
             # the preset's own teacher schedule and sparse validation are for the 400-image set
-            "teacher.epochs=null", "teacher.lr_steps=null", "train.eval_interval=1"]
+            "teacher.epochs=null", "teacher.lr_steps=null", "train.eval_interval=1",
+            # and its backdoor victim fine-tunes the main job's teacher for 24 epochs: here the
+            # victim trains from scratch on train.epochs
+            "backdoor.victim_init=", "backdoor.victim_epochs=null", "backdoor.victim_lr_steps=null"]
     return [arg for s in sets for arg in ("--set", s)]
 
 
