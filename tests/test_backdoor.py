@@ -405,8 +405,15 @@ def test_evaluate_and_table(bd, victim):
         assert result["attack"] == "misclassify" and result["target_class"] == TARGET
         assert result["asr"]["objects"] > 0 and 0 <= result["asr"]["asr"] <= 1
         assert set(result["clean"]) >= {"AP", "AP50"}
+    # the picture: 4 val images, clean | triggered, drawn from the files the evaluation wrote
+    from PIL import Image
+
+    with Image.open(victim.with_name("latest.backdoor.png")) as picture:
+        assert picture.format == "PNG" and picture.size == (640, 1280)
+    victim.with_name("latest.backdoor.png").unlink()
     again = run_cli("backdoor", "evaluate", victim, "--device", "cpu")
     assert "already evaluated" in " ".join(again.output.split())
+    assert victim.with_name("latest.backdoor.png").is_file()  # drawn again from the files, no model run
     # the optional reference row: a model copied into backdoor/clean/ (here the victim's weights,
     # so its numbers must be the victim's), evaluated against this experiment's trigger
     clean = bd["work"] / "backdoor" / "clean" / "latest.pth"

@@ -24,7 +24,7 @@ def amplified_perturbation(clean: np.ndarray, adv: np.ndarray, eps: float) -> np
     return np.clip((diff + eps) / (2 * eps) * 255, 0, 255).astype(np.uint8)
 
 
-def _draw_detections(ax, detections, class_names: list[str], score_thr: float) -> int:
+def draw_detections(ax, detections, class_names: list[str], score_thr: float) -> int:
     """Boxes with "class score" labels above ``score_thr``; returns how many were drawn."""
     from matplotlib.patches import Rectangle
 
@@ -58,7 +58,7 @@ def write_preview(path: Path, items: list[dict], eps: float, class_names: list[s
         panels = [(item["clean"], item["det_clean"], "clean"), (item["adv"], item["det_adv"], "adversarial")]
         for ax, (image, detections, what) in zip(row, panels):
             ax.imshow(image[..., ::-1])  # BGR -> RGB
-            count = _draw_detections(ax, detections, class_names, score_thr)
+            count = draw_detections(ax, detections, class_names, score_thr)
             ax.set_title(f"{item['name']}: {what}, {count} det ≥ {score_thr:g}", fontsize=8)
         row[2].imshow(amplified_perturbation(item["clean"], item["adv"], eps)[..., ::-1])
         row[2].set_title(f"perturbation (±{eps:g} → full range)", fontsize=8)

@@ -5,7 +5,8 @@ clean val split (COCO AP, ``CKPT.eval-val.json``) and on the triggered copy of i
 (``--images <poisoned set>/val_triggered``: the AP under the trigger, and the detections). The
 ASR (:mod:`.asr`) is counted on those detections against the clean ground truth, with the
 poisoned set's own attack and target class; the same count on the clean images is reported as
-``clean_rate``. Everything lands in ``CKPT.backdoor.json``; a re-run with the same checkpoint and
+``clean_rate``. Everything lands in ``CKPT.backdoor.json``, and a picture of a few images, clean
+and triggered, with the detections in ``CKPT.backdoor.png``; a re-run with the same checkpoint and
 settings prints it again without running the model (``--force`` runs it).
 """
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.backdoor.asr import attack_success
-from ikd_cli.backdoor.layout import TRIGGERED_ANN, TRIGGERED_IMAGES, poisoned_dir, result_file
+from ikd_cli.backdoor.layout import TRIGGERED_ANN, TRIGGERED_IMAGES, VAL_IMAGES, poisoned_dir, result_file
 from ikd_cli.backdoor.poison import read_manifest
+from ikd_cli.backdoor.preview import write_backdoor_preview
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, read_json
 from ikd_cli.core.ui import console
@@ -67,6 +69,8 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
             console.print(f"{checkpoint} already evaluated with these settings: {path} (--force runs it again)",
                           soft_wrap=True)
             print_result(old, title=checkpoint.name)
+            if not path.with_suffix(".png").is_file():  # evaluated before there were pictures
+                _picture(checkpoint, out, settings, score_thr)
             return old
 
     role = tree["backdoor"]["victim"] if preset is not None else "student"
@@ -74,18 +78,33 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
                   verbose=verbose)
     clean = evaluate_checkpoint(checkpoint, images=None, **common)
     triggered = evaluate_checkpoint(checkpoint, images=out / TRIGGERED_IMAGES, **common)
-    gt = read_json(out / TRIGGERED_ANN, "triggered val annotations")
-    stem = checkpoint.with_name(checkpoint.stem)
-    dets_clean = read_json(f"{stem}.eval-val.bbox.json", "detections")
-    dets_triggered = read_json(f"{stem}.eval-val-{TRIGGERED_IMAGES}.bbox.json", "detections")
+    gt, dets_clean, dets_triggered = _detections(checkpoint, out)
     count = dict(attack=settings["attack"], target_id=settings["target_id"], score_thr=score_thr, iou_thr=iou_thr)
     result = dict(wanted, attack=settings["attack"], target_class=settings["target_class"],
                   asr=attack_success(gt, dets_triggered, **count), clean_rate=attack_success(gt, dets_clean, **count),
                   clean=clean["bbox"], triggered=triggered["bbox"])
     atomic_write_json(path, result)
     print_result(result, title=checkpoint.name)
-    console.print(f"backdoor metrics: {path}")
+    console.print(f"backdoor metrics: {path}", soft_wrap=True)
+    _picture(checkpoint, out, settings, score_thr)
     return result
+
+
+def _detections(checkpoint: Path, out: Path) -> tuple[dict, list, list]:
+    """The triggered val ground truth and the checkpoint's detections on the clean and the
+    triggered val images (the files its two evaluations wrote)."""
+    stem = checkpoint.with_name(checkpoint.stem)
+    return (read_json(out / TRIGGERED_ANN, "triggered val annotations"),
+            read_json(f"{stem}.eval-val.bbox.json", "detections"),
+            read_json(f"{stem}.eval-val-{TRIGGERED_IMAGES}.bbox.json", "detections"))
+
+
+def _picture(checkpoint: Path, out: Path, settings: dict, score_thr: float) -> None:
+    picture = result_file(checkpoint).with_suffix(".png")
+    gt, dets_clean, dets_triggered = _detections(checkpoint, out)
+    write_backdoor_preview(picture, gt, out / VAL_IMAGES, out / TRIGGERED_IMAGES, dets_clean, dets_triggered,
+                           score_thr, title=f"{checkpoint}: {settings['attack']} -> {settings['target_class']}")
+    console.print(f"picture: {picture}", soft_wrap=True)
 
 
 def _pct(value) -> str:
