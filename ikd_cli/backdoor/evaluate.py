@@ -70,7 +70,7 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
                           soft_wrap=True)
             print_result(old, title=checkpoint.name)
             if not path.with_suffix(".png").is_file():  # evaluated before there were pictures
-                _picture(checkpoint, out, settings, score_thr)
+                _picture(checkpoint, out, settings, score_thr, *_detections(checkpoint, out))
             return old
 
     role = tree["backdoor"]["victim"] if preset is not None else "student"
@@ -86,7 +86,7 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
     atomic_write_json(path, result)
     print_result(result, title=checkpoint.name)
     console.print(f"backdoor metrics: {path}", soft_wrap=True)
-    _picture(checkpoint, out, settings, score_thr)
+    _picture(checkpoint, out, settings, score_thr, gt, dets_clean, dets_triggered)
     return result
 
 
@@ -99,9 +99,9 @@ def _detections(checkpoint: Path, out: Path) -> tuple[dict, list, list]:
             read_json(f"{stem}.eval-val-{TRIGGERED_IMAGES}.bbox.json", "detections"))
 
 
-def _picture(checkpoint: Path, out: Path, settings: dict, score_thr: float) -> None:
+def _picture(checkpoint: Path, out: Path, settings: dict, score_thr: float, gt: dict, dets_clean: list,
+             dets_triggered: list) -> None:
     picture = result_file(checkpoint).with_suffix(".png")
-    gt, dets_clean, dets_triggered = _detections(checkpoint, out)
     write_backdoor_preview(picture, gt, out / VAL_IMAGES, out / TRIGGERED_IMAGES, dets_clean, dets_triggered,
                            score_thr, title=f"{checkpoint}: {settings['attack']} -> {settings['target_class']}")
     console.print(f"picture: {picture}", soft_wrap=True)

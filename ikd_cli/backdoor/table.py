@@ -12,8 +12,8 @@ from ikd_cli.core.fileio import read_json
 from ikd_cli.core.stats import interval, mean_sd
 
 STEPS = ("clean", "victim", "finetune", "nad", "ikd")
-# "clean": the victim's model and schedule trained on the clean data with the same seed, linked
-# into backdoor/clean/ (scripts/backdoor_shapes.sh does it): the reference for the victim's clean
+# "clean": a model trained on the clean data, linked into backdoor/clean/ (scripts/backdoor_shapes.sh
+# links the preset's teacher, the victim's starting point): the reference for the victim's clean
 # AP and for the ASR a model shows without any backdoor.
 _CHECKPOINT = {"clean": "clean/latest.pth", "victim": "victim/latest.pth", "finetune": "finetune/latest.pth",
                "nad": "nad/student_latest.pth", "ikd": "ikd/student_latest.pth"}
