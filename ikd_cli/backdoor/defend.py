@@ -126,7 +126,6 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
             restart) -> Path:
     import mmcv
 
-    from ikd_cli.config.mmdet import build_config
     from ikd_cli.distill.config import build_distill_config
     from ikd_cli.distill.run import stage1_loader
     from ikd_cli.train.session import FINISHED, TrainingSession
@@ -154,8 +153,7 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
     session.say(f"defence [bold]{what}[/]: student = the victim, teacher = the fine-tuned victim, on the clean "
                 f"subset ({n_images} images), attention on {', '.join(nad['levels'])}; "
                 f"{_stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
-    student_hook = StudentCheckpointHook(dp["train"]["checkpoint_interval"], build_config(dp, "student").pretty_text,
-                                         dict(ikd_preset=dp, ikd_role="student"), dp["train"]["max_keep_ckpts"])
+    student_hook = StudentCheckpointHook.for_preset(dp)
     with session.log_to(work_dir, verbose):
         hooks = [(student_hook, 60)]
         if cfg.dfa_until > 0:  # without the stage hook no adversarial image ever arrives: NAD alone

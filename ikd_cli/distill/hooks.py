@@ -64,6 +64,16 @@ class StudentCheckpointHook(Hook):
         self.meta = meta
         self.best = None
 
+    @classmethod
+    def for_preset(cls, preset: dict) -> "StudentCheckpointHook":
+        """The hook as a run of ``preset`` uses it: train.checkpoint_interval and max_keep_ckpts,
+        the student's own config text and the preset in the saved meta."""
+        from ikd_cli.config.mmdet import build_config
+
+        train = preset["train"]
+        return cls(train["checkpoint_interval"], build_config(preset, "student").pretty_text,
+                   dict(ikd_preset=preset, ikd_role="student"), train["max_keep_ckpts"])
+
     def _save(self, runner, name: str) -> None:
         model = getattr(runner.model, "module", runner.model)
         ckpt = {"state_dict": weights_to_cpu(model.student.state_dict()),

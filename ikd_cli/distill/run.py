@@ -35,7 +35,6 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     """Distil (or continue distilling) with ``preset``; ``must_resume`` insists on continuing."""
     import mmcv
 
-    from ikd_cli.config.mmdet import build_config
     from ikd_cli.core.checkpoints import teacher_checkpoint
     from ikd_cli.distill.config import build_distill_config
 
@@ -55,9 +54,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         return
     session.say(f"distilling [bold]{preset['name']}[/] on {session.where}: "
                 f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
-    student_hook = StudentCheckpointHook(preset["train"]["checkpoint_interval"],
-                                         build_config(preset, "student").pretty_text,
-                                         dict(ikd_preset=preset, ikd_role="student"), preset["train"]["max_keep_ckpts"])
+    student_hook = StudentCheckpointHook.for_preset(preset)
     with session.log_to(work_dir, verbose):
         stage1 = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
