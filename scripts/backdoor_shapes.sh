@@ -34,7 +34,13 @@ done
 IKD=.venv/bin/ikd
 
 "$IKD" train --preset shapes --model teacher ${EXTRA[@]+"${EXTRA[@]}"}  # the clean model
-CLEAN=$(.venv/bin/python -c "from ikd_cli.config.presets import load; print(load('shapes')['teacher']['checkpoint'])")
+CLEAN=$(.venv/bin/python - ${EXTRA[@]+"${EXTRA[@]}"} <<'PY'
+import sys
+from ikd_cli.config.presets import load, parse_set
+args = sys.argv[1:]  # the teacher's checkpoint as the extra --set arguments leave it
+print(load("shapes", parse_set(v for k, v in zip(args, args[1:]) if k == "--set"))["teacher"]["checkpoint"])
+PY
+)
 
 DIRS=()
 for s in ${SEED_LIST//,/ }; do
