@@ -6,6 +6,7 @@
 #   bash scripts/study_shapes.sh                      # seeds 0-4, the five main arms (hours on 2 cores)
 #   bash scripts/study_shapes.sh --seeds 2 --arms fgd,ikd
 #   bash scripts/study_shapes.sh --seed-list 1,3      # only these seeds (e.g. a second process)
+#   bash scripts/study_shapes.sh --arms mgd,ikd_mgd --compare ikd_mgd,mgd   # IKD on MGD
 #
 # Resumable: each run continues where it stopped, a finished run only says "nothing to do".
 # Arms:  student   the student trained alone (ikd train --model student)
@@ -15,6 +16,8 @@
 #        ikd_aug   IKD without the adversarial feature loss (augmentation only: alpha_adv 0)
 #        ikd_adv   IKD without the sample-specific augmentation (adversarial features only:
 #                  no instance corruption, no adaptive crop)
+#        mgd       MGD only (ikd distill --method mgd --dfa-until 0)
+#        ikd_mgd   IKD on MGD: MGD + adversarial feature loss + augmentation in stage 1
 #  sweeps of IKD's two knobs (not in the default arms):
 #        ikd_dfaN       stage 1 for N epochs (e.g. ikd_dfa4, ikd_dfa12)
 #        ikd_advX       alpha_adv = X (e.g. ikd_adv1e-4, ikd_adv1e-3)
@@ -24,13 +27,15 @@ SEEDS=5
 SEED_LIST=""
 ARMS=student,fgd,ikd,ikd_aug,ikd_adv
 OUT=work_dirs/study
+COMPARE=ikd,fgd
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) SEEDS="$2"; shift 2 ;;
     --seed-list) SEED_LIST="$2"; shift 2 ;;
     --arms) ARMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR]" >&2; exit 2 ;;
+    --compare) COMPARE="$2"; shift 2 ;;
+    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR] [--compare A,B]" >&2; exit 2 ;;
   esac
 done
 [ -n "$SEED_LIST" ] || SEED_LIST=$(seq -s, 0 $((SEEDS - 1)))
@@ -50,9 +55,11 @@ arm_args() {  # the command of one arm
     ikd) echo "distill" ;;
     ikd_aug) echo "distill --set distill.alpha_adv=0" ;;
     ikd_adv) echo "distill --set distill.corruption_prob=0 --set distill.crop_range=1.0" ;;
+    mgd) echo "distill --method mgd --dfa-until 0" ;;
+    ikd_mgd) echo "distill --method mgd" ;;
     ikd_dfa[0-9]*) echo "distill --dfa-until ${1#ikd_dfa}" ;;
     ikd_adv[0-9]*) echo "distill --set distill.alpha_adv=${1#ikd_adv}" ;;
-    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv, ikd_dfaN, ikd_advX)" >&2; exit 2 ;;
+    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv, mgd, ikd_mgd, ikd_dfaN, ikd_advX)" >&2; exit 2 ;;
   esac
 }
 for arm in ${ARMS//,/ }; do arm_args "$arm" > /dev/null; done   # a typo fails now, not hours later
@@ -68,4 +75,4 @@ for seed in ${SEED_LIST//,/ }; do
   done
 done
 echo "study: $(( ($(date +%s) - start) / 60 )) min of training and evaluation"
-"$IKD" report "$OUT" --out "$OUT/report" --compare ikd,fgd
+"$IKD" report "$OUT" --out "$OUT/report" --compare "$COMPARE"

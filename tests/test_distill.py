@@ -1,6 +1,6 @@
 """`ikd distill` and `ikd resume` on the tiny shapes data: both stages in one run, clean student
 checkpoints, the adversarial-set pre-flight, resume after a kill in stage 1 and in stage 2,
-a NaN stop, and a 2-process (gloo) run."""
+a NaN stop, a 2-process (gloo) run, and IKD on MGD."""
 
 import os
 import subprocess
@@ -39,7 +39,7 @@ def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
     full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("teacher.") for k in full["state_dict"]) and "optimizer" in full
     student = torch.load(work / "student_latest.pth", map_location="cpu", weights_only=False)
-    assert not any(k.startswith(("teacher.", "student.", "fgd_losses")) for k in student["state_dict"])
+    assert not any(k.startswith(("teacher.", "student.", "distill_losses")) for k in student["state_dict"])
     assert (work / "student_best.pth").exists() or not list(work.glob("best_*.pth"))
 
     from mmcv import Config
@@ -146,3 +146,61 @@ def test_amp_distillation_trains(trained_teacher, tiny_sets, adv_set, tmp_path):
     assert full["meta"]["epoch"] == 1
     weights = [v for v in full["state_dict"].values() if v.is_floating_point()]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights)
+
+
+def test_mgd_both_stages_killed_in_stage_1_then_continued(trained_teacher, tiny_sets, adv_set, tmp_path):
+    """IKD on MGD end to end: MGD on the clean image in both stages, the adversarial feature loss
+    in stage 1 only; a kill -9 after epoch 1 (stage 1) continues in stage 1."""
+    args = [*_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path), "--method", "mgd"]
+    work = tmp_path / "distill"
+    kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"], work / "epoch_1.pth")
+    assert not (work / "epoch_2.pth").exists()
+    result = run_cli("distill", *args, "--epochs", "3", "--dfa-until", "2")
+    assert "after epoch 1 of 3" in result.output and "epoch 2: stage 1: MGD + IKD augmentation" in result.output
+    assert "epoch 3: stage 2: plain MGD" in result.output
+    log = (work / "train.log").read_text()
+    epochs = {e: [line for line in log.splitlines() if f"Epoch [{e}]" in line and "loss_mgd" in line] for e in (2, 3)}
+    assert epochs[2] and all("loss_adv_neck_fpn_convs_0_conv" in line for line in epochs[2])
+    assert epochs[3] and all("loss_adv" not in line for line in epochs[3])
+    assert "loss_fgd" not in log
+    full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
+    assert full["meta"]["epoch"] == 3 and full["meta"]["iter"] == 18
+    generation = "distill_losses.loss_mgd_neck_fpn_convs_0_conv.generation.0.weight"
+    assert full["state_dict"][generation].shape == (64, 64, 3, 3)
+    # A finished MGD run is not continued, or silently replaced, as FGD.
+    refused = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path), "--epochs", "3",
+                      "--dfa-until", "2", expect=1)
+    assert "other settings (distill.method 'mgd' -> 'fgd')" in refused.output
+
+
+def test_mgd_same_seed_same_student(trained_teacher, tiny_sets, adv_set, tmp_path):
+    """MGD's random masks come from the run's seeded generator: one seed, the same student."""
+    students = []
+    for name in ("a", "b", "c"):
+        seed = "1" if name == "c" else "0"
+        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path / name), "--epochs", "1",
+                "--method", "mgd", "--set", f"train.seed={seed}")
+        students.append(torch.load(tmp_path / name / "distill" / "student_latest.pth", map_location="cpu",
+                                   weights_only=False)["state_dict"])
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+    assert not all(torch.equal(students[0][k], students[2][k]) for k in students[0])
+
+
+def test_checkpoints_from_before_the_loss_list_load(trained_teacher, tiny_sets):
+    """A full checkpoint that kept FGD's modules under ``fgd_losses.*`` loads into the distiller."""
+    import ikd_cli.distill.distiller  # noqa: F401
+    from mmcv.runner import load_state_dict
+    from mmdet.models import build_detector
+
+    from ikd_cli.config import presets
+    from ikd_cli.distill.config import build_distill_config
+
+    tree = presets.load("shapes", presets.parse_set([s for s in tiny_sets if s != "--set"] +
+                                                     [f"teacher.checkpoint={trained_teacher}"]))
+    model = build_detector(build_distill_config(tree).model)
+    state = {k.replace("distill_losses.loss_fgd", "fgd_losses.loss_fgd"): v + 1
+             for k, v in model.state_dict().items()}
+    assert any(k.startswith("fgd_losses.") for k in state)
+    load_state_dict(model, state, strict=True)
+    key = "distill_losses.loss_fgd_neck_fpn_convs_0_conv.context_s.conv_mask.weight"
+    assert torch.equal(model.state_dict()[key], state[key.replace("distill_losses.", "fgd_losses.")])

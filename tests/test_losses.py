@@ -292,3 +292,71 @@ def test_losses_are_finite_for_large_features():
     boxes, metas = [torch.tensor([[0.0, 0.0, 40.0, 40.0]])], _metas(1, 80, 80)
     assert math.isfinite(L.FGDLoss(8, 8, "p")(s, t, boxes, metas).item())
     assert math.isfinite(L.AdvFeatureLoss(8, 8, "p")(s, t).item())
+
+
+# ------------------------------------------------------------------ MGD
+
+def _mgd_by_hand(loss, preds_S, preds_T, mask):
+    """MGD written out with functional convs on the module's own weights (align, generation)."""
+    import torch.nn.functional as F
+
+    feat = preds_S
+    if loss.align is not None:
+        feat = F.conv2d(feat, loss.align.weight, loss.align.bias)
+    g1, g2 = loss.generation[0], loss.generation[2]
+    rebuilt = F.conv2d(F.relu(F.conv2d(feat * mask, g1.weight, g1.bias, padding=1)), g2.weight, g2.bias, padding=1)
+    n = preds_T.shape[0]
+    return loss.alpha_mgd * ((rebuilt - preds_T) ** 2).sum() / n
+
+
+@pytest.mark.parametrize("s_ch,t_ch", [(8, 8), (6, 10)])
+def test_mgd_equals_a_hand_computation_value_and_gradient(s_ch, t_ch):
+    gen = torch.Generator().manual_seed(3)
+    loss = build_loss(dict(type="MGDLoss", student_channels=s_ch, teacher_channels=t_ch, name="lvl",
+                           alpha_mgd=2e-2, lambda_mgd=0.65))
+    assert isinstance(loss, L.MGDLoss) and (loss.align is None) == (s_ch == t_ch)
+    if loss.align is not None:
+        assert (loss.align.in_channels, loss.align.out_channels) == (s_ch, t_ch)
+    assert loss.generation[0].in_channels == loss.generation[2].out_channels == t_ch
+    preds_S = torch.randn(2, s_ch, 9, 7, generator=gen, requires_grad=True)
+    preds_T = torch.randn(2, t_ch, 9, 7, generator=gen)
+    mask = (torch.rand(2, 1, 9, 7, generator=gen) > 0.65).float()
+    value = loss(preds_S, preds_T, mask=mask)
+    (grad,) = torch.autograd.grad(value, preds_S)
+    S2 = preds_S.detach().clone().requires_grad_(True)
+    expected = _mgd_by_hand(loss, S2, preds_T, mask)
+    (grad_expected,) = torch.autograd.grad(expected, S2)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5) and value.item() > 0
+    assert torch.allclose(grad, grad_expected, rtol=1e-4, atol=1e-8)
+    # A masked-out pixel sends no gradient into the student (before the 1x1 align, pixel-wise).
+    dropped = mask[:, 0] == 0
+    assert dropped.any() and torch.all(grad.permute(0, 2, 3, 1)[dropped] == 0)
+    assert preds_T.grad is None
+
+
+def test_mgd_mask_is_seeded_and_drops_lambda_of_the_pixels():
+    torch.manual_seed(11)
+    a = L.random_pixel_mask(4, 64, 64, 0.65)
+    torch.manual_seed(11)
+    b = L.random_pixel_mask(4, 64, 64, 0.65)
+    c = L.random_pixel_mask(4, 64, 64, 0.65)  # the generator moved on
+    assert a.shape == (4, 1, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    assert 1 - a.mean().item() == pytest.approx(0.65, abs=0.01)  # 16384 draws: sd 0.004
+    # The random draw inside forward is the same seeded draw.
+    loss = L.MGDLoss(4, 4, alpha_mgd=1.0)
+    S, T = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    torch.manual_seed(5)
+    drawn = loss(S, T)
+    torch.manual_seed(5)
+    assert drawn.item() == pytest.approx(loss(S, T, mask=L.random_pixel_mask(2, 5, 5, 0.65)).item(), rel=1e-6)
+
+
+def test_mgd_rejects_bad_settings_and_shapes():
+    with pytest.raises(ValueError, match="lambda_mgd"):
+        L.MGDLoss(4, 4, lambda_mgd=1.0)
+    loss = L.MGDLoss(4, 8)
+    with pytest.raises(ValueError, match="student features have 3 channels"):
+        loss(torch.randn(1, 3, 4, 4), torch.randn(1, 8, 4, 4))
+    with pytest.raises(ValueError, match="the mask must be"):
+        loss(torch.randn(1, 4, 4, 4), torch.randn(1, 8, 4, 4), mask=torch.ones(1, 1, 2, 2))

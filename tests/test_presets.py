@@ -82,7 +82,10 @@ def test_reference_distill_configs_resolve(name):
     preset = presets.load(name)
     cfg = build_distill_config(preset)
     assert cfg.model.type == "IKDDistiller" and cfg.dfa_until == 16
-    assert cfg.model.adv.alpha_adv == preset["distill"]["alpha_adv"]
+    clean, adv = cfg.model.losses
+    assert clean["type"] == "FGDLoss" and clean["alpha_fgd"] == preset["distill"]["fgd"]["alpha"]
+    assert adv == dict(type="AdvFeatureLoss", image="adv", levels=preset["distill"]["levels"],
+                       loss_type="mse", alpha_adv=preset["distill"]["alpha_adv"])
     steps = [step["type"] for step in cfg.data.train_dfa.pipeline]
     assert steps.index("LoadAdversarialImage") == steps.index("LoadAnnotations") + 1
     assert steps.index("AdaptiveCrop") == steps.index("RandomFlip") + 1
@@ -102,5 +105,41 @@ def test_reference_retinanet_distiller_builds_from_mmdet_configs():
     cfg.model.student.backbone.init_cfg = None
     model = build_detector(cfg.model)
     assert type(model.teacher.backbone).__name__ == "ResNeXt" and model.student.backbone.depth == 50
-    assert len(model.fgd_losses) == len(model.adv_losses) == 5
-    assert all(loss.align is None for loss in model.fgd_losses.values())  # 256 = 256 channels
+    kinds = [type(loss).__name__ for loss in model.distill_losses.values()]
+    assert kinds == ["FGDLoss"] * 5 + ["AdvFeatureLoss"] * 5  # FGD on the clean image, then IKD's loss
+    assert all(loss.align is None for loss in model.distill_losses.values())  # 256 = 256 channels
+    assert [image for image, _, _ in model.entries.values()] == ["clean"] * 5 + ["adv"] * 5
+
+
+@pytest.mark.parametrize("name,alpha,levels", [("retinanet", 2e-5, 5), ("reppoints", 2e-5, 5),
+                                               ("mask-rcnn", 5e-7, 4)])
+def test_reference_mgd_distillers(name, alpha, levels):
+    """IKD on MGD: the reference's alpha_mgd and levels, everything else as for FGD."""
+    fgd = build_distill_config(presets.load(name))
+    mgd = build_distill_config(presets.load(name, {"distill.method": "mgd"}))
+    clean, adv = mgd.model.losses
+    assert clean == dict(type="MGDLoss", alpha_mgd=alpha, lambda_mgd=0.65, image="clean",
+                         levels=[f"neck.fpn_convs.{i}.conv" for i in range(levels)])
+    assert adv == fgd.model.losses[1]  # the adversarial feature loss is the same entry
+    assert mgd.dfa_until == fgd.dfa_until == 16 and mgd.optimizer == fgd.optimizer
+    assert mgd.data.train_dfa.pipeline == fgd.data.train_dfa.pipeline
+
+
+def test_reference_retinanet_mgd_distiller_builds():
+    import ikd_cli.distill.distiller  # noqa: F401
+    from mmdet.models import build_detector
+
+    cfg = build_distill_config(presets.load("retinanet", {"distill.method": "mgd"}))
+    cfg.model.teacher_checkpoint = None
+    cfg.model.student.backbone.init_cfg = None
+    model = build_detector(cfg.model)
+    mgd = [loss for loss in model.distill_losses.values() if type(loss).__name__ == "MGDLoss"]
+    assert len(mgd) == 5 and all(m.align is None and m.generation[0].in_channels == 256 for m in mgd)
+    assert "loss_mgd_neck_fpn_convs_4_conv" in model.distill_losses
+
+
+def test_presets_show_prints_the_resolved_distiller():
+    out = run_cli("presets", "show", "retinanet", "--model", "distill", "--set", "distill.method=mgd").output
+    assert "MGDLoss" in out and "lambda_mgd=0.65" in out and "FGDLoss" not in out
+    assert "distill.method must be one of fgd, mgd" in run_cli(
+        "presets", "show", "shapes", "--set", "distill.method=xyz", expect=1).output

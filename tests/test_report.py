@@ -226,3 +226,15 @@ def test_unfinished_run_is_shown_but_not_averaged(real_run, tmp_path):
     (row,) = summarize(runs)["arms"]
     assert row["n"] == 1
 
+
+
+@pytest.mark.parametrize("method,dfa_until,arm", [("fgd", 0, "shapes FGD"), ("fgd", 1, "shapes IKD (FGD)"),
+                                                  ("mgd", 0, "shapes MGD"), ("mgd", 1, "shapes IKD (MGD)")])
+def test_arm_labels_name_the_distiller_and_the_stage(real_run, tmp_path, method, dfa_until, arm):
+    run = _copy_run(real_run, tmp_path / "run")
+    _as_distill(run, dfa_until)
+    _set_preset(run, 0, dfa_until)
+    preset = yaml.safe_load((run / "preset.yaml").read_text())
+    preset["distill"]["method"] = method
+    (run / "preset.yaml").write_text(yaml.safe_dump(preset))
+    assert read_run(run).arm == arm

@@ -5,7 +5,7 @@ has: the victim and a small clean share of the training data (:mod:`.subset`).
 * ``nad`` (Li et al., ICLR 2021): teacher = the victim fine-tuned as above (the ``finetune``
   run, made first when missing); the victim, as student, trained on the clean subset with its
   detection loss plus attention distillation towards that teacher on ``backdoor.nad.levels``.
-  This is ``ikd distill``'s IKDDistiller with ``feature_loss='attention'`` and the student
+  This is ``ikd distill``'s IKDDistiller with attention-transfer entries in place of FGD and the student
   started from the victim's weights, ``--dfa-until 0``.
 * ``ikd``: NAD plus IKD's inconsistent-knowledge augmentation for the first
   ``backdoor.dfa_until`` epochs: adversarial copies of the clean subset against the teacher
@@ -138,8 +138,7 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
         run_attack(dp, split="train", device=device, launcher=launcher, verbose=verbose)
     session = TrainingSession(dp, device=device, launcher=launcher)
     cfg = build_distill_config(dp)
-    cfg.model.update(feature_loss="attention", init_student=False, student_checkpoint=str(victim),
-                     attention=dict(levels=list(nad["levels"]), betas=list(nad["betas"]), p=nad["p"]))
+    cfg.model.update(init_student=False, student_checkpoint=str(victim), losses=nad_losses(dp))
     cfg.work_dir = str(step_dir(preset, method))
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
     from ikd_cli.distill.hooks import StudentCheckpointHook
@@ -162,6 +161,16 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
                       meta=dict(ikd_preset=dp, ikd_role="distill"))
     session.done(f"{STEP_NAMES[method]} student {work_dir / 'student_latest.pth'}")
     return work_dir / "student_latest.pth"
+
+
+def nad_losses(preset: dict) -> list[dict]:
+    """The NAD defences' distiller: attention transfer on each of ``backdoor.nad.levels`` (its own
+    beta) in place of FGD, then IKD's adversarial feature loss (stage 1 of the IKD defence only)."""
+    from ikd_cli.distill.config import adv_loss
+
+    nad = preset["backdoor"]["nad"]
+    return [dict(type="AttentionTransferLoss", image="clean", levels=[level], p=nad["p"], beta=float(beta))
+            for level, beta in zip(nad["levels"], nad["betas"])] + [adv_loss(preset)]
 
 
 def _stages_text(dfa_until: int, epochs: int) -> str:

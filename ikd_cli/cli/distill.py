@@ -1,4 +1,4 @@
-"""``ikd distill``: the teacher into the student, FGD + IKD's augmentation, both stages in one run."""
+"""``ikd distill``: the teacher into the student, FGD or MGD + IKD's augmentation, both stages in one run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
                                  RestartOpt, SetOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.config.presets import DistillMethod
 from ikd_cli.core.distributed import Launcher
 
 
@@ -19,6 +20,10 @@ def distill(
     dfa_until: Optional[int] = typer.Option(
         None, "--dfa-until", show_default=False,
         help=f"Last epoch of stage 1 (IKD augmentation); 0 = plain FGD (preset default: {default('distill.dfa_until')})."),
+    method: Optional[DistillMethod] = typer.Option(
+        None, "--method", show_default=False,
+        help=f"The distiller IKD adds to: fgd or mgd, weights in distill.fgd.* / distill.mgd.* "
+             f"(preset default: {default('distill.method')})."),
     epochs: Optional[int] = typer.Option(None, show_default=False,
                                          help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
     sets: Optional[List[str]] = SetOpt,
@@ -31,10 +36,10 @@ def distill(
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
 ):
-    """Distil the teacher into the student: FGD + IKD's augmentation, both stages in one run."""
+    """Distil the teacher into the student: FGD or MGD + IKD's augmentation, both stages in one run."""
     launcher = relaunch(gpus, launcher)
-    tree = load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "train.epochs": epochs,
-                                                                "train.amp": amp})
+    tree = load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "distill.method": method,
+                                                           "train.epochs": epochs, "train.amp": amp})
     from ikd_cli.distill.run import run_distill
 
     run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)

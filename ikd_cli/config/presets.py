@@ -34,6 +34,12 @@ class AttackMethod(str, Enum):
     fgsm = "fgsm"
 
 
+class DistillMethod(str, Enum):
+    """``distill.method``: the feature distiller on the clean image, which IKD adds to."""
+    fgd = "fgd"  # Focal and Global Distillation (CVPR 2022): distill.fgd.*
+    mgd = "mgd"  # Masked Generative Distillation (ECCV 2022): distill.mgd.*
+
+
 class AdvLoss(str, Enum):
     """``distill.adv_loss``: how the adversarial features are compared."""
     mse = "mse"
@@ -69,6 +75,7 @@ class StorageFormat(str, Enum):
 
 # Keys whose value must be one of a fixed set (checked on load, listed by ``--help``).
 CHOICES: dict[str, type[Enum]] = {"attack.method": AttackMethod, "distill.adv_loss": AdvLoss,
+                                  "distill.method": DistillMethod,
                                   "attack.format": StorageFormat,
                                   "backdoor.attack": BackdoorAttack, "backdoor.victim": Role}
 
@@ -76,7 +83,7 @@ CHOICES: dict[str, type[Enum]] = {"attack.method": AttackMethod, "distill.adv_lo
 # zero epochs would otherwise "succeed" without a checkpoint).
 MINIMUMS: dict[str, float] = {"train.epochs": 1, "teacher.epochs": 1, "train.lr": 0.0, "distill.dfa_until": 0, "attack.batch_size": 1,
                               "data.samples_per_gpu": 1, "data.workers_per_gpu": 0, "train.checkpoint_interval": 1,
-                              "backdoor.victim_epochs": 1}
+                              "backdoor.victim_epochs": 1, "distill.alpha_adv": 0.0, "distill.mgd.alpha": 0.0}
 
 # The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
 # set in the preset or with --set data.shapes.num_val=500.
@@ -144,7 +151,10 @@ DEFAULTS: dict[str, Any] = {
         "init_student": True,
         "levels": ["neck.fpn_convs.0.conv", "neck.fpn_convs.1.conv", "neck.fpn_convs.2.conv",
                    "neck.fpn_convs.3.conv", "neck.fpn_convs.4.conv"],
+        "method": "fgd",  # the distiller IKD adds to: fgd or mgd (its weights below)
         "fgd": {"temp": 0.5, "alpha": 1e-3, "beta": 5e-4, "gamma": 5e-4, "lambda": 5e-6},
+        # MGD: alpha weighs the loss, lambda is the share of student pixels masked out
+        "mgd": {"alpha": 2e-5, "lambda": 0.65},
         "alpha_adv": 1e-5,
         "adv_loss": "mse",
         "corruption_prob": 0.3,

@@ -36,14 +36,38 @@ def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str) -> list:
     return out
 
 
+def clean_loss(preset: dict) -> dict:
+    """The loss entry of ``distill.method`` on the clean image, with the preset's weights."""
+    d = preset["distill"]
+    if d["method"] == "mgd":
+        if not 0 <= d["mgd"]["lambda"] < 1:
+            raise IkdError(f"distill.mgd.lambda is the share of pixels masked out, in [0, 1); got {d['mgd']['lambda']:g}")
+        return dict(type="MGDLoss", alpha_mgd=d["mgd"]["alpha"], lambda_mgd=d["mgd"]["lambda"])
+    fgd = d["fgd"]
+    return dict(type="FGDLoss", temp=fgd["temp"], alpha_fgd=fgd["alpha"], beta_fgd=fgd["beta"],
+                gamma_fgd=fgd["gamma"], lambda_fgd=fgd["lambda"])
+
+
+def adv_loss(preset: dict) -> dict:
+    """IKD's adversarial feature loss entry (active in stage 1 only)."""
+    d = preset["distill"]
+    return dict(type="AdvFeatureLoss", image="adv", levels=list(d["levels"]), loss_type=d["adv_loss"],
+                alpha_adv=d["alpha_adv"])
+
+
+def distill_losses(preset: dict) -> list[dict]:
+    """The distiller's loss entries: the method's loss on the clean image, then IKD's adversarial
+    feature loss, both on ``distill.levels``."""
+    levels = list(preset["distill"]["levels"])
+    return [dict(clean_loss(preset), image="clean", levels=levels), adv_loss(preset)]
+
+
 def build_distill_config(preset: dict):
     teacher = build_config(preset, "teacher")
     cfg = build_config(preset, "student")
     d = preset["distill"]
     if d["dfa_until"] < 0:
         raise IkdError(f"--dfa-until must be 0 (plain FGD) or more, got {d['dfa_until']}")
-    if d["adv_loss"] not in ("mse", "l1", "cwd"):
-        raise IkdError(f"distill.adv_loss must be mse, l1 or cwd, got '{d['adv_loss']}'")
     student_model = copy.deepcopy(cfg.model)
     teacher_model = copy.deepcopy(teacher.model)
     for model in (student_model, teacher_model):
@@ -51,17 +75,13 @@ def build_distill_config(preset: dict):
     # The teacher's weights come from its checkpoint; no ImageNet download for its backbone.
     if teacher_model.get("backbone", {}).get("init_cfg"):
         teacher_model.backbone.init_cfg = None
-    fgd = d["fgd"]
     cfg.model = dict(
         type="IKDDistiller",
         teacher=teacher_model,
         student=student_model,
         teacher_checkpoint=preset["teacher"]["checkpoint"],
         init_student=d["init_student"],
-        levels=list(d["levels"]),
-        fgd=dict(temp=fgd["temp"], alpha_fgd=fgd["alpha"], beta_fgd=fgd["beta"], gamma_fgd=fgd["gamma"],
-                 lambda_fgd=fgd["lambda"]),
-        adv=dict(loss_type=d["adv_loss"], alpha_adv=d["alpha_adv"]),
+        losses=distill_losses(preset),
     )
     train = base_dataset(cfg.data.train)
     adv_dir = str(adversarial_set_dir(preset, "train"))

@@ -1,31 +1,40 @@
-"""The IKD distiller: one mmdet detector that holds a frozen teacher and a trainable student.
+"""The IKD distiller: one mmdet detector that holds a frozen teacher, a trainable student and a
+list of feature losses between them (mmrazor's configurable distiller, in small).
 
-Registered as ``IKDDistiller`` in mmdet's DETECTORS. Training adds to the student's own
-detection losses:
-  * FGD on each configured feature module (default: the FPN outputs) of the clean image;
-  * in stage 1 (DFA) only, the adversarial feature loss between the student's and the teacher's
-    features of the adversarial image (``adv_img`` from the data pipeline).
-``feature_loss`` (default ``fgd``) can swap FGD for NAD's attention transfer on the ``attention``
-levels (``attention``) or add it (``fgd+attention``); ``student_checkpoint`` starts the whole
-student from a checkpoint (``ikd backdoor defend``: the victim). The defaults build exactly the
-FGD distiller, module for module.
-Testing is the student alone, so EvalHook and ``ikd evaluate`` see a plain detector.
+Registered as ``IKDDistiller`` in mmdet's DETECTORS. Each entry of ``losses`` names a registered
+loss, the levels (feature modules) it applies to, the image it sees, and the loss's own weights::
+
+    dict(type="FGDLoss", levels=[...], image="clean", temp=0.5, alpha_fgd=1e-3, ...)
+    dict(type="AdvFeatureLoss", levels=[...], image="adv", loss_type="mse", alpha_adv=1e-5)
+
+One loss module is built per level, keyed ``loss_<kind>_<level>`` (also the key of its log
+line). ``image="clean"`` losses are added to the student's detection losses on every step;
+``image="adv"`` ones only in stage 1 (``dfa`` on; the runner's stage hook switches it) and only
+when the batch carries the adversarial image ``adv_img``. A level is a module name of both models
+or ``dict(student=..., teacher=...)``. ``student_checkpoint`` starts the whole student from a
+checkpoint (``ikd backdoor defend``: the victim). Testing is the student alone, so EvalHook and
+``ikd evaluate`` see a plain detector.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from mmcv.runner import load_state_dict
 from mmdet.models import DETECTORS, build_detector
-from mmdet.models.builder import build_loss
+from mmdet.models.builder import LOSSES, build_loss
 from mmdet.models.detectors import BaseDetector
 
-from ikd_cli.core.checkpoints import read_checkpoint
+from ikd_cli.core.checkpoints import load_weights, read_checkpoint
 from ikd_cli.core.errors import IkdError
-from ikd_cli.distill import losses as _losses  # noqa: F401  (registers FGDLoss and AdvFeatureLoss)
-from ikd_cli.distill.losses import attention as _attention  # noqa: F401  (registers AttentionTransferLoss)
+from ikd_cli.distill import losses as _losses  # noqa: F401  (registers the losses of the package)
 
-FEATURE_LOSSES = ("fgd", "attention", "fgd+attention")  # what is distilled on the clean image
+IMAGES = ("clean", "adv")  # what a loss entry may see: the training image, or its adversarial copy
+# Short names in the loss keys (the log's column names); other types: the name less "Loss".
+KINDS = {"FGDLoss": "fgd", "MGDLoss": "mgd", "AdvFeatureLoss": "adv", "AttentionTransferLoss": "at"}
+# Checkpoints written before the loss list kept each kind in its own ModuleDict.
+_OLD_PREFIXES = ("fgd_losses.", "adv_losses.", "at_losses.")
 
 
 def loss_key(module_name: str, kind: str) -> str:
@@ -33,42 +42,58 @@ def loss_key(module_name: str, kind: str) -> str:
     return f"loss_{kind}_" + module_name.replace(".", "_")
 
 
+def _level(level) -> dict:
+    return level if isinstance(level, dict) else dict(student=level, teacher=level)
+
+
 @DETECTORS.register_module()
 class IKDDistiller(BaseDetector):
-    def __init__(self, teacher: dict, student: dict, levels: list, fgd: dict, adv: dict,
-                 teacher_checkpoint: str | None = None, init_student: bool = True,
-                 feature_loss: str = "fgd", attention: dict | None = None, student_checkpoint: str | None = None,
+    def __init__(self, teacher: dict, student: dict, losses: list, teacher_checkpoint: str | None = None,
+                 init_student: bool = True, student_checkpoint: str | None = None,
                  train_cfg=None, test_cfg=None, init_cfg=None):
         super().__init__(init_cfg)
-        if feature_loss not in FEATURE_LOSSES:
-            raise IkdError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {feature_loss!r}")
         self.student_checkpoint = student_checkpoint
         self.teacher = build_detector(teacher)
         self.student = build_detector(student)
         self.teacher_checkpoint = teacher_checkpoint
         self.init_student = init_student
-        self.levels = [lvl if isinstance(lvl, dict) else dict(student=lvl, teacher=lvl) for lvl in levels]
-        self.fgd_losses = torch.nn.ModuleDict()
-        self.adv_losses = torch.nn.ModuleDict()
-        for lvl in self.levels:
-            s_ch = _out_channels(self.student, lvl["student"])
-            t_ch = _out_channels(self.teacher, lvl["teacher"])
-            key = lvl["student"]
-            if "fgd" in feature_loss.split("+"):
-                self.fgd_losses[loss_key(key, "fgd")] = build_loss(dict(
-                    type="FGDLoss", student_channels=s_ch, teacher_channels=t_ch, name=loss_key(key, "fgd"), **fgd))
-            self.adv_losses[loss_key(key, "adv")] = build_loss(dict(
-                type="AdvFeatureLoss", student_channels=s_ch, teacher_channels=t_ch, name=loss_key(key, "adv"), **adv))
-        self.at_levels, self.at_losses = _attention_losses(feature_loss, attention)
+        # key -> (image, student level, teacher level), in the order of the entries
+        self.entries: dict[str, tuple[str, str, str]] = {}
+        self.distill_losses = torch.nn.ModuleDict()
+        for entry in losses:
+            self._add_entry(dict(entry))
         self.dfa = True  # stage 1; the runner switches it off after --dfa-until epochs
         self._features = {"student": {}, "teacher": {}}
         for role, net in (("student", self.student), ("teacher", self.teacher)):
-            for lvl in self.levels:
-                _module(net, lvl[role]).register_forward_hook(self._saver(role, lvl[role]))
-            for name in sorted({lvl[role] for lvl in self.at_levels} - {lvl[role] for lvl in self.levels}):
+            names = sorted({(s, t)[role == "teacher"] for _, s, t in self.entries.values()})
+            for name in names:
                 _module(net, name).register_forward_hook(self._saver(role, name))
         for param in self.teacher.parameters():
             param.requires_grad_(False)
+        self._register_load_state_dict_pre_hook(_rename_old_keys)
+
+    def _add_entry(self, entry: dict) -> None:
+        """One loss module per level of a ``losses`` entry (see the module docstring)."""
+        kind_type = entry.get("type")
+        if kind_type not in LOSSES.module_dict:
+            raise IkdError(f"distill loss type {kind_type!r} is not registered; "
+                           f"known: {', '.join(sorted(set(KINDS) | set(LOSSES.module_dict)))}")
+        image = entry.pop("image", "clean")
+        if image not in IMAGES:
+            raise IkdError(f"a distill loss sees image 'clean' or 'adv', got {image!r} ({kind_type})")
+        levels = [_level(lvl) for lvl in entry.pop("levels", None) or []]
+        if not levels:
+            raise IkdError(f"the distill loss {kind_type} names no levels")
+        kind = KINDS.get(kind_type, kind_type.removesuffix("Loss").lower())
+        takes_channels = "student_channels" in inspect.signature(LOSSES.get(kind_type)).parameters
+        for lvl in levels:
+            key = loss_key(lvl["student"], kind)
+            if key in self.entries:
+                raise IkdError(f"two distill losses {kind_type} on the level {lvl['student']}")
+            channels = dict(student_channels=_out_channels(self.student, lvl["student"]),
+                            teacher_channels=_out_channels(self.teacher, lvl["teacher"])) if takes_channels else {}
+            self.distill_losses[key] = build_loss(dict(entry, name=key, **channels))
+            self.entries[key] = (image, lvl["student"], lvl["teacher"])
 
     def _saver(self, role, name):
         def hook(module, inputs, output):
@@ -78,19 +103,15 @@ class IKDDistiller(BaseDetector):
     # ------------------------------------------------------------------------------- weights
     def init_weights(self):
         self.student.init_weights()
-        for loss in list(self.fgd_losses.values()) + list(self.adv_losses.values()):
+        for loss in self.distill_losses.values():
             if hasattr(loss, "init_weights"):
                 loss.init_weights()
         if self.teacher_checkpoint:
             ckpt = read_checkpoint(self.teacher_checkpoint)
-            from ikd_cli.core.checkpoints import load_weights
-
             load_weights(self.teacher, ckpt["state_dict"], self.teacher_checkpoint)
             if self.init_student:
                 self._copy_teacher_into_student(ckpt["state_dict"])
         if self.student_checkpoint:  # the whole student, checked to fit (after init_student: it wins)
-            from ikd_cli.core.checkpoints import load_weights
-
             load_weights(self.student, read_checkpoint(self.student_checkpoint)["state_dict"], self.student_checkpoint)
 
     def _copy_teacher_into_student(self, teacher_state: dict) -> None:
@@ -120,29 +141,25 @@ class IKDDistiller(BaseDetector):
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, adv_img=None, **kwargs):
         losses = self.student.forward_train(img, img_metas, gt_bboxes, gt_labels, **kwargs)
-        student_clean = dict(self._features["student"])
-        teacher_clean = self._teacher_features(img)
-        for lvl in self.levels if self.fgd_losses else ():
-            s, t = lvl["student"], lvl["teacher"]
+        self._add_losses(losses, "clean", dict(self._features["student"]), self._teacher_features(img),
+                         gt_bboxes, img_metas)
+        if self.dfa and adv_img is not None and any(e[0] == "adv" for e in self.entries.values()):
+            self.student.extract_feat(adv_img)
+            self._add_losses(losses, "adv", dict(self._features["student"]), self._teacher_features(adv_img),
+                             gt_bboxes, img_metas)
+        return losses
+
+    def _add_losses(self, losses: dict, image: str, student: dict, teacher: dict, gt_bboxes, img_metas) -> None:
+        """The entries' losses on ``image``'s features, in the order of the entries."""
+        for key, (seen, s, t) in self.entries.items():
+            if seen != image:
+                continue
+            loss = self.distill_losses[key]
+            extra = (gt_bboxes, img_metas) if getattr(loss, "needs_boxes", False) else ()
             try:
-                losses[loss_key(s, "fgd")] = self.fgd_losses[loss_key(s, "fgd")](
-                    student_clean[s], teacher_clean[t], gt_bboxes, img_metas)
+                losses[key] = loss(student[s], teacher[t], *extra)
             except ValueError as err:  # e.g. feature maps of different spatial sizes
                 raise IkdError(f"cannot distil teacher '{t}' into student '{s}': {err}") from None
-        for lvl in self.at_levels:
-            s, t = lvl["student"], lvl["teacher"]
-            try:
-                losses[loss_key(s, "at")] = self.at_losses[loss_key(s, "at")](student_clean[s], teacher_clean[t])
-            except ValueError as err:
-                raise IkdError(f"cannot distil teacher '{t}' into student '{s}': {err}") from None
-        if self.dfa and adv_img is not None:
-            self.student.extract_feat(adv_img)
-            student_adv = dict(self._features["student"])
-            teacher_adv = self._teacher_features(adv_img)
-            for lvl in self.levels:
-                s, t = lvl["student"], lvl["teacher"]
-                losses[loss_key(s, "adv")] = self.adv_losses[loss_key(s, "adv")](student_adv[s], teacher_adv[t])
-        return losses
 
     # ------------------------------------------------------------------------------- testing
     def simple_test(self, img, img_metas, **kwargs):
@@ -155,25 +172,11 @@ class IKDDistiller(BaseDetector):
         return self.student.show_result(*args, **kwargs)
 
 
-def _attention_losses(feature_loss: str, attention: dict | None):
-    """The levels and :class:`AttentionTransferLoss` modules of ``feature_loss`` ``attention`` or
-    ``fgd+attention``: ``attention = dict(levels=[...], betas=[...], p=2.0)`` (one beta per level,
-    or one for all); none for plain FGD."""
-    losses = torch.nn.ModuleDict()
-    if "attention" not in feature_loss.split("+"):
-        return [], losses
-    attention = dict(attention or {})
-    levels = [lvl if isinstance(lvl, dict) else dict(student=lvl, teacher=lvl) for lvl in attention.get("levels") or []]
-    betas = attention.get("betas", 1.0)
-    betas = [betas] * len(levels) if isinstance(betas, (int, float)) else list(betas)
-    if not levels or len(betas) != len(levels):
-        raise IkdError(f"attention transfer needs levels and one beta per level; got {len(levels)} level(s) and "
-                       f"{len(betas)} beta(s)")
-    for lvl, beta in zip(levels, betas):
-        key = loss_key(lvl["student"], "at")
-        losses[key] = build_loss(dict(type="AttentionTransferLoss", name=key, p=attention.get("p", 2.0),
-                                      beta=float(beta)))
-    return levels, losses
+def _rename_old_keys(state_dict, prefix, *_):
+    """Load a checkpoint written before the loss list (``fgd_losses.*`` etc. -> ``distill_losses.*``)."""
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in _OLD_PREFIXES))]:
+        rest = key[len(prefix):].split(".", 1)[1]
+        state_dict[f"{prefix}distill_losses.{rest}"] = state_dict.pop(key)
 
 
 def _module(net, name: str):

@@ -1,5 +1,6 @@
-"""``ikd distill``: IKD's two stages in one MMDetection run — stage 1 (FGD + the adversarial
-feature loss on IKD's augmented data) for ``--dfa-until`` epochs, then stage 2 (plain FGD)."""
+"""``ikd distill``: IKD's two stages in one MMDetection run — stage 1 (the distiller, FGD or MGD,
+plus the adversarial feature loss on IKD's augmented data) for ``--dfa-until`` epochs, then
+stage 2 (the distiller alone)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,21 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
             f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
 
 
-def stages_text(dfa_until: int, epochs: int) -> str:
+def stages_text(dfa_until: int, epochs: int, method: str = "FGD") -> str:
     if dfa_until == 0:
-        return "plain FGD (--dfa-until 0)"
+        return f"plain {method} (--dfa-until 0)"
     if dfa_until >= epochs:
-        return f"stage 1 (DFA) for all {epochs} epochs"
-    return f"stage 1 (DFA) epochs 1-{dfa_until}, stage 2 (FGD) epochs {dfa_until + 1}-{epochs}"
+        return f"stage 1 (DFA, {method}) for all {epochs} epochs"
+    return f"stage 1 (DFA, {method}) epochs 1-{dfa_until}, stage 2 ({method}) epochs {dfa_until + 1}-{epochs}"
+
+
+def counts_for_distill(preset: dict):
+    """Which settings a finished or interrupted distillation is compared on: those of data, train,
+    teacher, student, distill and attack (backdoor.* and the like change nothing here), less the
+    weights of the distiller it does not use (an FGD run ignores distill.mgd.*, and so on)."""
+    sections = ("data", "train", "teacher", "student", "distill", "attack")
+    unused = tuple(f"distill.{m}." for m in ("fgd", "mgd") if m != preset["distill"]["method"])
+    return lambda key: key.split(".", 1)[0] in sections and not key.startswith(unused)
 
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
@@ -44,21 +54,22 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
     from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
 
-    # backdoor.* and the like do not change a distillation
-    sections = ("data", "train", "teacher", "student", "distill", "attack")
     work_dir, resume_from = session.prepare(cfg, {"command": "distill"}, restart=restart,
-                                            counts=lambda key: key.split(".", 1)[0] in sections)
+                                            counts=counts_for_distill(preset))
     if must_resume and resume_from is None:
         raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
     if resume_from == FINISHED:
         return
+    method = preset["distill"]["method"].upper()
     session.say(f"distilling [bold]{preset['name']}[/] on {session.where}: "
-                f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
+                f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}; log: {work_dir / 'train.log'}")
+    stage_hook = DFAStageHook(cfg.dfa_until, None, stage1=f"{method} + IKD augmentation (adversarial features)",
+                              stage2=f"plain {method}")
     student_hook = StudentCheckpointHook.for_preset(preset)
     with session.log_to(work_dir, verbose):
-        stage1 = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
+        stage_hook.dfa_loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
-                      extra_hooks=[(DFAStageHook(cfg.dfa_until, stage1), "VERY_HIGH"), (student_hook, 60)],
+                      extra_hooks=[(stage_hook, "VERY_HIGH"), (student_hook, 60)],
                       meta=dict(ikd_preset=preset, ikd_role="distill"))
     best = " (best: student_best.pth)" if (work_dir / "student_best.pth").exists() else ""
     session.done(f"student checkpoint {work_dir / 'student_latest.pth'}{best}")

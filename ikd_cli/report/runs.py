@@ -107,11 +107,12 @@ def read_run(folder: Path) -> Run:
     role = info.get("role", "student") if kind == "train" else "student"
     name = info.get("preset") or preset.get("name") or folder.name
     dfa_until = (preset.get("distill") or {}).get("dfa_until") if kind == "distill" else None
+    method = str((preset.get("distill") or {}).get("method") or "fgd")
     meta, records = read_log(folder)
     train = [r for r in records if r["mode"] == "train"]
     offsets = _epoch_offsets(folder, train)
     run = Run(path=folder, kind=kind, preset=name, role=role,
-              arm=info.get("arm") or _study_arm(folder) or _default_arm(name, kind, role, dfa_until),
+              arm=info.get("arm") or _study_arm(folder) or _default_arm(name, kind, role, dfa_until, method),
               seed=_first_int(info.get("seed"), (preset.get("train") or {}).get("seed"), meta.get("seed")),
               dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets))
     last_epoch = max((r["epoch"] for r in train), default=0)
@@ -156,9 +157,11 @@ def _study_arm(folder: Path) -> str | None:
     return None
 
 
-def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None) -> str:
+def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None, method: str = "fgd") -> str:
+    """"shapes student", or for a distillation the distiller and whether stage 1 ran: "shapes FGD",
+    "shapes IKD (FGD)", "shapes MGD", "shapes IKD (MGD)" (the runs table shows dfa_until)."""
     if kind == "distill":
-        return f"{preset} FGD" if dfa_until == 0 else f"{preset} IKD"  # the runs table shows dfa_until
+        return f"{preset} {method.upper()}" if dfa_until == 0 else f"{preset} IKD ({method.upper()})"
     return f"{preset} {role}"
 
 

@@ -99,6 +99,8 @@ class FGDLoss(nn.Module):
     unclamped bounds; see :func:`.masks.box_cell_bounds`.
     """
 
+    needs_boxes = True  # the distiller passes gt_bboxes and img_metas after the features
+
     def __init__(self, student_channels: int, teacher_channels: int, name: str = "", temp: float = 0.5,
                  alpha_fgd: float = 1e-3, beta_fgd: float = 5e-4, gamma_fgd: float = 5e-4,
                  lambda_fgd: float = 5e-6, mask_shape: str = "img_shape"):
