@@ -97,6 +97,12 @@ def test_other_settings_into_the_same_folder(trained_teacher, tiny_sets, tmp_pat
     assert "other settings" in result.output and "--overwrite" in result.output
     _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "2", "--overwrite")
     assert json.loads((out / "attack.json").read_text())["steps"] == 2
+    # The random draws follow train.seed and the batches: another seed or batch size is another attack.
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "2", "--set", "train.seed=3", expect=1)
+    assert "other settings (seed 0 -> 3)" in result.output
+    result = _attack(trained_teacher, tiny_sets, out, "--limit", "2", "--steps", "2", "--set", "attack.batch_size=2",
+                     expect=1)
+    assert "other settings (batch_size 4 -> 2)" in result.output
 
 
 def test_unreadable_images_are_skipped_and_listed(trained_teacher, tiny_sets, shapes_root, tmp_path):

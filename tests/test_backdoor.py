@@ -370,8 +370,8 @@ def test_nad_continues_after_a_kill(bd, victim):
     assert "after epoch 1 of 2" in result.output
     full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
     assert full["meta"]["epoch"] == 2 and full["meta"]["iter"] == 4  # 6 images, 4 a batch: 2 iterations an epoch
-    losses = {k.split(".")[1] for k in full["state_dict"] if k.startswith("distill_losses.")}
-    assert losses and not any(k.startswith("loss_fgd") for k in losses)  # attention transfer instead of FGD
+    # attention transfer instead of FGD (FGD's context blocks would be saved; NAD's loss has no weights)
+    assert not any(".loss_fgd_" in k for k in full["state_dict"])
     log = (work / "train.log").read_text()
     assert "loss_at_backbone_layer4" in log and "loss_fgd" not in log and "loss_adv" not in log
     assert 0 < _relative_distance(_weights(work / "student_latest.pth"), _weights(victim)) < 0.2

@@ -49,7 +49,8 @@ def test_attack_the_teacher(family):
 def test_distill_and_evaluate_the_student(family):
     preset, work, sets, own_loss, metrics = family
     run_cli("attack", "--preset", preset, "--device", "cpu", "--workers", "0", "--steps", "1", "--overwrite", *sets)
-    result = run_cli("distill", "--preset", preset, "--device", "cpu", "--epochs", "1", "--dfa-until", "1", *sets)
+    result = run_cli("distill", "--preset", preset, "--device", "cpu", "--epochs", "1", "--dfa-until", "1", *sets,
+                     "--set", "attack.steps=1")
     assert "stage 1" in result.output
     log = (work / "distill" / "train.log").read_text()
     assert "loss_adv_neck_fpn_convs_3_conv" in log and own_loss in log

@@ -22,7 +22,8 @@ def adv_set(trained_teacher, tiny_sets, tmp_path_factory):
 
 def _distill_args(trained_teacher, tiny_sets, adv_set, work):
     return ["--preset", "shapes", "--work-dir", str(work), "--device", "cpu", *tiny_sets,
-            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}"]
+            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}",
+            "--set", "attack.steps=1"]  # the set's settings (distill checks them)
 
 
 def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):

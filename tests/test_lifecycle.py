@@ -88,8 +88,17 @@ def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
     kill_after([IKD_EXE, *args], work / "epoch_1.pth")
     first = (work / "epoch_1.pth").stat().st_mtime_ns
 
-    result = run_cli(*args)
+    run_file = json.loads((work / "run.json").read_text())
+    assert run_file["compute"]["threads"] == 1 and run_file["compute"]["torch"] == torch.__version__
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the killed run had one thread: the continuation says it is not the same
+    try:
+        result = run_cli(*args)
+    finally:
+        torch.set_num_threads(before)
     assert "continuing the train teacher run" in result.output and "after epoch 1 of 2" in result.output
+    assert "started on other compute (threads 1 -> 2)" in result.output
+    assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 1  # as it started
     assert (work / "epoch_1.pth").stat().st_mtime_ns == first  # epoch 1 was not trained again
     assert torch.load(work / "latest.pth", map_location="cpu", weights_only=False)["meta"]["epoch"] == 2
 
@@ -134,8 +143,12 @@ def test_overwrite_leaves_only_the_new_set(trained_teacher, tiny_sets, tmp_path)
     # distill's pre-flight counts the images the set's records do not hold, whatever lies around
     stray = adversarial_files(out)[0]
     shutil.copy(stray, out / ("999999.png" + stray.suffix))
-    result = run_cli("distill", "--work-dir", tmp_path / "w", "--device", "cpu", *tiny_sets,
-                     "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={out}", expect=1)
+    distill = ("distill", "--work-dir", tmp_path / "w", "--device", "cpu", *tiny_sets,
+               "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={out}")
+    # a set made with eps 4 is not trained on under a preset that says eps 8 (nor 5 steps for 1)
+    result = run_cli(*distill, expect=1)
+    assert "was made with other settings than this preset's (eps 4.0 -> 8.0, steps 1 -> 5)" in result.output
+    result = run_cli(*distill, "--set", "attack.eps=4", "--set", "attack.steps=1", expect=1)
     assert "22 of 24 training images have no adversarial copy" in result.output
 
 

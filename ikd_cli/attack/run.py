@@ -109,6 +109,44 @@ class _heads_in_eval_mode:
         return False
 
 
+def preset_attack(preset: dict):
+    """The attack of ``preset['attack']`` (unknown methods and bad options are errors)."""
+    from ikd_cli.attack.methods import build_attack
+
+    opts = preset["attack"]
+    return build_attack(opts["method"], None, **{k: v for k, v in opts.items()
+                                                 if k not in ("batch_size", "out", "format", "amp")})
+
+
+def set_settings(preset: dict, attack, ckpt_path: Path, split: str) -> dict:
+    """What an adversarial set records in ``attack.json``: everything its pixels depend on. The
+    random draws follow the seed and the batches (:func:`batch_seed`), so both are settings too,
+    and a resumed attack never mixes two."""
+    opts = preset["attack"]
+    return dict(attack.settings(), teacher_config=preset["teacher"]["config"], teacher_sha256=sha256_of(ckpt_path),
+                split=split, format=opts["format"], amp=opts["amp"], seed=int(preset["train"]["seed"]),
+                batch_size=int(opts["batch_size"]))
+
+
+# What a distillation checks of the set it trains on: the attack and its teacher. Not the seed or
+# the batches (a study shares one set between seeds) and not the (lossless) storage format.
+TRAINING_INDIFFERENT = ("seed", "batch_size", "format")
+
+
+def set_difference(out_dir: Path, wanted: dict) -> str:
+    """'key old -> new' for the settings (less TRAINING_INDIFFERENT) in which the set in
+    ``out_dir`` differs from ``wanted``; '' when none, or when the set records none."""
+    from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
+    from ikd_cli.core.fileio import read_json
+
+    path = out_dir / ATTACK_SETTINGS_FILE
+    if not path.is_file():
+        return ""
+    old = read_json(path, "attack settings") or {}
+    diff = [k for k in wanted if k not in TRAINING_INDIFFERENT and old.get(k) != wanted[k]]
+    return ", ".join(f"{k} {old.get(k)!r} -> {wanted[k]!r}" for k in diff[:3])
+
+
 def batch_seed(preset: dict, index: int) -> int:
     """Random draws (random start, input diversity) depend only on the seed and the first image
     of the batch, so the same batches give the same pixels however the work is sharded."""
@@ -133,7 +171,6 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     import torch
 
     from ikd_cli.attack.batch import attack_batch
-    from ikd_cli.attack.methods import build_attack
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.config.mmdet import build_config
     from ikd_cli.core.checkpoints import teacher_checkpoint
@@ -143,9 +180,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     from ikd_cli.data.setup import ensure_dataset
 
     opts = preset["attack"]
-    # Built first: a bad method or option stops here, before anything is written.
-    attack = build_attack(opts["method"], None, **{k: v for k, v in opts.items()
-                                                     if k not in ("batch_size", "out", "format", "amp")})
+    attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
     fmt = opts["format"]
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
@@ -156,8 +191,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     cfg = build_config(preset, "teacher")
     ckpt_path = teacher_checkpoint(preset, checkpoint)
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
-    settings = dict(attack.settings(), teacher_config=preset["teacher"]["config"],
-                    teacher_sha256=sha256_of(ckpt_path), split=split, format=fmt, amp=opts["amp"])
+    settings = set_settings(preset, attack, ckpt_path, split)
     with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
         dataset = attack_dataset(cfg, split)
         teacher = load_teacher(cfg, ckpt_path, device)

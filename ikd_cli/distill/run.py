@@ -12,11 +12,21 @@ from ikd_cli.train.session import FINISHED, TrainingSession
 
 
 def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
-    """Pre-flight: every training image needs its adversarial copy, recorded as finished by the
-    set's own records (a file alone may be left over from other settings), before stage 1."""
+    """Pre-flight before stage 1: the set was made by the preset's attack against the preset's
+    teacher (``attack.json``), and every training image has its adversarial copy, recorded as
+    finished by the set's own records (a file alone may be left over from other settings)."""
+    from ikd_cli.attack.run import preset_attack, set_difference, set_settings
+    from ikd_cli.core.checkpoints import teacher_checkpoint
+
+    a = preset["attack"]
+    wanted = set_settings(preset, preset_attack(preset), teacher_checkpoint(preset), "train")
+    diff = set_difference(adv_dir, wanted)
+    if diff:
+        raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
+                       f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
+                       "attack.out at a set made with these settings")
     missing = missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
     if missing:
-        a = preset["attack"]
         raise IkdError(
             f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
             f"(first: {missing[0]}); make them with `ikd attack --preset {preset['name']} --eps {a['eps']:g} "

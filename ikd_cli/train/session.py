@@ -14,6 +14,7 @@ from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
+from ikd_cli.core.machine import compute_fingerprint, fingerprint_change
 from ikd_cli.core.ui import console, quiet_to_log
 from ikd_cli.data.check import run_data_check
 from ikd_cli.data.setup import ensure_dataset
@@ -92,7 +93,15 @@ class TrainingSession:
         if resume_from is None and self.rank == 0:
             atomic_write_text(work_dir / PRESET_FILE, dump(self.preset))
             atomic_write_text(work_dir / CONFIG_FILE, cfg.pretty_text)
-            atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"]))
+            atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"],
+                                                        compute=compute_fingerprint()))
+        elif resume_from not in (None, FINISHED):
+            saved = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
+            started = (saved or {}).get("compute") or {}
+            changed = fingerprint_change(started, compute_fingerprint())
+            if changed:
+                self.say(f"[yellow]note[/]: this run started on other compute ({changed}); it continues, but "
+                         "its numbers will not equal a run made in one go (pin the count with OMP_NUM_THREADS)")
         return work_dir, resume_from
 
     def _continue_from(self, work_dir: Path, cfg, run_info: dict, counts: Callable[[str], bool] | None) -> str | None:
