@@ -19,6 +19,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def two_ranks_or_skip() -> None:
+    """For the --gpus 2 tests: two CPU processes (gloo) anywhere; under IKD_TEST_DEVICE=cuda the
+    ranks take one GPU each (NCCL), so they need two."""
+    if DEVICE == "cuda":
+        import pytest
+        import torch
+
+        if torch.cuda.device_count() < 2:
+            pytest.skip("IKD_TEST_DEVICE=cuda with fewer than 2 GPUs: no NCCL pair")
+
+
 def run_cli(*args, expect: int | None = 0):
     """Invoke ``ikd`` in-process (Typer's CliRunner); asserts the exit code when ``expect`` is set."""
     from typer.testing import CliRunner

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import DEVICE, IKD_EXE, adversarial_files, read_adversarial_image, run_cli, verify_adversarial_set
+from helpers import (DEVICE, IKD_EXE, adversarial_files, read_adversarial_image, run_cli, two_ranks_or_skip,
+                     verify_adversarial_set)
 from ikd_cli.attack.manifest import read_records
 
 
@@ -144,6 +145,7 @@ def _sharded_attack_args(trained_teacher, tiny_sets) -> list[str]:
 
 def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, tmp_path):
     """Shards over 2 torch.distributed ranks (torchrun, gloo on CPU); same files as one process."""
+    two_ranks_or_skip()
     common = _sharded_attack_args(trained_teacher, tiny_sets)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     two = subprocess.run([IKD_EXE, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from helpers import DEVICE, IKD_EXE, kill_after, run_cli
+from helpers import DEVICE, IKD_EXE, kill_after, run_cli, two_ranks_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,7 @@ def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):
 
 
 def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
+    two_ranks_or_skip()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([IKD_EXE, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
                            "--epochs", "1", "--gpus", "2"],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEVICE, IKD_EXE, adversarial_files, kill_after, run_cli
+from helpers import DEVICE, IKD_EXE, adversarial_files, kill_after, run_cli, two_ranks_or_skip
 
 torch = pytest.importorskip("torch")
 
@@ -42,6 +42,7 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------- 1: errors under --gpus N
 def test_errors_under_torchrun_are_one_line(trained_teacher, tiny_sets, tmp_path):
+    two_ranks_or_skip()
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -55,6 +56,7 @@ def test_errors_under_torchrun_are_one_line(trained_teacher, tiny_sets, tmp_path
 
 
 def test_ctrl_c_under_torchrun_says_interrupted_once(trained_teacher, tiny_sets, tmp_path):
+    two_ranks_or_skip()
     out_dir = tmp_path / "adv"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([IKD_EXE, "attack", "--gpus", "2", "--checkpoint", str(trained_teacher), "--out",
