@@ -115,3 +115,11 @@ def test_a_detected_gpu_that_cannot_be_built_for_falls_back_to_cpu_ops(machine):
 def test_ikd_cuda_0_keeps_cpu_ops_on_a_gpu_machine(machine):
     rc, plan, err, asked = machine(gpus=["9.0"], nvcc="13.0", env={"IKD_CUDA": "0"})
     assert rc == 0 and plan["WITH_CUDA"] == "0" and plan["FLAVOUR"] == "cpu" and not asked and err == ""
+
+
+def test_gpu_check_without_a_gpu_fails_in_one_line(tmp_path):
+    script = PLAN.parent / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin", "IKD_GPU_CHECK_OUT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == "gpu_check: no GPU on this machine (nvidia-smi finds none); run it where one is"
