@@ -55,6 +55,18 @@ cuda_build_env() {
   fi
 }
 
+# A CUDA build runs for an hour on few cores and pip -q prints nothing meanwhile: every 5 minutes,
+# say how far it is (objects compiled of those in ninja's plan). Stops with this script.
+build_progress() {  # build_progress SRC
+  local ninja total
+  while sleep 300 && kill -0 $$ 2>/dev/null; do
+    ninja="$(ls "$1"/build/temp*/build.ninja 2>/dev/null | head -n1 || true)"
+    [ -n "$ninja" ] || continue
+    total="$(grep -c '^build .*\.o:' "$ninja" || true)"
+    log "compiled $(find "$1/build" -name '*.o' | wc -l) of $total files, $(( (SECONDS - START) / 60 )) min so far"
+  done
+}
+
 have() {  # have DIST VERSION -> true when DIST==VERSION is installed in the venv
   "$PY" - "$1" "$2" <<'PYEOF' 2>/dev/null
 import sys
@@ -98,6 +110,10 @@ if ! have mmcv-full "$MMCV_VERSION"; then
     # torch 2.14's headers need C++20; mmcv's setup.py hard-codes older standards.
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     START=$SECONDS
+    if [ "$WITH_CUDA" = 1 ]; then
+      build_progress "$SRC" &
+      trap 'kill '"$!"' 2>/dev/null || true' EXIT
+    fi
     ( cd "$SRC" && env MMCV_WITH_OPS=1 "${BUILD_ENV[@]}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$BUILD/dist" . )
     log "mmcv-full built in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s"
