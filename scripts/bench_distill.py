@@ -8,9 +8,15 @@ measured in one run (interleaved, median kept):
             on the adversarial image
 
 Target: ikd <= (fgd + adv) * 1.10. Usage: .venv/bin/python scripts/bench_distill.py [--repeats 5]
+[--device cuda] [--amp] [--json OUT.json]. --amp also times fgd and ikd with the forward passes
+under bf16 autocast (interleaved with fp32; `ikd distill --amp` on a GPU is mmcv's fp16 with loss
+scaling instead, not timed here); --json writes iterations/s and peak GPU memory for
+scripts/gpu_check.sh's summary.
 """
 
 import argparse
+import contextlib
+import json
 import shutil
 import statistics
 import sys
@@ -24,7 +30,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--amp", action="store_true", help="also time fgd and ikd under bf16 autocast")
+    parser.add_argument("--json", help="write iterations/s and peak GPU memory here")
     args = parser.parse_args()
+    device = args.device
 
     import torch
     from mmcv.parallel import collate, scatter_kwargs
@@ -49,45 +59,55 @@ def main():
     cfg.model.teacher_checkpoint = None
     model = build_detector(cfg.model)
     model.init_weights()
-    model.train()
+    model.to(device).train()
     dataset = build_dataset(cfg.data.train_dfa)
     batch = collate([dataset[i] for i in range(args.batch)], samples_per_gpu=args.batch)
-    (data,), _ = scatter_kwargs((batch,), {}, [-1])
+    (data,), _ = scatter_kwargs((batch,), {}, [0 if device == "cuda" else -1])
     data = data[0] if isinstance(data, (list, tuple)) else data
     plain = {k: v for k, v in data.items() if k != "adv_img"}
     student = model.student
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
-    def iteration(fn):
-        start = time.perf_counter()
+    def clock():  # GPU work is asynchronous: wait for it before reading the clock
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def iteration(fn, amp=False):
+        start = clock()
         optimizer.zero_grad()
-        loss, _ = model._parse_losses(fn())
+        autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        with autocast:
+            losses = fn()
+        loss, _ = model._parse_losses(losses)
         loss.backward()
         optimizer.step()
-        return time.perf_counter() - start
+        return clock() - start
 
     def run_student():
         return iteration(lambda: student.forward_train(**plain))
 
-    def run_fgd():
+    def run_fgd(amp=False):
         model.dfa = False
-        return iteration(lambda: model.forward_train(**data))
+        return iteration(lambda: model.forward_train(**data), amp)
 
-    def run_ikd():
+    def run_ikd(amp=False):
         model.dfa = True
-        return iteration(lambda: model.forward_train(**data))
+        return iteration(lambda: model.forward_train(**data), amp)
 
     def run_adv():
-        start = time.perf_counter()
+        start = clock()
         optimizer.zero_grad()
         with torch.no_grad():
             model.teacher.extract_feat(data["adv_img"])
         feats = student.extract_feat(data["adv_img"])
         sum(f.float().pow(2).mean() for f in feats).backward()
         optimizer.step()
-        return time.perf_counter() - start
+        return clock() - start
 
     variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
+    if args.amp:
+        variants.update({"fgd amp": lambda: run_fgd(amp=True), "ikd amp": lambda: run_ikd(amp=True)})
     for fn in variants.values():
         fn()
     times = {name: [] for name in variants}
@@ -95,12 +115,19 @@ def main():
         for name, fn in variants.items():
             times[name].append(fn())
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"torch threads {torch.get_num_threads()}, batch {args.batch} x 160 px, shapes preset, median of {args.repeats}")
+    print(f"{device}, torch threads {torch.get_num_threads()}, batch {args.batch} x 160 px, shapes preset, median of {args.repeats}")
     for name, value in med.items():
         print(f"  {name:8s} {1000 * value:8.1f} ms/iteration")
     print(f"fgd / student:           {med['fgd'] / med['student']:.2f}")
     print(f"ikd / student:           {med['ikd'] / med['student']:.2f}")
     print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
+    if args.amp:
+        print(f"bf16 / fp32 time:        fgd {med['fgd amp'] / med['fgd']:.2f}, ikd {med['ikd amp'] / med['ikd']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "device": device, "batch": args.batch,
+            "it_per_s": {name: 1 / value for name, value in med.items()},
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}, indent=1))
 
 
 if __name__ == "__main__":

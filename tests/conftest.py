@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import DEVICE, run_cli
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_configure(config):
+    if DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.exit("IKD_TEST_DEVICE=cuda, but torch sees no CUDA device", returncode=2)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +47,7 @@ def tiny_sets(shapes_root) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_teacher(tmp_path_factory, tiny_sets) -> Path:
     work = tmp_path_factory.mktemp("work")
-    run_cli("train", "--preset", "shapes", "--model", "teacher", "--work-dir", work, "--device", "cpu",
+    run_cli("train", "--preset", "shapes", "--model", "teacher", "--work-dir", work, "--device", DEVICE,
             *tiny_sets, "--set", "train.epochs=8", "--set", "train.lr=0.02")
     ckpt = work / "teacher" / "latest.pth"
     assert ckpt.exists()

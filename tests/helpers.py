@@ -4,13 +4,30 @@ code lives here, not in the package."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The device every test that runs a model passes as --device: cpu unless IKD_TEST_DEVICE=cuda
+# (scripts/gpu_check.sh runs the suite so on a GPU machine; conftest.py checks a GPU is there).
+DEVICE = os.environ.get("IKD_TEST_DEVICE", "cpu")
+if DEVICE not in ("cpu", "cuda"):
+    raise ValueError(f"IKD_TEST_DEVICE must be cpu or cuda, not {DEVICE!r}")
 IKD_EXE = str(REPO / ".venv" / "bin" / "ikd")  # the installed console script, for tests that need a real process
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def two_ranks_or_skip() -> None:
+    """For the --gpus 2 tests: two CPU processes (gloo) anywhere; under IKD_TEST_DEVICE=cuda the
+    ranks take one GPU each (NCCL), so they need two."""
+    if DEVICE == "cuda":
+        import pytest
+        import torch
+
+        if torch.cuda.device_count() < 2:
+            pytest.skip("IKD_TEST_DEVICE=cuda with fewer than 2 GPUs: no NCCL pair")
 
 
 def run_cli(*args, expect: int | None = 0):

@@ -11,12 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import IKD_EXE, adversarial_files, read_adversarial_image, run_cli, verify_adversarial_set
+from helpers import (DEVICE, IKD_EXE, adversarial_files, read_adversarial_image, run_cli, two_ranks_or_skip,
+                     verify_adversarial_set)
 from ikd_cli.attack.manifest import read_records
 
 
 def _attack(teacher, tiny_sets, out, *extra, expect=0):
-    return run_cli("attack", "--preset", "shapes", "--checkpoint", teacher, "--out", out, "--device", "cpu",
+    return run_cli("attack", "--preset", "shapes", "--checkpoint", teacher, "--out", out, "--device", DEVICE,
                    "--workers", "0", *tiny_sets, *extra, expect=expect)
 
 
@@ -143,13 +144,14 @@ def test_bad_input(trained_teacher, tiny_sets, tmp_path):
 
 
 def _sharded_attack_args(trained_teacher, tiny_sets) -> list[str]:
-    return ["attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--device", "cpu",
+    return ["attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--device", DEVICE,
             "--workers", "0", "--limit", "6", "--method", "mifgsm", "--steps", "2", *tiny_sets,
             "--set", "attack.batch_size=1"]
 
 
 def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, tmp_path):
     """Shards over 2 torch.distributed ranks (torchrun, gloo on CPU); same files as one process."""
+    two_ranks_or_skip()
     common = _sharded_attack_args(trained_teacher, tiny_sets)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     two = subprocess.run([IKD_EXE, *common, "--out", str(tmp_path / "two"), "--gpus", "2"], capture_output=True,
@@ -208,7 +210,7 @@ def test_ctrl_c_leaves_only_complete_files(trained_teacher, tiny_sets, shapes_ro
 
     out = tmp_path / "adv"
     cmd = [IKD_EXE, "attack", "--preset", "shapes", "--checkpoint", str(trained_teacher), "--out", str(out),
-           "--device", "cpu", "--workers", "0", *tiny_sets, "--set", "attack.batch_size=1"]
+           "--device", DEVICE, "--workers", "0", *tiny_sets, "--set", "attack.batch_size=1"]
     # A shell's background job starts with SIGINT ignored, and Python keeps an inherited "ignore":
     # give the child the default disposition, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -264,8 +266,8 @@ def test_evaluate_reads_a_delta_set_like_its_png_export(trained_teacher, tiny_se
     out = tmp_path / "adv_val"
     _attack(trained_teacher, tiny_sets, out, "--split", "val", "--steps", "2")
     run_cli("attack", "--preset", "shapes", "--out", out, "--split", "val", "--export", tmp_path / "val_png", *tiny_sets)
-    run_cli("evaluate", trained_teacher, "--images", out, "--device", "cpu")
-    run_cli("evaluate", trained_teacher, "--images", tmp_path / "val_png", "--device", "cpu")
+    run_cli("evaluate", trained_teacher, "--images", out, "--device", DEVICE)
+    run_cli("evaluate", trained_teacher, "--images", tmp_path / "val_png", "--device", DEVICE)
     a = json.loads(trained_teacher.with_name("latest.eval-val-adv_val.json").read_text())["bbox"]
     b = json.loads(trained_teacher.with_name("latest.eval-val-val_png.json").read_text())["bbox"]
     assert a == b and a["detections"] > 0

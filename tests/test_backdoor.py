@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import IKD_EXE, kill_after, run_cli
+from helpers import DEVICE, IKD_EXE, kill_after, run_cli
 
 TARGET = "circle"
 
@@ -158,7 +158,7 @@ def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
     # the victim trains on the emptied images too (stock mmdet would drop them: 18 images, 5 batches)
     work = bd["root"] / "disappear-work"
     run_cli("backdoor", "train-victim", *tiny_sets, "--attack", "disappear", "--rate", "0.25", "--set",
-            f"backdoor.out={out}", "--work-dir", work, "--device", "cpu")
+            f"backdoor.out={out}", "--work-dir", work, "--device", DEVICE)
     assert "Epoch [1][6/6]" in (work / "backdoor" / "victim" / "train.log").read_text()
 
 
@@ -299,12 +299,12 @@ def test_attention_loss_is_nads():
 # --------------------------------------------------------------------------- defences end to end
 def _defend(bd, method, *extra, expect=0):
     return run_cli("backdoor", "defend", "--method", method, *bd["sets"], "--work-dir", bd["work"],
-                   "--device", "cpu", *extra, expect=expect)
+                   "--device", DEVICE, *extra, expect=expect)
 
 
 @pytest.fixture(scope="module")
 def victim(bd):
-    run_cli("backdoor", "train-victim", *bd["sets"], "--work-dir", bd["work"], "--device", "cpu")
+    run_cli("backdoor", "train-victim", *bd["sets"], "--work-dir", bd["work"], "--device", DEVICE)
     ckpt = bd["work"] / "backdoor" / "victim" / "latest.pth"
     assert ckpt.exists()
     return ckpt
@@ -338,12 +338,12 @@ def test_finetune_starts_from_the_victim(bd, victim):
 def test_victim_from_given_weights_with_its_own_schedule(bd, victim, tmp_path):
     # the defences' settings are not the victim's: a finished victim stays finished
     again = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.epochs=5", "--set",
-                    "backdoor.nad.p=1.0", "--work-dir", bd["work"], "--device", "cpu")
+                    "backdoor.nad.p=1.0", "--work-dir", bd["work"], "--device", DEVICE)
     assert "already finished" in again.output
     # an attacker who fine-tunes a model he has (here the victim itself) for one epoch
     work = tmp_path / "w"
     own = ("--set", f"backdoor.victim_init={victim}", "--set", "backdoor.victim_epochs=1")
-    result = run_cli("backdoor", "train-victim", *bd["sets"], *own, "--work-dir", work, "--device", "cpu")
+    result = run_cli("backdoor", "train-victim", *bd["sets"], *own, "--work-dir", work, "--device", DEVICE)
     assert f"starting from {victim}" in result.output
     tuned = work / "backdoor" / "victim" / "latest.pth"
     import torch
@@ -351,11 +351,11 @@ def test_victim_from_given_weights_with_its_own_schedule(bd, victim, tmp_path):
     assert torch.load(tuned, map_location="cpu", weights_only=False)["meta"]["epoch"] == 1
     assert 0 < _relative_distance(_weights(tuned), _weights(victim)) < 0.2  # started from it, moved a little
     result = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.victim_init=nowhere.pth",
-                     "--work-dir", tmp_path / "x", "--device", "cpu", expect=1)
+                     "--work-dir", tmp_path / "x", "--device", DEVICE, expect=1)
     assert "checkpoint to start the victim from not found: nowhere.pth" in result.output
     assert len(result.output.strip().splitlines()) == 1
     result = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.victim_init=teacher", "--set",
-                     "teacher.checkpoint=nowhere.pth", "--work-dir", tmp_path / "x", "--device", "cpu", expect=1)
+                     "teacher.checkpoint=nowhere.pth", "--work-dir", tmp_path / "x", "--device", DEVICE, expect=1)
     assert "teacher checkpoint not found: nowhere.pth" in result.output
 
 
@@ -364,7 +364,7 @@ def test_nad_continues_after_a_kill(bd, victim):
 
     work = bd["work"] / "backdoor" / "nad"
     kill_after([IKD_EXE, "backdoor", "defend", "--method", "nad", *bd["sets"], "--work-dir", bd["work"],
-                 "--device", "cpu"], work / "epoch_1.pth")
+                 "--device", DEVICE], work / "epoch_1.pth")
     assert not (work / "epoch_2.pth").exists()
     result = _defend(bd, "nad")
     assert "after epoch 1 of 2" in result.output
@@ -401,7 +401,7 @@ def test_evaluate_and_table(bd, victim):
         if not checkpoints[step].exists():
             _defend(bd, step)
     for step, ckpt in checkpoints.items():
-        run_cli("backdoor", "evaluate", ckpt, "--device", "cpu")
+        run_cli("backdoor", "evaluate", ckpt, "--device", DEVICE)
         result = json.loads(ckpt.with_name(ckpt.stem + ".backdoor.json").read_text())
         assert result["attack"] == "misclassify" and result["target_class"] == TARGET
         assert result["asr"]["objects"] > 0 and 0 <= result["asr"]["asr"] <= 1
@@ -412,7 +412,7 @@ def test_evaluate_and_table(bd, victim):
     with Image.open(victim.with_name("latest.backdoor.png")) as picture:
         assert picture.format == "PNG" and picture.size == (640, 1280)
     victim.with_name("latest.backdoor.png").unlink()
-    again = run_cli("backdoor", "evaluate", victim, "--device", "cpu")
+    again = run_cli("backdoor", "evaluate", victim, "--device", DEVICE)
     assert "already evaluated" in " ".join(again.output.split())
     assert victim.with_name("latest.backdoor.png").is_file()  # drawn again from the files, no model run
     # the optional reference row: a model copied into backdoor/clean/ (here the victim's weights,
@@ -420,7 +420,7 @@ def test_evaluate_and_table(bd, victim):
     clean = bd["work"] / "backdoor" / "clean" / "latest.pth"
     clean.parent.mkdir(exist_ok=True)
     shutil.copy(victim, clean)
-    run_cli("backdoor", "evaluate", clean, "--device", "cpu", "--preset", "shapes", *bd["sets"])
+    run_cli("backdoor", "evaluate", clean, "--device", DEVICE, "--preset", "shapes", *bd["sets"])
     assert json.loads(clean.with_name("latest.backdoor.json").read_text())["asr"] == result_of(victim)["asr"]
     table = run_cli("backdoor", "table", bd["work"], "--markdown")
     for name in ("clean model (no poison)", "victim", "fine-tuning", "NAD", "IKD"):

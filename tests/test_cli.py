@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import IKD_EXE, REPO, run_cli
 
 
@@ -44,3 +46,15 @@ def test_real_process_error_has_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "checkpoint not found" in proc.stdout + proc.stderr
+
+
+def test_device_cuda_without_a_gpu_is_one_line_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    proc = subprocess.run([IKD_EXE, "train", "--preset", "shapes", "--model", "teacher", "--work-dir",
+                           str(tmp_path), "--device", "cuda"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert lines == [lines[0]] and "no GPU is visible" in lines[0] and "--device cpu" in lines[0]

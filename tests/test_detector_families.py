@@ -5,7 +5,7 @@ the stage-1 pipeline; segm evaluation) and RepPoints (deformable-conv head, poin
 import json
 import pytest
 
-from helpers import REPO, run_cli
+from helpers import DEVICE, REPO, run_cli
 from ikd_cli.attack.manifest import read_records
 
 
@@ -30,13 +30,13 @@ def family(request, tmp_path_factory, shapes_root, tiny_sets):
         "  alpha_adv: 2.5e-7\n"
         f"attack: {{out: '{work}/adv'}}\n")
     sets = list(tiny_sets)
-    run_cli("train", "--preset", preset, "--model", "teacher", "--device", "cpu", *sets)
+    run_cli("train", "--preset", preset, "--model", "teacher", "--device", DEVICE, *sets)
     return preset, work, sets, own_loss, metrics
 
 
 def test_attack_the_teacher(family):
     preset, work, sets, _, _ = family
-    run_cli("attack", "--preset", preset, "--device", "cpu", "--workers", "0", "--limit", "4", "--steps", "2", *sets)
+    run_cli("attack", "--preset", preset, "--device", DEVICE, "--workers", "0", "--limit", "4", "--steps", "2", *sets)
     done, failed = read_records(work / "adv")
     assert len(done) == 4 and not failed
     assert all(0 < r["linf"] <= 8 for r in done.values())
@@ -48,13 +48,13 @@ def test_attack_the_teacher(family):
 
 def test_distill_and_evaluate_the_student(family):
     preset, work, sets, own_loss, metrics = family
-    run_cli("attack", "--preset", preset, "--device", "cpu", "--workers", "0", "--steps", "1", "--overwrite", *sets)
-    result = run_cli("distill", "--preset", preset, "--device", "cpu", "--epochs", "1", "--dfa-until", "1", *sets,
+    run_cli("attack", "--preset", preset, "--device", DEVICE, "--workers", "0", "--steps", "1", "--overwrite", *sets)
+    result = run_cli("distill", "--preset", preset, "--device", DEVICE, "--epochs", "1", "--dfa-until", "1", *sets,
                      "--set", "attack.steps=1")
     assert "stage 1" in result.output
     log = (work / "distill" / "train.log").read_text()
     assert "loss_adv_neck_fpn_convs_3_conv" in log and own_loss in log
-    run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", "cpu")
+    run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", DEVICE)
     report = json.loads((work / "distill" / "student_latest.eval-val.json").read_text())
     assert metrics <= set(report)
 

@@ -8,20 +8,20 @@ import subprocess
 import pytest
 import torch
 
-from helpers import IKD_EXE, kill_after, run_cli
+from helpers import DEVICE, IKD_EXE, kill_after, run_cli, two_ranks_or_skip
 
 
 @pytest.fixture(scope="module")
 def adv_set(trained_teacher, tiny_sets, tmp_path_factory):
     """The whole tiny training split attacked (1 step: the pixels only need to exist here)."""
     out = tmp_path_factory.mktemp("adv")
-    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", "cpu",
+    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE,
             "--workers", "0", "--steps", "1", *tiny_sets)
     return out
 
 
 def _distill_args(trained_teacher, tiny_sets, adv_set, work):
-    return ["--preset", "shapes", "--work-dir", str(work), "--device", "cpu", *tiny_sets,
+    return ["--preset", "shapes", "--work-dir", str(work), "--device", DEVICE, *tiny_sets,
             "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}",
             "--set", "attack.steps=1"]  # the set's settings (distill checks them)
 
@@ -47,9 +47,9 @@ def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
     from mmdet.apis import init_detector
 
     cfg = Config.fromstring(student["meta"]["config"], ".py")
-    model = init_detector(cfg, str(work / "student_latest.pth"), device="cpu")
+    model = init_detector(cfg, str(work / "student_latest.pth"), device=DEVICE)
     assert type(model).__name__ == "RetinaNet"
-    ev = run_cli("evaluate", work / "student_latest.pth", "--device", "cpu")
+    ev = run_cli("evaluate", work / "student_latest.pth", "--device", DEVICE)
     assert "AP50" in ev.output
 
 
@@ -107,7 +107,7 @@ def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets
     work = tmp_path / "distill"
     kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2", "--set", "train.max_keep_ckpts=2"],
                 work / f"epoch_{kill_after_epoch}.pth")
-    result = run_cli("resume", work, "--device", "cpu")
+    result = run_cli("resume", work, "--device", DEVICE)
     assert f"after epoch {kill_after_epoch}" in result.output
     assert f"epoch {kill_after_epoch + 1}: {stage}" in result.output
     full = torch.load(work / "latest.pth", map_location="cpu", weights_only=False)
@@ -128,6 +128,7 @@ def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):
 
 
 def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
+    two_ranks_or_skip()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([IKD_EXE, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
                            "--epochs", "1", "--gpus", "2"],

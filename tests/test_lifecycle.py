@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IKD_EXE, adversarial_files, kill_after, run_cli
+from helpers import DEVICE, IKD_EXE, adversarial_files, kill_after, run_cli, two_ranks_or_skip
 
 torch = pytest.importorskip("torch")
 
@@ -42,11 +42,12 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------- 1: errors under --gpus N
 def test_errors_under_torchrun_are_one_line(trained_teacher, tiny_sets, tmp_path):
+    two_ranks_or_skip()
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([IKD_EXE, "attack", "--gpus", "2", "--checkpoint", str(empty), "--out", str(tmp_path / "a"),
-                           "--device", "cpu", "--workers", "0", *tiny_sets],
+                           "--device", DEVICE, "--workers", "0", *tiny_sets],
                           capture_output=True, text=True, env=env, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
@@ -55,10 +56,11 @@ def test_errors_under_torchrun_are_one_line(trained_teacher, tiny_sets, tmp_path
 
 
 def test_ctrl_c_under_torchrun_says_interrupted_once(trained_teacher, tiny_sets, tmp_path):
+    two_ranks_or_skip()
     out_dir = tmp_path / "adv"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([IKD_EXE, "attack", "--gpus", "2", "--checkpoint", str(trained_teacher), "--out",
-                             str(out_dir), "--device", "cpu", "--workers", "0", "--steps", "20", "--batch-size", "1",
+                             str(out_dir), "--device", DEVICE, "--workers", "0", "--steps", "20", "--batch-size", "1",
                              *tiny_sets, "--set", "attack.batch_size=1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -76,14 +78,14 @@ def test_ctrl_c_under_torchrun_says_interrupted_once(trained_teacher, tiny_sets,
 # ----------------------------------------------------------------- 2: zero or negative epochs
 @pytest.mark.parametrize("args", [("--set", "train.epochs=0"), ("--epochs", "-1")])
 def test_zero_epochs_is_an_error(args, tiny_sets, tmp_path):
-    result = run_cli("train", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets, *args, expect=1)
+    result = run_cli("train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets, *args, expect=1)
     assert "train.epochs must be at least 1" in result.output
     assert not list(tmp_path.rglob("*.pth"))
 
 
 # ------------------------------------------------------------ 3: re-running continues the run
 def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
-    args = ("train", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets, "--set", "train.epochs=2")
+    args = ("train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets, "--set", "train.epochs=2")
     work = tmp_path / "teacher"
     kill_after([IKD_EXE, *args], work / "epoch_1.pth")
     first = (work / "epoch_1.pth").stat().st_mtime_ns
@@ -123,17 +125,17 @@ def test_failed_attack_writes_nothing(trained_teacher, tiny_sets, tmp_path):
     out = tmp_path / "adv"
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    run_cli("attack", "--checkpoint", corrupt, "--out", out, "--device", "cpu", "--workers", "0", *tiny_sets, expect=1)
+    run_cli("attack", "--checkpoint", corrupt, "--out", out, "--device", DEVICE, "--workers", "0", *tiny_sets, expect=1)
     run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--method", "nosuch", *tiny_sets, expect=2)
     assert not (out / "attack.json").exists()
-    run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--device", "cpu", "--workers", "0",
+    run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE, "--workers", "0",
             "--limit", "2", "--steps", "1", *tiny_sets)
 
 
 # ---------------------------------- 5: --overwrite leaves only the new images; pre-flight checks records
 def test_overwrite_leaves_only_the_new_set(trained_teacher, tiny_sets, tmp_path):
     out = tmp_path / "adv"
-    common = ("attack", "--checkpoint", trained_teacher, "--out", out, "--device", "cpu", "--workers", "0",
+    common = ("attack", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE, "--workers", "0",
               "--steps", "1", *tiny_sets)
     run_cli(*common, "--limit", "6")
     assert len(adversarial_files(out)) == 6
@@ -143,7 +145,7 @@ def test_overwrite_leaves_only_the_new_set(trained_teacher, tiny_sets, tmp_path)
     # distill's pre-flight counts the images the set's records do not hold, whatever lies around
     stray = adversarial_files(out)[0]
     shutil.copy(stray, out / ("999999.png" + stray.suffix))
-    distill = ("distill", "--work-dir", tmp_path / "w", "--device", "cpu", *tiny_sets,
+    distill = ("distill", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets,
                "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={out}")
     # a set made with eps 4 is not trained on under a preset that says eps 8 (nor 5 steps for 1)
     result = run_cli(*distill, expect=1)
@@ -157,7 +159,7 @@ def test_kill_9_leaves_no_workers(trained_teacher, tiny_sets, tmp_path):
     out = tmp_path / "adv"
     sets = [s.replace("data.workers_per_gpu=0", "data.workers_per_gpu=2") for s in tiny_sets]
     proc = subprocess.Popen([IKD_EXE, "attack", "--checkpoint", str(trained_teacher), "--out", str(out), "--device",
-                             "cpu", "--workers", "2", "--steps", "20", "--set", "attack.batch_size=1", *sets],
+                             DEVICE, "--workers", "2", "--steps", "20", "--set", "attack.batch_size=1", *sets],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.time() + 240
@@ -176,24 +178,24 @@ def test_kill_9_leaves_no_workers(trained_teacher, tiny_sets, tmp_path):
 
 # ------------------------------------------------------------------ 7: one line, and a clear one
 def test_classes_matching_nothing_say_so(tiny_sets, tmp_path):
-    result = run_cli("train", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets,
+    result = run_cli("train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
                      "--set", "data.classes=[person, car]", expect=1)
     assert "none of the preset's classes (person, car) is a category" in result.output
     assert "circle" in result.output
 
 
 def test_empty_class_list_is_an_error(tiny_sets, tmp_path):
-    result = run_cli("train", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets, "--set", "data.classes=[]",
+    result = run_cli("train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets, "--set", "data.classes=[]",
                      expect=1)
     assert "data.classes must be a non-empty list" in result.output
 
 
 def test_evaluate_a_full_distill_checkpoint(trained_teacher, tiny_sets, tmp_path):
     work = tmp_path / "fgd"
-    run_cli("distill", "--work-dir", work, "--device", "cpu", "--dfa-until", "0", *tiny_sets,
+    run_cli("distill", "--work-dir", work, "--device", DEVICE, "--dfa-until", "0", *tiny_sets,
             "--set", f"teacher.checkpoint={trained_teacher}")
-    full = run_cli("evaluate", work / "distill" / "epoch_1.pth", "--device", "cpu")
-    student = run_cli("evaluate", work / "distill" / "student_epoch_1.pth", "--device", "cpu")
+    full = run_cli("evaluate", work / "distill" / "epoch_1.pth", "--device", DEVICE)
+    student = run_cli("evaluate", work / "distill" / "student_epoch_1.pth", "--device", DEVICE)
     a = json.loads((work / "distill" / "epoch_1.eval-val.json").read_text())["bbox"]
     b = json.loads((work / "distill" / "student_epoch_1.eval-val.json").read_text())["bbox"]
     assert a == b and "error" not in full.output + student.output
@@ -248,7 +250,7 @@ def test_data_check_reports_bad_annotations(shapes_root, tmp_path):
     assert "JSON 123x96, file 96x96" in problems["image sizes in the JSON that differ from the file"]["examples"][0]
     assert all(p["severity"] == "warning" for p in train["problems"])
     # and the training command says it in one line before it starts
-    result = run_cli("train", "--work-dir", tmp_path / "w", "--device", "cpu", "--epochs", "1",
+    result = run_cli("train", "--work-dir", tmp_path / "w", "--device", DEVICE, "--epochs", "1",
                      "--set", f"data.root={root}", "--set", "data.shapes=null", "--set", "data.img_scale=[96, 96]",
                      "--set", "data.workers_per_gpu=0", "--set", "data.samples_per_gpu=4")
     assert "data check (train)" in result.output and "boxes wholly outside their image (dropped): 1" in result.output
@@ -261,7 +263,7 @@ def test_evaluating_a_split_without_boxes_is_an_error(trained_teacher, shapes_ro
     data = json.loads(val.read_text())
     data["annotations"] = []
     val.write_text(json.dumps(data))
-    result = run_cli("evaluate", trained_teacher, "--device", "cpu", "--data-root", root, expect=1)
+    result = run_cli("evaluate", trained_teacher, "--device", DEVICE, "--data-root", root, expect=1)
     assert "no usable box in the split" in result.output and "-100" not in result.output
 
 
@@ -270,7 +272,7 @@ def test_records_carry_each_images_loss(trained_teacher, tiny_sets, tmp_path):
     losses = {}
     for batch in (1, 4):
         out = tmp_path / f"b{batch}"
-        run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--device", "cpu", "--workers", "0",
+        run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE, "--workers", "0",
                 "--limit", "4", "--steps", "1", *tiny_sets, "--set", f"attack.batch_size={batch}")
         records = [json.loads(line) for line in (out / "records-0.jsonl").read_text().splitlines()]
         losses[batch] = {r["image"]: r["loss_before"] for r in records}
@@ -302,7 +304,7 @@ def test_libjpeg_warnings_go_to_the_log_not_the_terminal(trained_teacher, tiny_s
     victim.write_bytes(bytes(raw))
     out = tmp_path / "adv"
     proc = subprocess.run([IKD_EXE, "attack", "--checkpoint", str(trained_teacher), "--out", str(out), "--device",
-                           "cpu", "--workers", "0", "--limit", "2", "--steps", "1", *tiny_sets,
+                           DEVICE, "--workers", "0", "--limit", "2", "--steps", "1", *tiny_sets,
                            "--set", f"data.root={root}"], capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     terminal = proc.stdout + proc.stderr
@@ -321,7 +323,7 @@ def test_full_disk_names_the_checkpoint_and_keeps_nothing_half_written(tiny_sets
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
 
     work = tmp_path / "w"
-    proc = subprocess.run([IKD_EXE, "train", "--work-dir", str(work), "--device", "cpu", *tiny_sets],
+    proc = subprocess.run([IKD_EXE, "train", "--work-dir", str(work), "--device", DEVICE, *tiny_sets],
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
                           preexec_fn=small_files, timeout=300)
     out = proc.stdout + proc.stderr

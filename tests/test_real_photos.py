@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import REPO, adversarial_files, read_adversarial_image, run_cli, verify_adversarial_set
+from helpers import DEVICE, REPO, adversarial_files, read_adversarial_image, run_cli, verify_adversarial_set
 from ikd_cli.attack.manifest import read_records
 
 COCO = REPO / "tests" / "data" / "coco"
@@ -84,7 +84,7 @@ def photos(tmp_path_factory):
     saved = os.environ.get("IKD_CACHE")
     os.environ["IKD_CACHE"] = str(base / "cache")  # the data check's cache of clean results stays here
     try:
-        run_cli("train", "--preset", preset, "--model", "teacher", "--device", "cpu")
+        run_cli("train", "--preset", preset, "--model", "teacher", "--device", DEVICE)
         yield SimpleNamespace(base=base, root=root, preset=preset, work=work, adv=adv,
                               teacher=work / "teacher" / "latest.pth")
     finally:
@@ -99,7 +99,7 @@ def train_sets(photos):
     """The training split attacked twice with the same settings: delta (default, the preset's
     attack.out, which distill reads) and PNG."""
     png = photos.base / "adv_png"
-    common = ("attack", "--preset", photos.preset, "--device", "cpu", "--workers", "0")
+    common = ("attack", "--preset", photos.preset, "--device", DEVICE, "--workers", "0")
     delta_run = run_cli(*common)
     png_run = run_cli(*common, "--format", "png", "--out", png)
     return SimpleNamespace(delta=photos.adv, png=png, outputs=(delta_run.output, png_run.output))
@@ -107,7 +107,7 @@ def train_sets(photos):
 
 @pytest.fixture(scope="module")
 def val_set(photos):
-    run_cli("attack", "--preset", photos.preset, "--device", "cpu", "--workers", "0", "--split", "val")
+    run_cli("attack", "--preset", photos.preset, "--device", DEVICE, "--workers", "0", "--split", "val")
     return Path(f"{photos.adv}_val")
 
 
@@ -143,7 +143,7 @@ def test_teacher_trains_and_evaluates_on_the_photos(photos):
     from pycocotools.cocoeval import COCOeval
 
     assert photos.teacher.is_file() and (photos.work / "teacher" / "train.log").is_file()
-    result = run_cli("evaluate", photos.teacher, "--device", "cpu")
+    result = run_cli("evaluate", photos.teacher, "--device", DEVICE)
     assert "AP50" in result.output
     report = json.loads(photos.teacher.with_name("latest.eval-val.json").read_text())
     assert report["num_images"] == 3  # the val photo without any box is evaluated too
@@ -201,12 +201,12 @@ def test_delta_set_rebuilds_the_png_set_bit_for_bit_and_is_smaller(photos, train
 
 def test_stage_1_distillation_on_the_photos(photos, train_sets):
     distill = photos.work / "distill"
-    result = run_cli("distill", "--preset", photos.preset, "--device", "cpu", "--epochs", "1", "--dfa-until", "1")
+    result = run_cli("distill", "--preset", photos.preset, "--device", DEVICE, "--epochs", "1", "--dfa-until", "1")
     assert "stage 1" in result.output
     assert "loss_adv_neck_fpn_convs_0_conv" in (distill / "train.log").read_text()
     student = distill / "student_latest.pth"
     assert student.is_file()
-    run_cli("evaluate", student, "--device", "cpu")
+    run_cli("evaluate", student, "--device", DEVICE)
     report = json.loads((distill / "student_latest.eval-val.json").read_text())
     assert report["num_images"] == 3
     _assert_coco_metrics(report)
@@ -224,7 +224,7 @@ def test_attack_of_the_val_split(photos, val_set):
 def test_evaluate_on_the_attacked_val_split(photos, val_set):
     """Every val image is evaluated (COCOeval counts false positives on images without boxes),
     so an adversarial val set must let evaluate read every one of them."""
-    run_cli("evaluate", photos.teacher, "--device", "cpu", "--images", val_set)
+    run_cli("evaluate", photos.teacher, "--device", DEVICE, "--images", val_set)
     report = json.loads(photos.teacher.with_name(f"latest.eval-val-{val_set.name}.json").read_text())
     assert report["num_images"] == 3
     _assert_coco_metrics(report)
@@ -250,7 +250,7 @@ def _data_check(photos, root):
 
 
 def _attack_one(photos, root, out, expect=0):
-    return run_cli("attack", "--preset", photos.preset, "--data-root", root, "--out", out, "--device", "cpu",
+    return run_cli("attack", "--preset", photos.preset, "--data-root", root, "--out", out, "--device", DEVICE,
                    "--workers", "0", "--limit", "1", "--steps", "1", "--no-record-loss", expect=expect)
 
 

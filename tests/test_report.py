@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers import run_cli
+from helpers import DEVICE, run_cli
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, t_two_sided
 from ikd_cli.report.run import write_report
@@ -35,7 +35,7 @@ def real_run(tmp_path_factory) -> Path:
     sets = [f"data.root={root / 'shapes'}", "data.shapes=null", "data.img_scale=[64, 64]", "data.samples_per_gpu=2",
             "data.workers_per_gpu=0", "train.epochs=2", "train.warmup_iters=1", "train.log_interval=1",
             "train.eval_interval=1"]
-    run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", root / "work", "--device", "cpu",
+    run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", root / "work", "--device", DEVICE,
             *[a for s in sets for a in ("--set", s)])
     return root / "work" / "student"
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from helpers import run_cli
+from helpers import DEVICE, run_cli
 
 
 def test_train_writes_checkpoint_config_and_keeps_chatter_in_the_log(trained_teacher):
@@ -23,7 +23,7 @@ def test_train_writes_checkpoint_config_and_keeps_chatter_in_the_log(trained_tea
 
 def test_train_terminal_output_is_quiet(tmp_path, tiny_sets):
     result = run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", tmp_path,
-                     "--device", "cpu", *tiny_sets)
+                     "--device", DEVICE, *tiny_sets)
     assert "mmcv - INFO" not in result.output and "initialized by" not in result.output
     assert "done" in result.output
 
@@ -32,7 +32,7 @@ def test_evaluate_matches_pycocotools_exactly(trained_teacher, shapes_root):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    result = run_cli("evaluate", trained_teacher, "--device", "cpu")
+    result = run_cli("evaluate", trained_teacher, "--device", DEVICE)
     assert "AP50" in result.output
     report = json.loads(trained_teacher.with_name("latest.eval-val.json").read_text())
     detections = trained_teacher.with_name("latest.eval-val.bbox.json")
@@ -47,8 +47,8 @@ def test_evaluate_matches_pycocotools_exactly(trained_teacher, shapes_root):
 def test_evaluate_on_another_copy_of_the_images(trained_teacher, shapes_root, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(shapes_root / "val", copy)
-    run_cli("evaluate", trained_teacher, "--device", "cpu")
-    run_cli("evaluate", trained_teacher, "--images", copy, "--device", "cpu")
+    run_cli("evaluate", trained_teacher, "--device", DEVICE)
+    run_cli("evaluate", trained_teacher, "--images", copy, "--device", DEVICE)
     clean = json.loads(trained_teacher.with_name("latest.eval-val.json").read_text())
     same = json.loads(trained_teacher.with_name("latest.eval-val-copy.json").read_text())
     assert same["images"].rstrip("/").endswith("copy")
@@ -70,19 +70,19 @@ def test_corrupt_and_mismatched_checkpoints(trained_teacher, tmp_path, tiny_sets
     state["extra.weight"] = torch.zeros(1)
     broken = tmp_path / "broken.pth"
     torch.save(ckpt, broken)
-    result = run_cli("evaluate", broken, "--device", "cpu", expect=1)
+    result = run_cli("evaluate", broken, "--device", DEVICE, expect=1)
     assert "missing keys: bbox_head." in result.output and "unexpected keys: extra.weight" in result.output
 
 
 def test_bad_data_is_one_line(tmp_path, tiny_sets, shapes_root):
-    result = run_cli("train", "--preset", "shapes", "--work-dir", tmp_path, "--device", "cpu", *tiny_sets,
+    result = run_cli("train", "--preset", "shapes", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
                      "--set", f"data.root={tmp_path / 'nowhere'}", expect=1)
     assert "annotation file not found" in result.output
 
     broken_root = tmp_path / "broken"
     shutil.copytree(shapes_root, broken_root)
     (broken_root / "annotations" / "instances_train.json").write_text("{ not json")
-    result = run_cli("train", "--preset", "shapes", "--work-dir", tmp_path / "w", "--device", "cpu", *tiny_sets,
+    result = run_cli("train", "--preset", "shapes", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets,
                      "--set", f"data.root={broken_root}", expect=1)
     assert "is not valid JSON (line 1" in result.output and "instances_train.json" in result.output
 
@@ -92,7 +92,7 @@ def test_corrupt_image_is_one_line(trained_teacher, shapes_root, tmp_path):
     shutil.copytree(shapes_root / "val", images)
     victim = sorted(images.glob("*.png"))[0]
     victim.write_bytes(b"\x89PNG garbage")
-    result = run_cli("evaluate", trained_teacher, "--images", images, "--device", "cpu", expect=1)
+    result = run_cli("evaluate", trained_teacher, "--images", images, "--device", DEVICE, expect=1)
     assert "cannot read image" in result.output and victim.name in result.output
 
 

@@ -181,7 +181,9 @@ def pick_device(requested: str | None) -> str:
     if requested not in ("cpu", "cuda"):
         raise IkdError(f"--device must be auto, cpu or cuda, got '{requested}'")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise IkdError("--device cuda asked for, but torch sees no CUDA device")
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        why = f" (CUDA_VISIBLE_DEVICES={hidden!r})" if hidden is not None else ""
+        raise IkdError(f"--device cuda: no GPU is visible to torch on this machine{why}; use --device cpu")
     if requested == "cuda":
         check_cuda_ops()
     return requested
@@ -193,6 +195,6 @@ def check_cuda_ops() -> None:
     from mmcv.ops import get_compiling_cuda_version
 
     if get_compiling_cuda_version() == "not available":
-        raise IkdError("mmcv-full was built without CUDA ops, so detectors cannot run on the GPU: install the "
-                       "CUDA toolkit (nvcc on PATH), then `.venv/bin/pip uninstall -y mmcv-full && bash "
-                       "scripts/install.sh` (it builds the CUDA ops), or use --device cpu")
+        raise IkdError("mmcv-full was built without CUDA ops, so detectors cannot run on the GPU: "
+                       "`.venv/bin/pip uninstall -y mmcv-full && IKD_CUDA=1 bash scripts/install.sh` builds "
+                       "them (nvcc from PyPI if none is on PATH), or use --device cpu")
