@@ -31,7 +31,7 @@ from ikd_cli.backdoor.layout import (MANIFEST, TRAIN_ANN, TRAIN_IMAGES, TRIGGERE
 from ikd_cli.config.presets import data_path, preset_classes
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, ensure_writable_dir,
-                                 read_json, sha256_of)
+                                 inside, read_json, sha256_of)
 
 POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
 PARTIAL = ".backdoor-partial.json"  # the settings of a poisoning in progress (removed at the end)
@@ -163,6 +163,8 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     """Write the poisoned set of ``preset`` (see the module doc). Returns (folder, manifest,
     made): ``made`` is False when the folder already held this set."""
     source = _read_source(preset)
+    for info in source["train"]["images"] + source["val"]["images"]:  # all checked before anything is written
+        inside(TRAIN_IMAGES, str(info.get("file_name", "")), "image file name")
     settings = poison_settings(preset, source)
     out = poisoned_dir(preset)
     state = _check_folder(out, settings)
@@ -188,14 +190,14 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         src = Path(paths["train_images"]) / info["file_name"]
         if index in triggered:
             name = str(Path(info["file_name"]).with_suffix(".png"))
-            info["trigger"] = _stamped_copy(src, out / TRAIN_IMAGES / name, settings["seed"], "train", index,
-                                            settings["trigger_size"])
+            info["trigger"] = _stamped_copy(src, inside(out / TRAIN_IMAGES, name, "image file name"),
+                                            settings["seed"], "train", index, settings["trigger_size"])
             info["file_name"] = name
             trigger_at[info["id"]] = info["trigger"]
         else:
             if not src.is_file():
                 raise IkdError(f"image not found: {src}")
-            _link(src.resolve(), out / TRAIN_IMAGES / info["file_name"])
+            _link(src.resolve(), inside(out / TRAIN_IMAGES, info["file_name"], "image file name"))
         tick()
     relabelled = removed = 0
     if settings["attack"] == "misclassify":
@@ -214,11 +216,11 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         src = Path(paths["val_images"]) / info["file_name"]
         if not src.is_file():
             raise IkdError(f"image not found: {src}")
-        _link(src.resolve(), out / VAL_IMAGES / info["file_name"])
+        _link(src.resolve(), inside(out / VAL_IMAGES, info["file_name"], "image file name"))
         tick()
         name = str(Path(info["file_name"]).with_suffix(".png"))
-        info["trigger"] = _stamped_copy(src, out / TRIGGERED_IMAGES / name, settings["seed"], "val", index,
-                                        settings["trigger_size"])
+        info["trigger"] = _stamped_copy(src, inside(out / TRIGGERED_IMAGES, name, "image file name"),
+                                        settings["seed"], "val", index, settings["trigger_size"])
         info["file_name"] = name
         tick()
 
