@@ -5,12 +5,16 @@ bombs. Each case is a real file and the one line it gets."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import IKD_EXE, kill_after, run_cli
 from ikd_cli.core.errors import IkdError
 
 
@@ -132,4 +136,98 @@ def test_poisoning_itself_refuses_a_file_name_that_leaves_the_folder(shapes_root
     with pytest.raises(IkdError, match="leaves its folder"):
         make_poisoned_set(preset)
     assert victim.read_bytes() == before and not (tmp_path / "p").exists()
+
+
+# ------------------------------------------------------------------ 2: one writer per folder
+def _foreign_lock(folder: Path, age: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".ikd.lock"
+    path.write_text(json.dumps(dict(pid=1, host="node-17.cluster", started=1.7e9, command="ikd train",
+                                    what="train teacher", token="f" * 16)))
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_a_fresh_lock_of_another_host_is_refused_and_a_stale_one_taken_over(tmp_path):
+    from ikd_cli.core.lock import STALE_AFTER_S, lock_folder, release_all
+
+    _foreign_lock(tmp_path / "fresh", age=10)
+    with pytest.raises(IkdError, match="in use by another ikd train teacher: pid 1 on node-17.cluster"):
+        lock_folder(tmp_path / "fresh")
+    path = _foreign_lock(tmp_path / "stale", age=STALE_AFTER_S + 60)
+    lock = lock_folder(tmp_path / "stale", "attack")
+    try:
+        assert json.loads(path.read_text())["token"] == lock.token
+    finally:
+        release_all()
+    assert not path.exists() and (tmp_path / "fresh" / ".ikd.lock").exists()
+    assert sorted(p.name for p in (tmp_path / "stale").iterdir()) == []  # no temporary file left
+
+
+def test_the_holder_keeps_its_lock_fresh(tmp_path, monkeypatch):
+    from ikd_cli.core import lock as lk
+
+    monkeypatch.setattr(lk, "HEARTBEAT_S", 0.05)
+    lock = lk.lock_folder(tmp_path, "train")
+    try:
+        os.utime(lock.path, (time.time() - 3600, time.time() - 3600))
+        time.sleep(0.5)
+        assert time.time() - lock.path.stat().st_mtime < 60
+    finally:
+        lk.release_all()
+    assert not lock.path.exists()
+
+
+def test_a_command_refuses_a_folder_locked_on_another_host(tiny_sets, tmp_path):
+    _foreign_lock(tmp_path / "w" / "teacher", age=5)
+    result = run_cli("train", "--model", "teacher", "--work-dir", tmp_path / "w", "--device", "cpu", *tiny_sets,
+                     expect=1)
+    assert "in use by another ikd train teacher: pid 1 on node-17.cluster" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "w" / "teacher" / "latest.pth").exists()
+
+
+def _train_cmd(work: Path, tiny_sets, *extra) -> list[str]:
+    return [IKD_EXE, "train", "--model", "student", "--work-dir", str(work), "--device", "cpu", *tiny_sets, *extra]
+
+
+def test_two_trainings_race_for_one_work_dir(tiny_sets, tmp_path):
+    """Two real processes on one work dir: the second stops in one line naming the first, which
+    completes."""
+    work = tmp_path / "w"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(_train_cmd(work, tiny_sets, "--set", "train.epochs=3"), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+    lock = work / "student" / ".ikd.lock"
+    deadline = time.time() + 240
+    while not lock.exists():
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    second = subprocess.run(_train_cmd(work, tiny_sets, "--set", "train.epochs=3"), capture_output=True, text=True,
+                            env=env, timeout=240)
+    still_running = first.poll() is None
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out
+    assert still_running, "the first run ended before the second reached its lock: make it longer"
+    assert second.returncode == 1, second.stdout + second.stderr
+    text = " ".join((second.stdout + second.stderr).split())
+    assert f"is in use by another ikd train student: pid {first.pid} on {socket.gethostname()}, started" in text
+    assert "Traceback" not in text
+    assert (work / "student" / "epoch_3.pth").exists() and not lock.exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tiny_sets, tmp_path):
+    from ikd_cli.core.lock import lock_folder, release_all
+
+    work = tmp_path / "w"
+    lock = work / "student" / ".ikd.lock"
+    kill_after(_train_cmd(work, tiny_sets), lock)
+    assert lock.exists()  # kill -9 leaves it behind
+    holder = json.loads(lock.read_text())
+    try:
+        taken = lock_folder(work / "student", "train")
+        assert json.loads(lock.read_text())["token"] == taken.token != holder["token"]
+    finally:
+        release_all()
 

@@ -11,6 +11,7 @@ from ikd_cli.attack.manifest import check_settings, read_records, summarise
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, inside, sha256_of
+from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
@@ -157,6 +158,8 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     cfg = build_config(preset, "teacher")
     ckpt_path = teacher_checkpoint(preset, checkpoint)
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
+    if rank == 0:  # one attack per folder: a second one stops here, naming this one
+        lock_folder(out_dir, "attack")
     settings = dict(attack.settings(), teacher_config=preset["teacher"]["config"],
                     teacher_sha256=sha256_of(ckpt_path), split=split, format=fmt, amp=opts["amp"])
     with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
@@ -238,6 +241,7 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
         raise IkdError(f"{src} holds no finished adversarial image to export")
     images = data_path(preset, f"{split}_images")
     dest = ensure_writable_dir(dest, "export folder")
+    lock_folder(dest, "export")
     lines = []
     with progress_bar() as progress:
         task = progress.add_task("export png", total=len(done), info="", unit="img")

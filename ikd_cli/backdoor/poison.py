@@ -32,6 +32,7 @@ from ikd_cli.config.presets import data_path, preset_classes
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, ensure_writable_dir,
                                  inside, read_json, sha256_of)
+from ikd_cli.core.lock import LOCK_FILE, lock_folder
 
 POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
 PARTIAL = ".backdoor-partial.json"  # the settings of a poisoning in progress (removed at the end)
@@ -154,7 +155,7 @@ def _check_folder(out: Path, settings: dict) -> str:
             return "continue"
         raise IkdError(f"{out} holds an unfinished poisoned set with other settings ({differs(old)}); use another "
                        "--out (backdoor.out) or delete that folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise IkdError(f"{out} is not empty and holds no poisoned set of `ikd backdoor poison`; use another --out")
     return "new"
 
@@ -167,10 +168,13 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         inside(TRAIN_IMAGES, str(info.get("file_name", "")), "image file name")
     settings = poison_settings(preset, source)
     out = poisoned_dir(preset)
+    if out.is_dir():  # one poisoning per folder: a second one stops here, naming this one
+        lock_folder(out, "backdoor poison")
     state = _check_folder(out, settings)
     if state == "done":
         return out, read_json(out / MANIFEST, "poisoned set manifest"), False
     ensure_writable_dir(out, "poisoned set folder")
+    lock_folder(out, "backdoor poison")
     atomic_write_json(out / PARTIAL, settings)
     paths = source["paths"]
     train, val = source["train"], source["val"]
