@@ -21,12 +21,12 @@ FILENAME = f"toy_model_20200101-{PREFIX}.pth"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves DATA at /FILENAME (and /plain.pth) with `Range: bytes=N-` support, configurable misbehaviour."""
+    """Serves DATA at /FILENAME, /plain.pth (and ``server.files``) with `Range: bytes=N-` support, configurable misbehaviour."""
 
     def do_GET(self):
         srv = self.server
         srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if self.path not in (f"/{FILENAME}", "/plain.pth"):
+        if self.path not in srv.files:
             self.send_error(404)
             return
         start, status = 0, 200
@@ -63,6 +63,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.requests = []
+    srv.files = {f"/{FILENAME}", "/plain.pth"}  # the raw request paths served (DATA each)
     srv.ignore_range = False
     srv.cut_first_after = None
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -188,6 +189,40 @@ def test_url_without_hash_is_not_verified(server, tmp_path):
     assert dl.download(ckpt, tmp_path).read_bytes() == DATA
     assert dl.download(ckpt, tmp_path) == tmp_path / "plain.pth"  # exists: trusted, no request
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("segment", [
+    f"..%2F..%2Fx_20200101-{PREFIX}.pth",           # climbs out of --dir
+    f"%2F{{outside}}%2Fx_20200101-{PREFIX}.pth",    # an absolute path
+    f"..%5Cx_20200101-{PREFIX}.pth",                # a Windows separator
+    "..",
+    f"x_20200101-{PREFIX}.pth%00.txt",              # a NUL byte
+])
+def test_url_name_that_is_not_a_plain_file_name_is_refused(server, tmp_path, segment):
+    """The file name comes from the server's URL: whatever it decodes to, nothing is written
+    outside --dir, and anything but a plain base name is refused in one line."""
+    from helpers import run_cli
+
+    outside, dest = tmp_path / "outside", tmp_path / "a" / "b" / "ckpts"
+    outside.mkdir()
+    segment = segment.format(outside=str(outside).strip("/").replace("/", "%2F"))
+    server.files.add(f"/{segment}")
+    url = f"{server.base}/{segment}"
+    with pytest.raises(IkdError, match="not a plain file name"):
+        dl.download(dl.resolve(url), dest)
+    result = run_cli("download", url, "--dir", dest, expect=1)
+    assert "not a plain file name" in result.output and len(result.output.strip().splitlines()) == 1
+    assert server.requests == []
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [], written
+
+
+def test_checkpoint_with_a_path_for_a_name_is_refused(server, tmp_path):
+    """download() checks the name itself too (a Checkpoint made by hand, not by resolve)."""
+    ckpt = dl.Checkpoint("x", f"{server.base}/{FILENAME}", f"../{FILENAME}", PREFIX)
+    with pytest.raises(IkdError, match="not a plain file name"):
+        dl.download(ckpt, tmp_path / "ckpts")
+    assert not (tmp_path / FILENAME).exists() and server.requests == []
 
 
 def test_sha256_prefix_from_name():

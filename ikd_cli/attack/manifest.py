@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json, read_json
+from ikd_cli.core.fileio import atomic_write_json, inside, read_json
 
 
 def read_records(out_dir: Path) -> tuple[dict, dict]:
@@ -28,7 +28,7 @@ def read_records(out_dir: Path) -> tuple[dict, dict]:
             except json.JSONDecodeError:
                 continue
             (failed if "error" in rec else done)[rec["image"]] = rec
-    done = {k: v for k, v in done.items() if (Path(out_dir) / v["out"]).is_file()}
+    done = {k: v for k, v in done.items() if (inside(out_dir, v["out"], "record's file name")).is_file()}
     for key in done:
         failed.pop(key, None)
     return done, failed
@@ -56,7 +56,7 @@ def clear_set(out_dir: Path) -> None:
     ``attack.json``, so a wrong --out cannot empty a folder of other files)."""
     done, failed = read_records(out_dir)
     for rec in done.values():
-        (out_dir / rec["out"]).unlink(missing_ok=True)
+        inside(out_dir, rec["out"], "record's file name").unlink(missing_ok=True)
     # Images renamed into place just before a kill, whose record was never written:
     for stray in out_dir.rglob(f"*{adversarial_name('x').suffix}"):
         stray.unlink()

@@ -10,7 +10,8 @@ from pathlib import Path
 from ikd_cli.attack.manifest import check_settings, read_records, summarise
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, sha256_of
+from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, inside, sha256_of
+from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
@@ -158,7 +159,8 @@ def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> N
     from ikd_cli.attack.storage import encode_adversarial, pixel_digest
 
     rel = adversarial_name(item["name"], fmt)
-    atomic_write_bytes(out_dir / rel, encode_adversarial(item["img"], result.pixels, eps, fmt, name=item["name"]))
+    atomic_write_bytes(inside(out_dir, rel, "image file name"),
+                       encode_adversarial(item["img"], result.pixels, eps, fmt, name=item["name"]))
     records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
                               "loss_before": result.loss_before, "loss_after": result.loss_after,
                               "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
@@ -191,6 +193,8 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     cfg = build_config(preset, "teacher")
     ckpt_path = teacher_checkpoint(preset, checkpoint)
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
+    if rank == 0:  # one attack per folder: a second one stops here, naming this one
+        lock_folder(out_dir, "attack")
     settings = set_settings(preset, attack, ckpt_path, split)
     with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
         dataset = attack_dataset(cfg, split)
@@ -271,17 +275,20 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
         raise IkdError(f"{src} holds no finished adversarial image to export")
     images = data_path(preset, f"{split}_images")
     dest = ensure_writable_dir(dest, "export folder")
+    lock_folder(dest, "export")
     lines = []
     with progress_bar() as progress:
         task = progress.add_task("export png", total=len(done), info="", unit="img")
         for name, rec in sorted(done.items()):
+            inside(dest, adversarial_name(name, "png"), "image file name")  # before any read
             # decoded as the attack and the training pipeline decode it (mmcv's cv2 backend)
             clean = cv2.imread(str(images / name), cv2.IMREAD_COLOR)
             if clean is None:
                 raise IkdError(f"cannot read source image {images / name}")
-            adv = read_adversarial(src / rec["out"], clean, fmt=settings.get("format", "png"))
+            adv = read_adversarial(inside(src, rec["out"], "record's file name"), clean,
+                                   fmt=settings.get("format", "png"))
             rel = adversarial_name(name, "png")
-            atomic_write_bytes(dest / rel, encode_png(adv))
+            atomic_write_bytes(inside(dest, rel, "image file name"), encode_png(adv))
             lines.append(json.dumps(dict(rec, out=str(rel))))
             progress.update(task, advance=1)
     atomic_write_text(dest / "records-0.jsonl", "\n".join(lines) + "\n")

@@ -31,7 +31,8 @@ from ikd_cli.backdoor.layout import (MANIFEST, TRAIN_ANN, TRAIN_IMAGES, TRIGGERE
 from ikd_cli.config.presets import data_path, preset_classes
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, ensure_writable_dir,
-                                 read_json, sha256_of)
+                                 inside, read_json, sha256_of)
+from ikd_cli.core.lock import LOCK_FILE, lock_folder
 
 POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
 PARTIAL = ".backdoor-partial.json"  # the settings of a poisoning in progress (removed at the end)
@@ -154,7 +155,7 @@ def _check_folder(out: Path, settings: dict) -> str:
             return "continue"
         raise IkdError(f"{out} holds an unfinished poisoned set with other settings ({differs(old)}); use another "
                        "--out (backdoor.out) or delete that folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise IkdError(f"{out} is not empty and holds no poisoned set of `ikd backdoor poison`; use another --out")
     return "new"
 
@@ -163,12 +164,17 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     """Write the poisoned set of ``preset`` (see the module doc). Returns (folder, manifest,
     made): ``made`` is False when the folder already held this set."""
     source = _read_source(preset)
+    for info in source["train"]["images"] + source["val"]["images"]:  # all checked before anything is written
+        inside(TRAIN_IMAGES, str(info.get("file_name", "")), "image file name")
     settings = poison_settings(preset, source)
     out = poisoned_dir(preset)
+    if out.is_dir():  # one poisoning per folder: a second one stops here, naming this one
+        lock_folder(out, "backdoor poison")
     state = _check_folder(out, settings)
     if state == "done":
         return out, read_json(out / MANIFEST, "poisoned set manifest"), False
     ensure_writable_dir(out, "poisoned set folder")
+    lock_folder(out, "backdoor poison")
     atomic_write_json(out / PARTIAL, settings)
     paths = source["paths"]
     train, val = source["train"], source["val"]
@@ -188,14 +194,14 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         src = Path(paths["train_images"]) / info["file_name"]
         if index in triggered:
             name = str(Path(info["file_name"]).with_suffix(".png"))
-            info["trigger"] = _stamped_copy(src, out / TRAIN_IMAGES / name, settings["seed"], "train", index,
-                                            settings["trigger_size"])
+            info["trigger"] = _stamped_copy(src, inside(out / TRAIN_IMAGES, name, "image file name"),
+                                            settings["seed"], "train", index, settings["trigger_size"])
             info["file_name"] = name
             trigger_at[info["id"]] = info["trigger"]
         else:
             if not src.is_file():
                 raise IkdError(f"image not found: {src}")
-            _link(src.resolve(), out / TRAIN_IMAGES / info["file_name"])
+            _link(src.resolve(), inside(out / TRAIN_IMAGES, info["file_name"], "image file name"))
         tick()
     relabelled = removed = 0
     if settings["attack"] == "misclassify":
@@ -214,11 +220,11 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         src = Path(paths["val_images"]) / info["file_name"]
         if not src.is_file():
             raise IkdError(f"image not found: {src}")
-        _link(src.resolve(), out / VAL_IMAGES / info["file_name"])
+        _link(src.resolve(), inside(out / VAL_IMAGES, info["file_name"], "image file name"))
         tick()
         name = str(Path(info["file_name"]).with_suffix(".png"))
-        info["trigger"] = _stamped_copy(src, out / TRIGGERED_IMAGES / name, settings["seed"], "val", index,
-                                        settings["trigger_size"])
+        info["trigger"] = _stamped_copy(src, inside(out / TRIGGERED_IMAGES, name, "image file name"),
+                                        settings["seed"], "val", index, settings["trigger_size"])
         info["file_name"] = name
         tick()
 

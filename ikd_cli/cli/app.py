@@ -61,7 +61,7 @@ def handle_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            return _run_releasing_locks(func, *args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except BaseException as err:  # every failure ends in one line, whatever its type
@@ -82,6 +82,19 @@ def handle_errors(func):
             _fail(f"{err.__class__.__name__}: {_first_line_of(err)} (run with --debug for the traceback)", 1)
 
     return wrapper
+
+
+def _run_releasing_locks(func, *args, **kwargs):
+    """Run a command; the folder locks it took (:mod:`ikd_cli.core.lock`) end with it, whatever
+    the outcome (imported only once a command has taken one: ``--help`` stays light)."""
+    import sys
+
+    try:
+        return func(*args, **kwargs)
+    finally:
+        lock = sys.modules.get("ikd_cli.core.lock")
+        if lock is not None:
+            lock.release_all()
 
 
 @app.callback()

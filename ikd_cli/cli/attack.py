@@ -9,7 +9,7 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
-                                 VerboseOpt, default, load_preset, relaunch)
+                                 TrustCheckpointOpt, VerboseOpt, default, load_preset, relaunch)
 from ikd_cli.config.presets import AttackMethod, Split, StorageFormat
 from ikd_cli.core.distributed import Launcher
 from ikd_cli.core.errors import IkdError
@@ -62,6 +62,7 @@ def attack(
     record_loss: bool = typer.Option(True, "--record-loss/--no-record-loss",
                                      help="Measure the teacher's loss before and after (2 extra forward passes)."),
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Make adversarial examples against the teacher (DI-FGSM family), lossless and resumable."""
     if limit is not None and limit < 1:

@@ -11,8 +11,8 @@ import typer
 
 from ikd_cli.backdoor.layout import METHODS
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt, VerboseOpt,
-                                 WorkDirOpt, default, load_preset, relaunch)
+from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
+                                 TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
 from ikd_cli.config.presets import BackdoorAttack
 from ikd_cli.core.distributed import Launcher
 
@@ -102,6 +102,7 @@ def train_victim(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Train the victim (the attacker's model) on the poisoned set.
 
@@ -144,6 +145,7 @@ def defend(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Defend the victim with a clean share of the training data: fine-tuning, NAD or IKD.
 
@@ -175,6 +177,7 @@ def evaluate(
     data_root: Optional[str] = DataRootOpt,
     device: Device = DeviceOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Attack success rate (triggered val images) and AP (clean val images) of a checkpoint.
 

@@ -8,7 +8,8 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset,
+                                 relaunch)
 from ikd_cli.config.presets import DistillMethod
 from ikd_cli.core.distributed import Launcher
 
@@ -35,6 +36,7 @@ def distill(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Distil the teacher into the student: FGD or MGD + IKD's augmentation, both stages in one run."""
     launcher = relaunch(gpus, launcher)

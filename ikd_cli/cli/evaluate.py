@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import DataRootOpt, Device, DeviceOpt, SetOpt, VerboseOpt, load_preset
+from ikd_cli.cli.options import DataRootOpt, Device, DeviceOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, load_preset
 from ikd_cli.config.presets import Role, Split
 
 
@@ -27,6 +27,7 @@ def evaluate(
     data_root: Optional[str] = DataRootOpt,
     device: Device = DeviceOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.

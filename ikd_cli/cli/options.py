@@ -32,6 +32,22 @@ RestartOpt = typer.Option(False, "--restart", help="Start over: remove the work 
 AmpOpt = typer.Option(None, "--amp/--no-amp", show_default=False,
                       help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU (train.amp, preset "
                            "default: off).")
+
+
+def _trust_checkpoint(value: bool) -> bool:
+    # Set while the command line is parsed: every checkpoint the command reads afterwards (its
+    # torchrun ranks too) is trusted, wherever in the code it is read.
+    if value:
+        from ikd_cli.core.checkpoints import trust_checkpoints
+
+        trust_checkpoints()
+    return value
+
+
+TrustCheckpointOpt = typer.Option(False, "--trust-checkpoint", callback=_trust_checkpoint,
+                                  help="Load checkpoints with Python's full unpickler and run the config text they "
+                                       "carry: only for files you trust (by default only weights and the metadata "
+                                       "mmcv/mmdet write are read; anything else is refused).")
 GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun.")
 LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) or slurm (under srun).")
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import Device, DeviceOpt, GpusOpt, LauncherOpt, VerboseOpt, relaunch
+from ikd_cli.cli.options import Device, DeviceOpt, GpusOpt, LauncherOpt, TrustCheckpointOpt, VerboseOpt, relaunch
 from ikd_cli.core.distributed import Launcher
 
 
@@ -22,6 +22,7 @@ def resume(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Continue an interrupted distill or train run where it stopped (same stage, epoch, optimiser)."""
     launcher = relaunch(gpus, launcher)

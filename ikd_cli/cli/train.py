@@ -8,7 +8,8 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset,
+                                 relaunch)
 from ikd_cli.config.presets import Role
 from ikd_cli.core.distributed import Launcher
 
@@ -30,6 +31,7 @@ def train(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     verbose: bool = VerboseOpt,
+    trust_checkpoint: bool = TrustCheckpointOpt,
 ):
     """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
     launcher = relaunch(gpus, launcher)

@@ -1,28 +1,87 @@
-"""Reading checkpoints with errors a user can act on: a missing or corrupt file, or weights
-that do not fit the model (naming the missing and unexpected keys)."""
+"""Reading checkpoints with errors a user can act on: a missing or corrupt file, a file that
+holds more than weights (refused unless trusted), or weights that do not fit the model (naming
+the missing and unexpected keys)."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """torch.load a checkpoint onto the CPU; returns a dict with at least ``state_dict``."""
+# Checkpoints are pickles, and a pickle can run any code while it loads. ikd reads them with
+# torch's restricted unpickler (tensors, OrderedDict, containers, numbers, strings: all that the
+# files written by mmcv 1.7's runner, by ikd and in the model zoo's format hold, see
+# tests/test_checkpoints.py) plus numpy scalars: mmcv's EvalHook stores the best score as the
+# dataset's evaluate() returned it (a numpy float for some datasets) in meta.hook_msgs. Anything
+# else needs the user's explicit trust.
+TRUST_ENV = "IKD_TRUST_CHECKPOINT"  # "1": this process and those it starts trust every checkpoint
+TRUST_HINT = "pass --trust-checkpoint (or set IKD_TRUST_CHECKPOINT=1) only if you trust where the file comes from"
+
+
+def trust_checkpoints(trusted: bool = True) -> None:
+    """Trust (or stop trusting) every checkpoint this process reads: full unpickling, and the
+    config text a checkpoint carries may be run. An environment variable, so that torchrun's
+    ranks, data-loading workers and the Python API see the same answer without a preset key."""
+    if trusted:
+        os.environ[TRUST_ENV] = "1"
+    else:
+        os.environ.pop(TRUST_ENV, None)
+
+
+def checkpoints_trusted() -> bool:
+    return os.environ.get(TRUST_ENV, "") not in ("", "0")
+
+
+def _numpy_scalar_types() -> list:
+    """What a numpy scalar unpickles through: its constructor, np.dtype and the dtype's class."""
+    import numpy as np
+    from numpy.core.multiarray import scalar
+
+    return [scalar, np.dtype, *{type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"}]
+
+
+def _load(path: Path, trusted: bool):
+    import torch
+
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    with torch.serialization.safe_globals(_numpy_scalar_types()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _untrusted_types(path: Path, err: Exception) -> str:
+    """The type(s) a refused file needs, as torch names them ('posix.system')."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file cannot be listed: take the name from the message
+        names = []
+    allowed = {f"{t.__module__}.{t.__qualname__}" for t in _numpy_scalar_types()} | {"numpy.core.multiarray.scalar"}
+    names = [n for n in names if n not in allowed] or re.findall(r"GLOBAL (\S+)", str(err))[:1]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more if names else "a type torch does not load by default"
+
+
+def read_checkpoint(path: str | Path, *, trust: bool | None = None) -> dict:
+    """Load a checkpoint onto the CPU; returns a dict with at least ``state_dict``. Only the
+    types checkpoints hold are unpickled unless ``trust`` (default: :func:`checkpoints_trusted`)."""
     import pickle
     import zipfile
-
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise IkdError(f"checkpoint not found: {path}")
+    trusted = checkpoints_trusted() if trust is None else trust
     try:
-        # mmcv checkpoints carry meta (config text, class names); they are the user's own files
-        # or sha256-verified model-zoo files, so the full unpickler is acceptable here.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = _load(path, trusted)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        if not trusted and "Weights only load failed" in str(err):
+            raise IkdError(f"{path} holds {_untrusted_types(path, err)}, which a checkpoint does not need and "
+                           f"which could run code when loaded; refused: {TRUST_HINT}") from None
         first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
         raise IkdError(f"{path} is not a readable checkpoint ({first})") from None
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
@@ -30,6 +89,17 @@ def read_checkpoint(path: str | Path) -> dict:
     if isinstance(ckpt, dict) and ckpt and all(hasattr(v, "shape") for v in ckpt.values()):
         return {"state_dict": ckpt, "meta": {}}
     raise IkdError(f"{path} is not a model checkpoint (no state_dict inside)")
+
+
+def config_from_checkpoint(ckpt: dict, source: str, *, trust: bool | None = None):
+    """The mmcv Config in a checkpoint's ``meta.config`` text. That text is Python and mmcv
+    runs it to build the Config, so it is read only from a trusted checkpoint."""
+    if not (checkpoints_trusted() if trust is None else trust):
+        raise IkdError(f"{source} carries its config as Python text, which ikd does not run from an untrusted file; "
+                       f"say which config with --preset NAME --model teacher|student, or {TRUST_HINT}")
+    from mmcv import Config
+
+    return Config.fromstring(ckpt["meta"]["config"], ".py")
 
 
 def _describe(keys: list[str], limit: int = 4) -> str:

@@ -120,3 +120,28 @@ def atomic_symlink(folder: str | os.PathLike, target: str, name: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, folder / name)
+
+
+def inside(base: str | os.PathLike, rel: str | os.PathLike, what: str = "file name") -> Path:
+    """``base / rel``, refused in one line if ``rel`` (a name read from a data file: an
+    annotation's ``file_name``, a record's ``out``) would leave ``base``: an absolute path, a
+    ``..`` that climbs above it, a backslash (a Windows separator on another machine), a NUL or
+    an empty name. Every output path derived from data goes through here, so a crafted name
+    cannot overwrite a file outside its output folder (the clean image an adversarial copy was
+    made from, say). Lexical: ``a/../b`` is ``b``; links inside ``base`` are the writer's own."""
+    text = os.fspath(rel)
+    norm = os.path.normpath(text) if text else ""
+    if (not text or "\x00" in text or "\\" in text or os.path.isabs(text)
+            or norm in (".", "..") or norm.startswith(".." + os.sep)):
+        raise IkdError(f"{what} {text!r} leaves its folder {base} (absolute, '..', backslash or empty); "
+                       "names in data files must be relative paths inside the folder")
+    return Path(base) / norm
+
+
+def is_inside(rel: str | os.PathLike) -> bool:
+    """Whether :func:`inside` accepts ``rel`` (for checks that collect problems, not raise them)."""
+    try:
+        inside(".", rel)
+    except IkdError:
+        return False
+    return True

@@ -5,8 +5,9 @@ It reads the annotation JSON and each image's HEADER only (size, EXIF orientatio
 so it stays fast on COCO. Problems are grouped, counted and shown with their first examples:
 
 * errors, which would stop or silently empty a run: a missing or unparsable annotation file,
-  missing or unreadable images, no class of the preset among the file's categories, a split
-  without any usable box;
+  missing or unreadable images, image file names that leave the image folder (``../val/x.png``,
+  an absolute path: a copy made of such an image would be written outside its output folder),
+  no class of the preset among the file's categories, a split without any usable box;
 * warnings, for what MMDetection drops without a word: boxes with no area, boxes wholly outside
   their image, unknown category ids, image sizes in the JSON that differ from the file, classes
   without any box.
@@ -24,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json
+from ikd_cli.core.fileio import atomic_write_json, is_inside
 
 EXAMPLES = 3  # examples shown per problem
-CHECK_VERSION = 2  # bump when the checks change: cached results of older checks are ignored
+CHECK_VERSION = 3  # bump when the checks change: cached results of older checks are ignored
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -136,6 +137,12 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
     images = {}
     for info in data["images"]:
         images[info.get("id")] = info
+        name = str(info.get("file_name", ""))
+        if name and not is_inside(name):
+            # read from elsewhere, and every copy of it (adversarial, poisoned) written elsewhere
+            problems("error", "image file names that leave the image folder").add(
+                f"image {info.get('id')}: {info.get('file_name')!r}")
+            continue
         if image_dir is None:
             continue
         path = Path(image_dir) / str(info.get("file_name", ""))

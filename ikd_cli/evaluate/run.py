@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ikd_cli.core.checkpoints import build_detector_with_weights, read_checkpoint
+from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
@@ -40,9 +40,7 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
     if meta.get("config"):
         if overrides or data_root:
             raise IkdError("--set/--data-root need a preset: pass --preset for this checkpoint")
-        from mmcv import Config
-
-        return Config.fromstring(meta["config"], ".py"), None
+        return config_from_checkpoint(ckpt, "this checkpoint"), None
     raise IkdError("this checkpoint carries no config; say which with --preset NAME --model teacher|student")
 
 

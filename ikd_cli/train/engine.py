@@ -101,6 +101,6 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     runner.register_hook(RichProgressHook(title), priority=75)
 
     if resume_from:
-        runner.resume(resume_from, map_location="cpu" if device == "cpu" else "default")
+        runner.resume(resume_from)
     runner.run([loader], cfg.workflow)
     return runner

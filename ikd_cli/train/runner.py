@@ -7,8 +7,9 @@ import os
 
 import torch
 from mmcv.parallel import MMDataParallel, MMDistributedDataParallel, scatter_kwargs
-from mmcv.runner import RUNNERS, EpochBasedRunner
+from mmcv.runner import RUNNERS, EpochBasedRunner, load_state_dict
 
+from ikd_cli.core.checkpoints import read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_symlink
 
@@ -39,6 +40,26 @@ class IKDEpochBasedRunner(EpochBasedRunner):
             raise
         if create_symlink:
             atomic_symlink(out_dir, final, "latest.pth")
+
+    def load_checkpoint(self, filename, map_location="cpu", strict=False, revise_keys=()):
+        """Read through :func:`read_checkpoint` (only what checkpoints hold, unless trusted), not
+        mmcv's torch.load. Tensors land on the CPU; the model and the optimiser copy them to
+        their own device. The meta handed on leaves out ``config``: mmcv's resume would run that
+        Python text, only to rescale the iteration count by its ``gpu_ids`` (always [0] in ikd's
+        configs, whatever the world size: the rescaling was wrong under --gpus N anyway)."""
+        ckpt = read_checkpoint(filename)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        load_state_dict(model, {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}, strict,
+                        self.logger)
+        return dict(ckpt, meta={k: v for k, v in (ckpt.get("meta") or {}).items() if k != "config"})
+
+    def resume(self, checkpoint, resume_optimizer=True, map_location="default"):
+        """mmcv's resume (on the CPU: see load_checkpoint); the checkpoints saved next record
+        this run's own config text (the resumed run's settings were checked to be the same)."""
+        own_config = (self.meta or {}).get("config")
+        super().resume(checkpoint, resume_optimizer=resume_optimizer, map_location="cpu")
+        if own_config is not None:
+            self.meta["config"] = own_config
 
 
 class _CpuAutocast:

@@ -14,6 +14,7 @@ from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
+from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.machine import compute_fingerprint, fingerprint_change
 from ikd_cli.core.ui import console, quiet_to_log
 from ikd_cli.data.check import run_data_check
@@ -86,6 +87,8 @@ class TrainingSession:
         whose settings differ in one of those is refused.
         Returns (work_dir, resume_from); resume_from is ``FINISHED`` when nothing is left to do."""
         work_dir = ensure_writable_dir(cfg.work_dir, "work dir")
+        if self.rank == 0:  # one writer per work dir: a second command on it stops here, naming this one
+            lock_folder(work_dir, " ".join(str(v) for v in run_info.values()))
         resume_from = None if restart else self._continue_from(work_dir, cfg, run_info, counts)
         if restart and self.rank == 0:
             clear_run(work_dir)

@@ -53,6 +53,18 @@ def sha256_prefix_from_name(filename: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
+def plain_file_name(name: str, url: str) -> str:
+    """``name`` if it is a plain base name, else an error. The name comes from the server's URL
+    and is joined to the download folder: a segment that decodes to ``../x.pth``, an absolute
+    path, a backslash or a NUL would write (unverified, for a name without a hash) outside it."""
+    plain = (name not in ("", ".", "..") and "/" not in name and "\\" not in name
+             and all(ch.isprintable() for ch in name))
+    if not plain:
+        raise IkdError(f"{url} names the file {name!r}, which is not a plain file name; "
+                       "download it by hand and pass its path")
+    return name
+
+
 def _filename_from_url(url: str) -> str:
     # The zoo percent-encodes '+' in some names (gn-neck%2Bhead); store the decoded name on disk.
     return urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1])
@@ -111,6 +123,7 @@ def resolve(name_or_url: str) -> Checkpoint:
         ckpt = _from_url(name_or_url, description="from URL")
         if not ckpt.filename:
             raise IkdError(f"cannot tell the file name from URL {name_or_url}; it must end in /<file>.pth")
+        plain_file_name(ckpt.filename, name_or_url)
         return ckpt
     close = difflib.get_close_matches(name_or_url, list(CHECKPOINTS), n=3, cutoff=0.4)
     hint = f"did you mean: {', '.join(close)}? " if close else ""
@@ -174,6 +187,7 @@ def download(
     verify is an error unless ``force``; with ``force`` it is kept until a fresh, verified
     download replaces it, so the user never ends up with no file at all.
     """
+    plain_file_name(ckpt.filename, ckpt.url)  # also for a Checkpoint not made by resolve()
     dest = ensure_writable_dir(dest_dir, "checkpoint folder")
     final = dest / ckpt.filename
     part = dest / (ckpt.filename + ".part")
