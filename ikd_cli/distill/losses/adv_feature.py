@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
-from .common import check_features, run_module
+from .common import aligned_features, channel_align
 
 LOSS_TYPES = ("mse", "l1", "cwd")
 
@@ -40,19 +40,11 @@ class AdvFeatureLoss(nn.Module):
         self.loss_type = loss_type
         self.alpha_adv = float(alpha_adv)
         self.tau = float(tau)
-        if self.student_channels != self.teacher_channels:
-            self.align = nn.Conv2d(self.student_channels, self.teacher_channels, kernel_size=1)
-        else:
-            self.align = None
+        self.align = channel_align(self.student_channels, self.teacher_channels)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         what = f"AdvFeatureLoss({self.name})" if self.name else "AdvFeatureLoss"
-        check_features(preds_S, preds_T, self.student_channels, what)
-        if preds_T.shape[1] != self.teacher_channels:
-            raise ValueError(f"{what}: teacher features have {preds_T.shape[1]} channels but the loss "
-                             f"was built with teacher_channels={self.teacher_channels}")
-        feat_s = run_module(self.align, preds_S) if self.align is not None else preds_S.float()
-        feat_t = preds_T.detach().float()
+        feat_s, feat_t = aligned_features(self, preds_S, preds_T, what)
         n, c, h, w = feat_t.shape
         if self.loss_type == "mse":
             loss = (feat_s - feat_t).pow(2).sum() / n

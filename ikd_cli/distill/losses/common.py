@@ -36,3 +36,23 @@ def run_module(module: nn.Module, x: Tensor) -> Tensor:
     """Run ``module`` in the dtype of its parameters (fp16 under mmcv's fp16 wrapper), return float32."""
     param = next(module.parameters())
     return module(x.to(param.dtype)).float()
+
+
+def channel_align(student_channels: int, teacher_channels: int) -> nn.Module | None:
+    """The 1x1 conv (PyTorch default init) that maps student to teacher channels, or None when
+    they are equal."""
+    if student_channels == teacher_channels:
+        return None
+    return nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+
+
+def aligned_features(loss: nn.Module, preds_S: Tensor, preds_T: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """Shape-checked float32 features of one level for a loss with ``student_channels``,
+    ``teacher_channels`` and an ``align`` module (or None): the student's mapped to the teacher's
+    channels, the teacher's detached."""
+    check_features(preds_S, preds_T, loss.student_channels, what)
+    if preds_T.shape[1] != loss.teacher_channels:
+        raise ValueError(f"{what}: teacher features have {preds_T.shape[1]} channels but the loss "
+                         f"was built with teacher_channels={loss.teacher_channels}")
+    feat_s = run_module(loss.align, preds_S) if loss.align is not None else preds_S.float()
+    return feat_s, preds_T.detach().float()

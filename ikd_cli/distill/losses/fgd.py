@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
-from .common import check_features, run_module
+from .common import aligned_features, channel_align, run_module
 from .masks import background_mask, foreground_mask
 
 
@@ -118,10 +118,7 @@ class FGDLoss(nn.Module):
         self.gamma_fgd = float(gamma_fgd)
         self.lambda_fgd = float(lambda_fgd)
         self.mask_shape = mask_shape
-        if self.student_channels != self.teacher_channels:
-            self.align = nn.Conv2d(self.student_channels, self.teacher_channels, kernel_size=1)
-        else:
-            self.align = None
+        self.align = channel_align(self.student_channels, self.teacher_channels)
         self.context_s = _GlobalContext(self.teacher_channels)
         self.context_t = _GlobalContext(self.teacher_channels)
 
@@ -137,16 +134,10 @@ class FGDLoss(nn.Module):
     def forward(self, preds_S: Tensor, preds_T: Tensor, gt_bboxes: Sequence[Tensor],
                 img_metas: Sequence[dict]) -> Tensor:
         what = f"FGDLoss({self.name})" if self.name else "FGDLoss"
-        check_features(preds_S, preds_T, self.student_channels, what)
+        feat_s, feat_t = aligned_features(self, preds_S, preds_T, what)
         if len(gt_bboxes) != preds_S.shape[0] or len(img_metas) != preds_S.shape[0]:
             raise ValueError(f"{what}: {preds_S.shape[0]} images but {len(gt_bboxes)} gt_bboxes entries "
                              f"and {len(img_metas)} img_metas")
-        preds_T = preds_T.detach()
-        if preds_T.shape[1] != self.teacher_channels:
-            raise ValueError(f"{what}: teacher features have {preds_T.shape[1]} channels but the loss "
-                             f"was built with teacher_channels={self.teacher_channels}")
-        feat_s = run_module(self.align, preds_S) if self.align is not None else preds_S.float()
-        feat_t = preds_T.float()
         n, _, h, w = feat_t.shape
 
         S_t, C_t = spatial_channel_attention(feat_t, self.temp)

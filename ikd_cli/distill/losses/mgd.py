@@ -8,7 +8,7 @@ import torch
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
-from .common import check_features, run_module
+from .common import aligned_features, channel_align, run_module
 
 
 def random_pixel_mask(n: int, h: int, w: int, lambda_mgd: float, device=None) -> Tensor:
@@ -53,10 +53,7 @@ class MGDLoss(nn.Module):
         self.name = name
         self.alpha_mgd = float(alpha_mgd)
         self.lambda_mgd = float(lambda_mgd)
-        if self.student_channels != self.teacher_channels:
-            self.align = nn.Conv2d(self.student_channels, self.teacher_channels, kernel_size=1)
-        else:
-            self.align = None
+        self.align = channel_align(self.student_channels, self.teacher_channels)
         c = self.teacher_channels
         self.generation = nn.Sequential(
             nn.Conv2d(c, c, kernel_size=3, padding=1),
@@ -66,12 +63,7 @@ class MGDLoss(nn.Module):
 
     def forward(self, preds_S: Tensor, preds_T: Tensor, mask: Tensor | None = None) -> Tensor:
         what = f"MGDLoss({self.name})" if self.name else "MGDLoss"
-        check_features(preds_S, preds_T, self.student_channels, what)
-        if preds_T.shape[1] != self.teacher_channels:
-            raise ValueError(f"{what}: teacher features have {preds_T.shape[1]} channels but the loss "
-                             f"was built with teacher_channels={self.teacher_channels}")
-        feat_s = run_module(self.align, preds_S) if self.align is not None else preds_S.float()
-        feat_t = preds_T.detach().float()
+        feat_s, feat_t = aligned_features(self, preds_S, preds_T, what)
         n, _, h, w = feat_t.shape
         if mask is None:
             mask = random_pixel_mask(n, h, w, self.lambda_mgd, feat_s.device)
