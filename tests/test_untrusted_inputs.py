@@ -353,3 +353,45 @@ def test_keys_without_a_default_take_their_kind():
     assert preset["attack"]["decay"] == 1.0 and isinstance(preset["attack"]["decay"], float)
     assert preset["data"]["img_scale"] == [96, 64] and preset["teacher"]["epochs"] == 3
 
+
+# ------------------------------------------------------ 4: an export onto the preset's data
+def _fake_set(root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A finished png set of one image (the first training image, unchanged)."""
+    name = json.loads((root / "annotations" / "instances_train.json").read_text())["images"][0]["file_name"]
+    src = tmp_path / "set"
+    src.mkdir()
+    (src / "attack.json").write_text(json.dumps({"format": "png"}))
+    shutil.copy(root / "train" / name, src / name)
+    (src / "records-0.jsonl").write_text(json.dumps({"image": name, "out": name}) + "\n")
+    return src, name
+
+
+@pytest.mark.parametrize("where,message", [("val", "is the preset's val images"),
+                                           ("train", "is the preset's training images"),
+                                           ("val/sub", "is inside the preset's val images"),
+                                           ("set", "is the adversarial set being exported"),
+                                           ("other", "is not empty and holds no export")])
+def test_export_onto_a_source_or_foreign_folder_is_refused(where, message, shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    src, _ = _fake_set(root, tmp_path)
+    dest = {"set": src, "other": tmp_path / "other"}.get(where, root / where)
+    if where == "other":
+        dest.mkdir()
+        (dest / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    result = run_cli("attack", "--out", src, "--export", dest, "--set", f"data.root={root}",
+                     "--set", "data.shapes=null", expect=1)
+    assert message in " ".join(result.output.split()) and len(result.output.strip().splitlines()) == 1
+    assert before == {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_replaces_an_earlier_export(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    src, name = _fake_set(root, tmp_path)
+    dest = tmp_path / "export"
+    sets = ["--set", f"data.root={root}", "--set", "data.shapes=null"]
+    run_cli("attack", "--out", src, "--export", dest, *sets)
+    run_cli("attack", "--out", src, "--export", dest, *sets)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["attack.json", name, "records-0.jsonl"])
