@@ -231,3 +231,167 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tiny_sets, tmp_path):
     finally:
         release_all()
 
+
+# -------------------------------------------------------------------------------------- 3: bombs
+def _delta_bomb(path: Path, clean, inflated: int) -> int:
+    """A delta file with a valid header for ``clean`` whose payload inflates to ``inflated``
+    bytes of zeros (written in 1 MB pieces: the test itself never holds it). Returns its size."""
+    import struct
+    import zlib
+
+    from ikd_cli.attack.storage import _CODEC_ZLIB_PLANAR, _HEADER, MAGIC, VERSION, pixel_digest
+
+    comp = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    with open(path, "wb") as fh:
+        fh.write(_HEADER.pack(MAGIC, VERSION, _CODEC_ZLIB_PLANAR, clean.ndim, 0, 8.0, bytes.fromhex(pixel_digest(clean))))
+        fh.write(struct.pack(f"<{clean.ndim}I", *clean.shape))
+        for _ in range(inflated >> 20):
+            fh.write(comp.compress(block))
+        fh.write(comp.flush())
+    return path.stat().st_size
+
+
+def test_a_delta_bomb_is_refused_without_inflating_it(tmp_path):
+    import tracemalloc
+
+    import numpy as np
+
+    from ikd_cli.attack.storage import read_adversarial
+
+    clean = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    size = _delta_bomb(tmp_path / "x.png.ikdd", clean, 64 << 20)  # 64 MB from about 64 KB
+    assert size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(IkdError, match="holds more than its 32 x 32 x 3 image"):
+            read_adversarial(tmp_path / "x.png.ikdd", clean, fmt="delta")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB held while refusing a bomb"
+
+
+def test_a_png_that_declares_a_huge_size_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from ikd_cli.attack.storage import read_adversarial
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # declares 40000 x 40000 RGB (4.8 GB decoded); its first rows are enough to be refused
+    width = height = 40000
+    idat = zlib.compress(bytes(1 + 3 * width) * 4)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    (tmp_path / "x.png").write_bytes(png)
+    clean = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(IkdError, match="is 40000 x 40000 but its source is 32 x 32"):
+        read_adversarial(tmp_path / "x.png", clean, fmt="png")
+
+
+BILLION_LAUGHS = """\
+teacher:
+  lr_steps: &l9 [&l8 [&l7 [&l6 [&l5 [&l4 [&l3 [&l2 [&l1 [1,1,1,1,1,1,1,1,1],*l1,*l1,*l1,*l1,*l1,*l1,*l1,*l1],
+    *l2,*l2,*l2,*l2,*l2,*l2,*l2,*l2],*l3,*l3,*l3,*l3,*l3,*l3,*l3,*l3],*l4,*l4,*l4,*l4,*l4,*l4,*l4,*l4],
+    *l5,*l5,*l5,*l5,*l5,*l5,*l5,*l5],*l6,*l6,*l6,*l6,*l6,*l6,*l6,*l6],*l7,*l7,*l7,*l7,*l7,*l7,*l7,*l7],
+    *l8,*l8,*l8,*l8,*l8,*l8,*l8,*l8]
+"""
+
+
+def test_a_yaml_alias_bomb_in_a_preset_is_refused(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    result = run_cli("presets", "show", path, expect=1)
+    assert "aliases expand to more than 100,000 values" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_yaml_alias_bomb_in_a_set_value_is_refused():
+    from ikd_cli.config.presets import parse_set
+
+    value = BILLION_LAUGHS.split("lr_steps: ", 1)[1]
+    with pytest.raises(IkdError, match="--set teacher.lr_steps: its aliases expand"):
+        parse_set([f"teacher.lr_steps={value}"])
+
+
+def test_small_yaml_aliases_still_work(tmp_path):
+    from ikd_cli.config.presets import load
+
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  lr_steps: &s [8, 11]\nteacher:\n  lr_steps: *s\n")
+    assert load(str(path))["teacher"]["lr_steps"] == [8, 11]
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("teacher.lr_steps", "{a: 1}", "teacher.lr_steps must be a list of epochs (integers) or null"),
+    ("teacher.lr_steps", "[[1, 2], 3]", "teacher.lr_steps must be a list of epochs"),
+    ("teacher.epochs", "many", "teacher.epochs must be an integer >= 1 or null"),
+    ("teacher.epochs", "0", "teacher.epochs must be an integer >= 1"),
+    ("data.img_scale", "[96]", "data.img_scale must be width and height in pixels"),
+    ("data.img_scale", "big", "data.img_scale must be width and height in pixels"),
+    ("backdoor.victim_lr_steps", "8", "backdoor.victim_lr_steps must be a list of epochs"),
+    ("backdoor.victim_epochs", "1.5", "backdoor.victim_epochs must be an integer >= 1"),
+    ("attack.decay", "fast", "attack.decay must be a number or null"),
+    ("attack.random_start", "[1]", "attack.random_start must be true/false or null"),
+    ("data.classes", "{a: b}", "data.classes must be a list of names, auto or null"),
+])
+def test_keys_without_a_default_are_type_checked(key, value, message):
+    result = run_cli("presets", "show", "shapes", "--set", f"{key}={value}", expect=1)
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_keys_without_a_default_take_their_kind():
+    from ikd_cli.config.presets import load
+
+    preset = load("shapes", {"teacher.lr_steps": [1, 2], "teacher.epochs": 3, "data.img_scale": [96, 64],
+                             "attack.decay": 1, "attack.random_start": True, "backdoor.victim_lr_steps": None})
+    assert preset["attack"]["decay"] == 1.0 and isinstance(preset["attack"]["decay"], float)
+    assert preset["data"]["img_scale"] == [96, 64] and preset["teacher"]["epochs"] == 3
+
+
+# ------------------------------------------------------ 4: an export onto the preset's data
+def _fake_set(root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A finished png set of one image (the first training image, unchanged)."""
+    name = json.loads((root / "annotations" / "instances_train.json").read_text())["images"][0]["file_name"]
+    src = tmp_path / "set"
+    src.mkdir()
+    (src / "attack.json").write_text(json.dumps({"format": "png"}))
+    shutil.copy(root / "train" / name, src / name)
+    (src / "records-0.jsonl").write_text(json.dumps({"image": name, "out": name}) + "\n")
+    return src, name
+
+
+@pytest.mark.parametrize("where,message", [("val", "is the preset's val images"),
+                                           ("train", "is the preset's training images"),
+                                           ("val/sub", "is inside the preset's val images"),
+                                           ("set", "is the adversarial set being exported"),
+                                           ("other", "is not empty and holds no export")])
+def test_export_onto_a_source_or_foreign_folder_is_refused(where, message, shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    src, _ = _fake_set(root, tmp_path)
+    dest = {"set": src, "other": tmp_path / "other"}.get(where, root / where)
+    if where == "other":
+        dest.mkdir()
+        (dest / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    result = run_cli("attack", "--out", src, "--export", dest, "--set", f"data.root={root}",
+                     "--set", "data.shapes=null", expect=1)
+    assert message in " ".join(result.output.split()) and len(result.output.strip().splitlines()) == 1
+    assert before == {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_replaces_an_earlier_export(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    src, name = _fake_set(root, tmp_path)
+    dest = tmp_path / "export"
+    sets = ["--set", f"data.root={root}", "--set", "data.shapes=null"]
+    run_cli("attack", "--out", src, "--export", dest, *sets)
+    run_cli("attack", "--out", src, "--export", dest, *sets)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["attack.json", name, "records-0.jsonl"])

@@ -274,8 +274,13 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
     if not done:
         raise IkdError(f"{src} holds no finished adversarial image to export")
     images = data_path(preset, f"{split}_images")
+    _check_export_folder(preset, src, Path(dest))
     dest = ensure_writable_dir(dest, "export folder")
     lock_folder(dest, "export")
+    if (dest / ATTACK_SETTINGS_FILE).is_file():
+        from ikd_cli.attack.manifest import clear_set
+
+        clear_set(dest)  # an earlier export: its images and records go, none of them stays stale
     lines = []
     with progress_bar() as progress:
         task = progress.add_task("export png", total=len(done), info="", unit="img")
@@ -295,6 +300,32 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
     atomic_write_json(dest / ATTACK_SETTINGS_FILE, dict(settings, format="png", exported_from=str(src)))
     console.print(f"exported {len(done)} images of {src} as PNG into {dest}")
     return len(done)
+
+
+def _check_export_folder(preset: dict, src: Path, dest: Path) -> None:
+    """An export goes into an empty folder or an earlier export, never onto the preset's data or
+    the set itself (its images would be overwritten, or mixed with files of no record)."""
+    from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
+    from ikd_cli.config.presets import data_path
+    from ikd_cli.core.fileio import read_json
+    from ikd_cli.core.lock import LOCK_FILE
+
+    target = dest.resolve()
+    for what, folder in (("the preset's training images", data_path(preset, "train_images")),
+                         ("the preset's val images", data_path(preset, "val_images")),
+                         ("the adversarial set being exported", src)):
+        folder = Path(folder).resolve()
+        if target == folder or folder in target.parents:
+            raise IkdError(f"--export {dest} is {'inside ' if target != folder else ''}{what} ({folder}); "
+                           "export into a new folder")
+    if not dest.is_dir():
+        return
+    settings = dest / ATTACK_SETTINGS_FILE
+    if settings.is_file() and "exported_from" in read_json(settings, "attack settings"):
+        return  # an earlier export: replaced
+    if any(p.name != LOCK_FILE for p in dest.iterdir()):
+        raise IkdError(f"--export {dest} is not empty and holds no export of `ikd attack`; export into an empty "
+                       "or new folder")
 
 
 def _report(summary: dict, out_dir: Path) -> None:

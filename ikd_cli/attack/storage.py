@@ -52,6 +52,7 @@ MAGIC = b"IKDD"
 VERSION = 1
 _CODEC_ZLIB_PLANAR = 1
 _HEADER = struct.Struct("<4sBBBBd32s")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (level, strategy) pairs the encoder tries; the smallest output is kept.
 _ZLIB_TRIALS = ((9, zlib.Z_HUFFMAN_ONLY), (6, zlib.Z_FILTERED))
 
@@ -128,9 +129,14 @@ def decode_delta(data: bytes, clean: np.ndarray, *, name: str = "") -> np.ndarra
                        "(another JPEG decoder or a changed file?)")
     inflate = zlib.decompressobj()
     try:
-        raw = inflate.decompress(data[dims_end:])
+        # Never more than the image's own size: a small file that inflates to gigabytes (a
+        # "zip bomb") stops after clean.size bytes, with its stream unfinished.
+        raw = inflate.decompress(data[dims_end:], clean.size)
     except zlib.error:  # bad deflate data or checksum
         raw = None
+    if raw is not None and len(raw) == clean.size and inflate.unconsumed_tail:
+        raise IkdError(f"{fail}: the delta file holds more than its {_shape_text(shape)} image "
+                       "(corrupt, or made to exhaust memory)")
     if raw is None or not inflate.eof or inflate.unused_data or len(raw) != clean.size:
         raise IkdError(f"{fail}: the delta file is corrupt or truncated")
     if ndim == 3:
@@ -175,6 +181,13 @@ def read_adversarial(path: Path, clean: Optional[np.ndarray], *, fmt: str) -> np
         if clean is None:
             raise IkdError(f"adversarial image {path} is a delta file: it needs its decoded source image")
         return decode_delta(data, clean, name=str(path))
+    if clean is not None and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":
+        # the size a PNG says it has, checked before decoding it: a tiny file declaring
+        # 60000 x 60000 pixels would otherwise be decoded into gigabytes first
+        width, height = struct.unpack(">II", data[16:24])
+        if (height, width) != tuple(np.shape(clean)[:2]):
+            raise IkdError(f"adversarial image {path} is {height} x {width} but its source is "
+                           f"{_shape_text(np.shape(clean)[:2])}")
     flag = cv2.IMREAD_UNCHANGED if clean is not None and np.ndim(clean) == 2 else cv2.IMREAD_COLOR
     adv = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
     if adv is None:

@@ -85,6 +85,76 @@ MINIMUMS: dict[str, float] = {"train.epochs": 1, "teacher.epochs": 1, "train.lr"
                               "data.samples_per_gpu": 1, "data.workers_per_gpu": 0, "train.checkpoint_interval": 1,
                               "backdoor.victim_epochs": 1, "distill.alpha_adv": 0.0, "distill.mgd.alpha": 0.0}
 
+# Keys whose default is null ("not set": the model config's, the method's or train's own value)
+# take only values of this kind when set; anything else (a mapping, a string, a nested list) is
+# refused on load, before a run builds a config from it.
+def _ints(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _int_list(value) -> bool:
+    return isinstance(value, list) and len(value) <= 100 and all(_ints(v) for v in value)
+
+
+NULLABLE: dict[str, tuple[str, Any]] = {
+    "teacher.epochs": ("an integer >= 1", lambda v: _ints(v, 1)),
+    "teacher.lr_steps": ("a list of epochs (integers)", _int_list),
+    "data.classes": ("a list of names, auto or null",
+                     lambda v: v == "auto" or (isinstance(v, list) and len(v) <= 10_000
+                                               and all(isinstance(c, str) for c in v))),
+    "data.img_scale": ("width and height in pixels (a list of two integers >= 1)",
+                       lambda v: isinstance(v, list) and len(v) == 2 and all(_ints(x, 1) for x in v)),
+    "data.shapes": ("a mapping or null", lambda v: isinstance(v, dict)),
+    "attack.decay": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "attack.random_start": ("true/false", lambda v: isinstance(v, bool)),
+    "backdoor.victim_epochs": ("an integer >= 1", lambda v: _ints(v, 1)),
+    "backdoor.victim_lr_steps": ("a list of epochs (integers)", _int_list),
+}
+
+# How many values a preset (or a --set value) may hold once its YAML aliases are expanded: far
+# above any real preset (the largest holds about 150), far below what exhausts memory (a
+# "billion laughs" file of a few hundred bytes expands to 10^9).
+MAX_YAML_VALUES = 100_000
+
+
+class _YamlTooLarge(yaml.YAMLError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that counts every value as it will be once aliases are expanded (an
+    alias counts as the whole value it names, computed once per anchored node) and stops past
+    :data:`MAX_YAML_VALUES`: an anchor bomb is refused while it is still small."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent, index):
+        node = super().compose_node(parent, index)
+        if id(node) not in self._sizes:
+            if isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._sizes.get(id(c), 1) for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+            else:
+                size = 1
+            if size > MAX_YAML_VALUES:
+                raise _YamlTooLarge(f"its aliases expand to more than {MAX_YAML_VALUES:,} values "
+                                    "(an alias bomb?); write the values out")
+            self._sizes[id(node)] = size
+        return node
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` with :class:`_BoundedLoader`: the one way ikd reads YAML."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 # The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
 # set in the preset or with --set data.shapes.num_val=500.
 # 500 val images: evaluation noise well under the 1 AP effects the study looks for.
@@ -92,7 +162,7 @@ SHAPES_DEFAULTS: dict[str, int] = {"num_train": 400, "num_val": 500, "image_size
 
 # Every key a preset may set, with its default. A preset YAML is merged onto this tree, so a
 # preset names only what differs, and every override is checked against it.
-# ``None`` means "no default": any type is accepted.
+# ``None`` means "not set"; what such a key accepts when set is in NULLABLE.
 DEFAULTS: dict[str, Any] = {
     "name": "",
     "description": "",
@@ -262,7 +332,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if value not in names:
             raise IkdError(f"{key} must be one of {', '.join(names)}; got {value!r}")
         return value
-    if default is None or value is None:
+    if value is None:
+        return value
+    if key in NULLABLE:  # checked by kind, whatever a preset already set it to
+        kind, ok = NULLABLE[key]
+        if not ok(value):
+            raise IkdError(f"{key} must be {kind} or null, got {_shown(value)}")
+        return float(value) if key == "attack.decay" else value
+    if default is None:
         return value
     if isinstance(default, bool):
         if isinstance(value, bool):
@@ -275,7 +352,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(value, type(default)):
         return value
-    raise IkdError(f"{key} must be {_type_name(default)}, got {value!r}")
+    raise IkdError(f"{key} must be {_type_name(default)}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _merge(base: dict, update: dict, prefix: str = "") -> dict:
@@ -320,7 +402,9 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
             raise IkdError(f"--set takes KEY=VALUE, got '{item}'")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
+        except _YamlTooLarge as err:
+            raise IkdError(f"--set {key.strip()}: {err}") from None
         except yaml.YAMLError:
             value = raw
         parsed[key.strip()] = _number_or_text(value)
@@ -354,9 +438,11 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = 
     """Load a preset and apply dotted overrides; returns the full, checked preset tree."""
     path = _preset_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise IkdError(f"cannot read preset {path}: {err.strerror}") from None
+    except _YamlTooLarge as err:
+        raise IkdError(f"preset {path}: {err}") from None
     except yaml.YAMLError as err:
         raise IkdError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):

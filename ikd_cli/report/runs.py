@@ -26,6 +26,7 @@ from typing import Iterable
 import yaml
 
 from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.config.presets import load_yaml
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.ui import console
@@ -143,7 +144,7 @@ def _read_preset(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise IkdError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
     return tree if isinstance(tree, dict) else {}
