@@ -79,10 +79,13 @@ def read_checkpoint(path: str | Path, *, trust: bool | None = None) -> dict:
     try:
         ckpt = _load(path, trusted)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
-        if not trusted and "Weights only load failed" in str(err):
+        # torch's restricted unpickler says "Unsupported global" for a type it will not build;
+        # other complaints of it ("Unsupported operand ...") mean bytes that are no pickle at all.
+        if not trusted and "Weights only load failed" in str(err) and "Unsupported global" in str(err):
             raise IkdError(f"{path} holds {_untrusted_types(path, err)}, which a checkpoint does not need and "
                            f"which could run code when loaded; refused: {TRUST_HINT}") from None
-        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        first = reason.group(1).strip() if reason else (str(err).splitlines()[0] if str(err) else err.__class__.__name__)
         raise IkdError(f"{path} is not a readable checkpoint ({first})") from None
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
         return ckpt
