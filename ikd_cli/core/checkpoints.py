@@ -79,9 +79,9 @@ def read_checkpoint(path: str | Path, *, trust: bool | None = None) -> dict:
     try:
         ckpt = _load(path, trusted)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
-        # torch's restricted unpickler says "Unsupported global" for a type it will not build;
-        # other complaints of it ("Unsupported operand ...") mean bytes that are no pickle at all.
-        if not trusted and "Weights only load failed" in str(err) and "Unsupported global" in str(err):
+        # torch's restricted unpickler names "GLOBAL module.type" for a type it will not build;
+        # its other complaints ("Unsupported operand ...") mean bytes that are no pickle at all.
+        if not trusted and "Weights only load failed" in str(err) and re.search(r"GLOBAL \S", str(err)):
             raise IkdError(f"{path} holds {_untrusted_types(path, err)}, which a checkpoint does not need and "
                            f"which could run code when loaded; refused: {TRUST_HINT}") from None
         reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
