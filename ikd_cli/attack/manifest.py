@@ -34,15 +34,24 @@ def read_records(out_dir: Path) -> tuple[dict, dict]:
     return done, failed
 
 
+def settings_difference(out_dir: Path, wanted: dict, ignore: tuple = ()) -> str:
+    """'key old -> new' for the first few of ``wanted``'s settings (less ``ignore``) in which the
+    set in ``out_dir`` differs; '' when none differ or the folder records no settings."""
+    path = out_dir / ATTACK_SETTINGS_FILE
+    if not path.is_file():
+        return ""
+    old = read_json(path, "attack settings") or {}
+    diff = [k for k in wanted if k not in ignore and old.get(k) != wanted[k]]
+    return ", ".join(f"{k} {old.get(k)!r} -> {wanted[k]!r}" for k in diff[:3])
+
+
 def check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:
     """Refuse to mix two attacks in one folder. With ``overwrite``, empty the folder of the old
     attack (its images, records and summary) first, so it holds only images of the new settings."""
     path = out_dir / ATTACK_SETTINGS_FILE
     if path.exists() and not overwrite:
-        old = read_json(path, "attack settings")
-        diff = [k for k in settings if old.get(k) != settings[k]]
-        if diff:
-            shown = ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in diff[:3])
+        shown = settings_difference(out_dir, settings)
+        if shown:
             raise IkdError(f"{out_dir} holds an attack with other settings ({shown}); "
                            "choose another --out or pass --overwrite")
         return

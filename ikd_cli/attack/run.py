@@ -134,20 +134,6 @@ def set_settings(preset: dict, attack, ckpt_path: Path, split: str) -> dict:
 TRAINING_INDIFFERENT = ("seed", "batch_size", "format")
 
 
-def set_difference(out_dir: Path, wanted: dict) -> str:
-    """'key old -> new' for the settings (less TRAINING_INDIFFERENT) in which the set in
-    ``out_dir`` differs from ``wanted``; '' when none, or when the set records none."""
-    from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
-    from ikd_cli.core.fileio import read_json
-
-    path = out_dir / ATTACK_SETTINGS_FILE
-    if not path.is_file():
-        return ""
-    old = read_json(path, "attack settings") or {}
-    diff = [k for k in wanted if k not in TRAINING_INDIFFERENT and old.get(k) != wanted[k]]
-    return ", ".join(f"{k} {old.get(k)!r} -> {wanted[k]!r}" for k in diff[:3])
-
-
 def batch_seed(preset: dict, index: int) -> int:
     """Random draws (random start, input diversity) depend only on the seed and the first image
     of the batch, so the same batches give the same pixels however the work is sharded."""
