@@ -8,9 +8,9 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset,
-                                 relaunch)
-from ikd_cli.config.presets import Role
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, load_preset,
+                                 relaunch, setting_option)
+from ikd_cli.config.schema import Role
 from ikd_cli.core.distributed import Launcher
 
 
@@ -19,7 +19,7 @@ from ikd_cli.core.distributed import Launcher
 def train(
     preset: str = PresetOpt,
     model: Role = typer.Option(Role.teacher, "--model", "-m", help="Which detector of the preset to train."),
-    epochs: Optional[int] = typer.Option(None, help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
+    epochs: Optional[int] = setting_option("train.epochs", "--epochs"),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,

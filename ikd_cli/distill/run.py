@@ -16,12 +16,13 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     teacher (``attack.json``), and every training image has its adversarial copy, recorded as
     finished by the set's own records (a file alone may be left over from other settings)."""
     from ikd_cli.attack.manifest import settings_difference
-    from ikd_cli.attack.run import TRAINING_INDIFFERENT, preset_attack, set_settings
+    from ikd_cli.attack.run import preset_attack, set_settings
+    from ikd_cli.config.schema import distill_ignored
     from ikd_cli.core.checkpoints import teacher_checkpoint
 
     a = preset["attack"]
     wanted = set_settings(preset, preset_attack(preset), teacher_checkpoint(preset), "train")
-    diff = settings_difference(adv_dir, wanted, ignore=TRAINING_INDIFFERENT)
+    diff = settings_difference(adv_dir, wanted, ignore=distill_ignored())
     if diff:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
                        f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
