@@ -6,9 +6,10 @@ from typing import List, Optional
 
 import typer
 
+from ikd_cli import api
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, load_preset,
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, cli_settings,
                                  relaunch, setting_option)
 from ikd_cli.config.schema import DistillMethod
 from ikd_cli.core.distributed import Launcher
@@ -34,8 +35,6 @@ def distill(
 ):
     """Distil the teacher into the student: FGD or MGD + IKD's augmentation, both stages in one run."""
     launcher = relaunch(gpus, launcher)
-    tree = load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "distill.method": method,
-                                                           "train.epochs": epochs, "train.amp": amp})
-    from ikd_cli.distill.run import run_distill
-
-    run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
+    settings = cli_settings(sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
+    api.distill(preset, settings=settings, dfa_until=dfa_until, method=method, restart=restart, device=device,
+                launcher=launcher, verbose=verbose)

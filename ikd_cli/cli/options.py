@@ -71,10 +71,10 @@ def setting_option(key: str, *names: str, help: str = ""):
     return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False, **bounds)
 
 
-def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
-                work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
-    """The preset with --set, --data-root, --work-dir and a command's own options applied
-    (``extra``: dotted key -> value, None = not given)."""
+def cli_settings(sets: Optional[List[str]], data_root: Optional[str] = None, work_dir: Optional[str] = None,
+                 extra: Optional[dict] = None) -> dict:
+    """--set, --data-root, --work-dir and a command's own options (``extra``: dotted key -> value,
+    None = not given) as the dotted settings of :mod:`ikd_cli.api`."""
     overrides = presets.parse_set(sets or [])
     if data_root is not None:
         overrides["data.root"] = data_root
@@ -83,7 +83,14 @@ def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str]
     for key, value in (extra or {}).items():
         if value is not None:
             overrides[key] = value.value if isinstance(value, Enum) else value
-    return presets.load(preset, overrides)
+    return overrides
+
+
+def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
+                work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """The preset with --set, --data-root, --work-dir and a command's own options applied
+    (``extra``: dotted key -> value, None = not given)."""
+    return presets.load(preset, cli_settings(sets, data_root, work_dir, extra))
 
 
 def relaunch(gpus: int, launcher: Launcher) -> str:

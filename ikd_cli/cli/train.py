@@ -6,9 +6,10 @@ from typing import List, Optional
 
 import typer
 
+from ikd_cli import api
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, load_preset,
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, cli_settings,
                                  relaunch, setting_option)
 from ikd_cli.config.schema import Role
 from ikd_cli.core.distributed import Launcher
@@ -35,8 +36,6 @@ def train(
 ):
     """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
     launcher = relaunch(gpus, launcher)
-    tree = load_preset(preset, sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
-    from ikd_cli.train.run import train_detector
-
-    train_detector(tree, model.value, must_resume=resume, restart=restart, device=device, launcher=launcher,
-                   verbose=verbose)
+    settings = cli_settings(sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
+    api.train(preset, model.value, settings=settings, must_resume=resume, restart=restart, device=device,
+              launcher=launcher, verbose=verbose)
