@@ -51,13 +51,11 @@ def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, setti
           launcher: str = "none", **keys: Any) -> Path:
     """``ikd train``: train the preset's teacher or student (``keys`` are ``train.*``); returns the
     run's final checkpoint."""
-    from ikd_cli.config.layout import final_checkpoint
     from ikd_cli.train.run import train_detector
 
     tree = load_preset(preset, settings, "train", **keys)
-    train_detector(tree, model, must_resume=must_resume, restart=restart, device=device, launcher=launcher,
-                   verbose=verbose)
-    return final_checkpoint(tree, model)
+    return train_detector(tree, model, must_resume=must_resume, restart=restart, device=device, launcher=launcher,
+                          verbose=verbose)
 
 
 def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settings: Optional[dict] = None,
@@ -78,12 +76,10 @@ def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = 
             restart: bool = False, verbose: bool = False, launcher: str = "none", **keys: Any) -> Path:
     """``ikd distill``: both stages in one run (``keys`` are ``distill.*``: ``method``,
     ``dfa_until``, ``alpha_adv``, ...); returns the student's final checkpoint."""
-    from ikd_cli.config.layout import final_checkpoint
     from ikd_cli.distill.run import run_distill
 
     tree = load_preset(preset, settings, "distill", **keys)
-    run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
-    return final_checkpoint(tree, "distill")
+    return run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
 
 
 def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student",

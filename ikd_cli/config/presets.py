@@ -223,6 +223,19 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
     return preset
 
 
+def derive(preset: dict, changes: dict) -> dict:
+    """A copy of a resolved ``preset`` with dotted ``changes`` applied, resolved and checked like
+    any preset (the backdoor victim's and the defences' presets are made this way)."""
+    tree = copy.deepcopy(preset)
+    for key, value in changes.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return resolve(tree)
+
+
 def _resolve_shapes(shapes: Any, overrides: dict[str, Any]) -> dict | None:
     """``data.shapes`` filled from :data:`SHAPES_DEFAULTS`, or None when the data is not built in."""
     if shapes is None:
