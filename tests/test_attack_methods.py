@@ -14,13 +14,7 @@ from ikd_cli.core.errors import IkdError
 H, W = 32, 48
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: one thread is fastest and steady on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest and steady
 
 
 class ToyDetectorLoss:

@@ -30,16 +30,7 @@ def _tree_hash(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on shared, busy cores OpenMP threads
-    that wait for each other cost several times the run (restored after this module)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +155,8 @@ def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "hexagon"], "unknown target class 'hexagon'"),
-    (["--rate", "0"], "backdoor.rate must be in (0, 1]"),
-    (["--rate", "1.5"], "backdoor.rate must be in (0, 1]"),
+    (["--rate", "0"], "backdoor.rate must be > 0 and <= 1, got 0"),
+    (["--rate", "1.5"], "backdoor.rate must be > 0 and <= 1, got 1.5"),
     (["--rate", "0.01"], "triggers no image"),
 ])
 def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
@@ -404,7 +395,8 @@ def test_evaluate_and_table(bd, victim):
         run_cli("backdoor", "evaluate", ckpt, "--device", DEVICE)
         result = json.loads(ckpt.with_name(ckpt.stem + ".backdoor.json").read_text())
         assert result["attack"] == "misclassify" and result["target_class"] == TARGET
-        assert result["asr"]["objects"] > 0 and 0 <= result["asr"]["asr"] <= 1
+        asr = result["asr"]
+        assert asr["objects"] > 0 and asr["asr"] == asr["successes"] / asr["objects"]
         assert set(result["clean"]) >= {"AP", "AP50"}
     # the picture: 4 val images, clean | triggered, drawn from the files the evaluation wrote
     from PIL import Image

@@ -10,12 +10,18 @@ from ikd_cli.config.mmdet import build_config
 from ikd_cli.distill.config import build_distill_config
 
 
+MODEL_TYPES = {"retinanet": {"teacher": "RetinaNet", "student": "RetinaNet"},
+               "reppoints": {"teacher": "RepPointsDetector", "student": "RepPointsDetector"},
+               "mask-rcnn": {"teacher": "CascadeRCNN", "student": "MaskRCNN"},
+               "shapes": {"teacher": "RetinaNet", "student": "RetinaNet"}}
+
+
 @pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn", "shapes"])
 def test_every_preset_resolves_to_real_mmdet_configs(name):
     preset = presets.load(name)
     for role in ("teacher", "student"):
         cfg = build_config(preset, role)
-        assert cfg.model.type  # a real mmdet model config
+        assert cfg.model.type == MODEL_TYPES[name][role]  # the named mmdet model config, built
         # a teacher may have its own, longer schedule (shapes: 36 epochs against the students' 12)
         assert cfg.runner.max_epochs == (preset[role].get("epochs") or preset["train"]["epochs"])
         assert cfg.optimizer.lr == preset["train"]["lr"]

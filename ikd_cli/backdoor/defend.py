@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.backdoor.layout import METHODS, STEP_NAMES, clean_subset_file, poisoned_dir, step_dir
-from ikd_cli.backdoor.poison import check_settings, read_manifest
+from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.backdoor.subset import write_clean_subset
 from ikd_cli.backdoor.victim import finished_checkpoint, require_victim
 from ikd_cli.config.layout import STUDENT_LATEST
@@ -60,7 +60,6 @@ def _check(preset: dict, method: str) -> None:
     b = preset["backdoor"]
     if method not in METHODS:
         raise IkdError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
-    check_settings(b)
     nad = b["nad"]  # each value is checked by the schema; here only how they go together
     if not nad["levels"] or len(nad["betas"]) != len(nad["levels"]):
         raise IkdError(f"backdoor.nad needs levels and one beta per level; got {len(nad['levels'])} level(s), "
