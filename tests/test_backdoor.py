@@ -156,12 +156,18 @@ def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
 @pytest.mark.parametrize("args,message", [
     (["--target", "hexagon"], "unknown target class 'hexagon'"),
     (["--rate", "0"], "backdoor.rate must be > 0 and <= 1, got 0"),
-    (["--rate", "1.5"], "backdoor.rate must be > 0 and <= 1, got 1.5"),
+    (["--set", "backdoor.rate=1.5"], "backdoor.rate must be > 0 and <= 1, got 1.5"),
     (["--rate", "0.01"], "triggers no image"),
 ])
 def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
     result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", *args, expect=1)
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_closed_bounds_are_typer_ranges(tiny_sets, tmp_path):
+    # the schema's closed bounds become Typer's max=/min=: refused while the command line is read
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", "--rate", "1.5", expect=2)
+    assert "less than or equal to 1" in result.output
 
 
 def test_empty_clean_subset_is_one_line(bd):

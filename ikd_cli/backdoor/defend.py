@@ -143,7 +143,7 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
     def hooks(session, cfg):
         from ikd_cli.distill.hooks import StudentCheckpointHook
 
-        out = [(StudentCheckpointHook.for_preset(dp), 60)]
+        out = StudentCheckpointHook.for_preset(dp).with_best()
         if cfg.dfa_until > 0:  # without the stage hook no adversarial image ever arrives: NAD alone
             out.append((_stage_hook(cfg.dfa_until, stage1_loader(cfg, dp, session.distributed)), "VERY_HIGH"))
         return out

@@ -75,7 +75,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         stage = DFAStageHook(cfg.dfa_until, loader, stage1=f"{method} + IKD augmentation (adversarial features)",
                              stage2=f"plain {method}")
-        return [(stage, "VERY_HIGH"), (StudentCheckpointHook.for_preset(preset), 60)]
+        return [(stage, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best()]
 
     def done(work_dir: Path) -> str:
         best = f" (best: {STUDENT_BEST})" if (work_dir / STUDENT_BEST).exists() else ""
