@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IKD=.venv/bin/ikd
-CKPT=work_dirs/shapes/teacher/latest.pth
-SET=data/shapes_adv_difgsm_8_5_val   # the compact (delta) set of run_shapes.sh
+CKPT=$("$IKD" presets show shapes --path teacher)
+SET=$("$IKD" presets show shapes --path attack.out_val)   # the compact (delta) set of run_shapes.sh
 ADV=${SET}_png                       # the same images as PNG files
 JPEG=${SET}_jpeg95
 "$IKD" attack --preset shapes --split val --export "$ADV"

@@ -10,18 +10,19 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 IKD=.venv/bin/ikd
 W=work_dirs/shapes
-ADV=data/shapes_adv_difgsm_8_5   # the attack's out folder in the shapes preset
+where() { "$IKD" presets show shapes --path "$@"; }  # where the preset puts a run's files (config/layout.py)
+ADV_VAL=$(where attack.out_val)
 
 "$IKD" train --preset shapes --model teacher
-"$IKD" evaluate "$W/teacher/latest.pth"
+"$IKD" evaluate "$(where teacher)"
 "$IKD" attack --preset shapes                    # the training images, for stage 1 of distill
 "$IKD" attack --preset shapes --split val        # the val images: what the attack does to the teacher
-"$IKD" evaluate "$W/teacher/latest.pth" --images "${ADV}_val"
+"$IKD" evaluate "$(where teacher)" --images "$ADV_VAL"
 "$IKD" train --preset shapes --model student     # the student alone
 "$IKD" distill --preset shapes --dfa-until 0 --work-dir "$W/fgd"   # FGD: stage 2 only
 "$IKD" distill --preset shapes                   # IKD: stage 1 (epochs 1-8), then stage 2
-"$IKD" evaluate "$W/student/latest.pth"
-"$IKD" evaluate "$W/fgd/distill/student_latest.pth"
-"$IKD" evaluate "$W/distill/student_latest.pth"
+"$IKD" evaluate "$(where student)"
+"$IKD" evaluate "$(where distill --work-dir "$W/fgd")"
+"$IKD" evaluate "$(where distill)"
 "$IKD" report "$W" --out "$W/report"
-echo "the attack, seen: ${ADV}_val/preview.png (clean | adversarial | perturbation, with the teacher's boxes)"
+echo "the attack, seen: $ADV_VAL/preview.png (clean | adversarial | perturbation, with the teacher's boxes)"

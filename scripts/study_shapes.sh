@@ -70,8 +70,8 @@ for seed in ${SEED_LIST//,/ }; do
     work="$OUT/$arm/seed$seed"
     # shellcheck disable=SC2046
     "$IKD" $(arm_args "$arm") --preset shapes --work-dir "$work" --set train.seed="$seed"
-    if [ "$arm" = student ]; then ckpt="$work/student/latest.pth"; else ckpt="$work/distill/student_latest.pth"; fi
-    "$IKD" evaluate "$ckpt"
+    kind=distill; [ "$arm" = student ] && kind=student
+    "$IKD" evaluate "$("$IKD" presets show shapes --path "$kind" --work-dir "$work")"
   done
 done
 echo "study: $(( ($(date +%s) - start) / 60 )) min of training and evaluation"

@@ -21,6 +21,31 @@ def pytest_configure(config):
             pytest.exit("IKD_TEST_DEVICE=cuda, but torch sees no CUDA device", returncode=2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (restored after): tiny models gain nothing from a second, and
+    on shared, busy cores OpenMP threads that wait for each other cost several times the run.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def own_teacher(trained_teacher, tmp_path) -> Path:
+    """A copy of the session's teacher in this test's folder: what ``ikd evaluate`` writes beside
+    it (eval JSON, detections) stays with the test instead of the shared teacher's folder."""
+    import shutil
+
+    copy = tmp_path / "teacher" / "latest.pth"
+    copy.parent.mkdir()
+    shutil.copyfile(trained_teacher, copy)
+    return copy
+
+
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
     from ikd_cli.data.shapes import generate_shapes

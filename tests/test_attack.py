@@ -54,16 +54,11 @@ def test_default_attack_raises_the_teacher_loss_and_is_lossless(trained_teacher,
 
     with Image.open(out / "preview.png") as preview:  # 4 rows of clean | adversarial | perturbation
         assert preview.size == (960, 4 * 320)
-    # Lossless: what the record measured is what is on disk, and it survives a decode/encode
-    # round trip bit for bit; JPEG at quality 95 (the reference's way) does not.
+    # Lossless: what the record measured is what is on disk.
     name = _train_names(shapes_root, 1)[0]
     adv = read_adversarial_image(out, shapes_root / "train", name)
     src = cv2.imread(str(shapes_root / "train" / name))
     assert int(np.abs(adv.astype(int) - src.astype(int)).max()) == read_records(out)[0][name]["linf"]
-    png_again = cv2.imdecode(cv2.imencode(".png", adv)[1], cv2.IMREAD_COLOR)
-    jpeg = cv2.imdecode(cv2.imencode(".jpg", adv, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
-    assert np.array_equal(png_again, adv)
-    assert not np.array_equal(jpeg, adv)
 
 
 def test_resume_skips_finished_images(trained_teacher, tiny_sets, shapes_root, tmp_path):
@@ -171,11 +166,11 @@ def test_two_gloo_processes_match_one(trained_teacher, tiny_sets, shapes_root, t
 def test_slurm_launcher_shards_like_srun(trained_teacher, tiny_sets, tmp_path):
     """Two processes started the way srun starts them (SLURM_PROCID / SLURM_NTASKS, no torchrun)
     form one gloo group and split the images between them."""
-    from ikd_cli.core.distributed import _free_port
+    from ikd_cli.core.distributed import free_port
 
     out = tmp_path / "slurm"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))}
-    port = str(_free_port())
+    port = str(free_port())
     procs = [subprocess.Popen([IKD_EXE, *_sharded_attack_args(trained_teacher, tiny_sets), "--out", str(out),
                                "--launcher", "slurm"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -262,14 +257,14 @@ def test_delta_format_rebuilds_the_png_route_bit_for_bit(trained_teacher, tiny_s
         read_adversarial_image(tmp_path / "delta", victim, names[0])
 
 
-def test_evaluate_reads_a_delta_set_like_its_png_export(trained_teacher, tiny_sets, tmp_path):
+def test_evaluate_reads_a_delta_set_like_its_png_export(trained_teacher, own_teacher, tiny_sets, tmp_path):
     out = tmp_path / "adv_val"
     _attack(trained_teacher, tiny_sets, out, "--split", "val", "--steps", "2")
     run_cli("attack", "--preset", "shapes", "--out", out, "--split", "val", "--export", tmp_path / "val_png", *tiny_sets)
-    run_cli("evaluate", trained_teacher, "--images", out, "--device", DEVICE)
-    run_cli("evaluate", trained_teacher, "--images", tmp_path / "val_png", "--device", DEVICE)
-    a = json.loads(trained_teacher.with_name("latest.eval-val-adv_val.json").read_text())["bbox"]
-    b = json.loads(trained_teacher.with_name("latest.eval-val-val_png.json").read_text())["bbox"]
+    run_cli("evaluate", own_teacher, "--images", out, "--device", DEVICE)
+    run_cli("evaluate", own_teacher, "--images", tmp_path / "val_png", "--device", DEVICE)
+    a = json.loads(own_teacher.with_name("latest.eval-val-adv_val.json").read_text())["bbox"]
+    b = json.loads(own_teacher.with_name("latest.eval-val-val_png.json").read_text())["bbox"]
     assert a == b and a["detections"] > 0
 
 

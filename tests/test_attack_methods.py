@@ -14,13 +14,7 @@ from ikd_cli.core.errors import IkdError
 H, W = 32, 48
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: one thread is fastest and steady on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest and steady
 
 
 class ToyDetectorLoss:
@@ -213,9 +207,9 @@ def test_unknown_method_lists_valid_ones():
         assert name in str(err.value)
 
 
-def test_build_attack_ignores_unrelated_options():
+def test_build_attack_ignores_options_of_other_methods():
     settings = dict(eps=4.0, alpha=1.0, steps=3, decay=1.0, resize_rate=0.9, diversity_prob=0.5,
-                    random_start=False, kernel_len=7, nsig=3.0, beta=1.5, n=6, batch_size=2, out="x")
+                    random_start=False, kernel_len=7, nsig=3.0, beta=1.5, n=6)
     fgsm = build_attack("fgsm", None, **settings)
     assert fgsm.eps == 4.0 and fgsm.steps == 1
     vmi = build_attack("vmifgsm", None, **settings)
@@ -231,7 +225,9 @@ def test_preset_defaults_leave_per_method_defaults_to_the_methods():
     default (pgd's random start, tifgsm's decay), the preset does not override it."""
     from ikd_cli.config import presets
 
-    options = {k: v for k, v in presets.load("shapes")["attack"].items()}
+    from ikd_cli.config.schema import pixel_options
+
+    options = {k: presets.load("shapes")["attack"][k] for k in pixel_options()}
     built = {name: build_attack(name, None, **options) for name in ATTACKS}
     assert built["pgd"].random_start is True and built["difgsm"].random_start is False
     assert built["tifgsm"].decay == 0.0 and built["difgsm"].decay == 1.0 and built["vmifgsm"].decay == 1.0
@@ -240,7 +236,23 @@ def test_preset_defaults_leave_per_method_defaults_to_the_methods():
                                               decay=1.0, resize_rate=0.9, diversity_prob=0.5)
 
 
-def test_method_choices_are_the_attacks():
-    from ikd_cli.config.presets import AttackMethod
+def test_build_attack_refuses_what_no_attack_takes():
+    # an option that is no attack's (a typo, or the set's storage settings) is an error, not
+    # silently dropped
+    with pytest.raises(IkdError, match="unknown attack option epz; the options are eps, alpha"):
+        build_attack("difgsm", None, epz=4)
+    with pytest.raises(IkdError, match="unknown attack options batch_size, out"):
+        build_attack("difgsm", None, batch_size=2, out="x")
+    with pytest.raises(IkdError, match=r"attack.steps must be an integer, got 2.5"):
+        build_attack("pgd", None, steps=2.5)
 
-    assert [m.value for m in AttackMethod] == list(ATTACKS)
+
+def test_attack_defaults_are_the_schema_s():
+    from ikd_cli.config.schema import SETTINGS
+
+    built = {name: build_attack(name, None) for name in ATTACKS}
+    for name, attack in built.items():
+        for option, value in attack.settings().items():
+            key = f"attack.{'n' if option == 'N' else option}"
+            if option != "method" and SETTINGS[key].default is not None:
+                assert value == SETTINGS[key].default or (name == "fgsm" and option in ("alpha", "steps")), (name, option)

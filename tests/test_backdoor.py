@@ -30,16 +30,7 @@ def _tree_hash(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on shared, busy cores OpenMP threads
-    that wait for each other cost several times the run (restored after this module)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +155,19 @@ def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "hexagon"], "unknown target class 'hexagon'"),
-    (["--rate", "0"], "backdoor.rate must be in (0, 1]"),
-    (["--rate", "1.5"], "backdoor.rate must be in (0, 1]"),
+    (["--rate", "0"], "backdoor.rate must be > 0 and <= 1, got 0"),
+    (["--set", "backdoor.rate=1.5"], "backdoor.rate must be > 0 and <= 1, got 1.5"),
     (["--rate", "0.01"], "triggers no image"),
 ])
 def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
     result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", *args, expect=1)
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_closed_bounds_are_typer_ranges(tiny_sets, tmp_path):
+    # the schema's closed bounds become Typer's max=/min=: refused while the command line is read
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", "--rate", "1.5", expect=2)
+    assert "less than or equal to 1" in result.output
 
 
 def test_empty_clean_subset_is_one_line(bd):
@@ -404,7 +401,8 @@ def test_evaluate_and_table(bd, victim):
         run_cli("backdoor", "evaluate", ckpt, "--device", DEVICE)
         result = json.loads(ckpt.with_name(ckpt.stem + ".backdoor.json").read_text())
         assert result["attack"] == "misclassify" and result["target_class"] == TARGET
-        assert result["asr"]["objects"] > 0 and 0 <= result["asr"]["asr"] <= 1
+        asr = result["asr"]
+        assert asr["objects"] > 0 and asr["asr"] == asr["successes"] / asr["objects"]
         assert set(result["clean"]) >= {"AP", "AP50"}
     # the picture: 4 val images, clean | triggered, drawn from the files the evaluation wrote
     from PIL import Image

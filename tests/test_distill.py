@@ -41,7 +41,12 @@ def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
     assert any(k.startswith("teacher.") for k in full["state_dict"]) and "optimizer" in full
     student = torch.load(work / "student_latest.pth", map_location="cpu", weights_only=False)
     assert not any(k.startswith(("teacher.", "student.", "distill_losses")) for k in student["state_dict"])
-    assert (work / "student_best.pth").exists() or not list(work.glob("best_*.pth"))
+    # validation ran every epoch, so there is a best epoch; its student is student_best.pth
+    (best,) = work.glob("best_*.pth")
+    best_student = torch.load(work / "student_best.pth", map_location="cpu", weights_only=False)["state_dict"]
+    best_full = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert best_student.keys() == {k[len("student."):] for k in best_full if k.startswith("student.")}
+    assert all(torch.equal(v, best_full["student." + k]) for k, v in best_student.items())
 
     from mmcv import Config
     from mmdet.apis import init_detector

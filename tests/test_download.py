@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ikd_cli.core.distributed import free_port
 from ikd_cli.zoo import download as dl
 from ikd_cli.core.errors import IkdError
 
@@ -159,14 +160,8 @@ def test_http_404(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_connection_refused_says_what_to_do(tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}/{FILENAME}"
+    url = f"http://127.0.0.1:{free_port()}/{FILENAME}"
     with pytest.raises(IkdError) as info:
         dl.download(dl.resolve(url), tmp_path)
     msg = str(info.value)
@@ -291,5 +286,5 @@ def test_cli_download_url_list_and_preset_without_teacher(server, tmp_path):
     assert "retinanet_x101_64x4d_fpn_1x_coco" in run_cli("download", "--list").output
     result = run_cli("download", "teacher", "--preset", "shapes", expect=1)
     assert "has no teacher to download" in result.output
-    result = run_cli("download", f"http://127.0.0.1:{_free_port()}/{FILENAME}", "--dir", tmp_path / "x", expect=1)
+    result = run_cli("download", f"http://127.0.0.1:{free_port()}/{FILENAME}", "--dir", tmp_path / "x", expect=1)
     assert "cannot reach 127.0.0.1" in result.output

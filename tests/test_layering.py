@@ -1,7 +1,7 @@
 """The package's layering, checked on the source (no imports run): every import inside
 ``ikd_cli`` points down the stack of stages, and no module imports itself back in a circle.
 
-    core < config, zoo < data < attack < train < distill < evaluate < report < cli
+    core < config, zoo < data < attack < train < distill < evaluate < report, backdoor < api < cli
 
 A module may import its own package and any package listed before it (on the same line counts
 as before for ``config`` and ``zoo``, which never import each other). Imports inside functions
@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ikd_cli"
 LAYERS = {"core": 0, "config": 1, "zoo": 1, "data": 2, "attack": 3, "train": 4, "distill": 5,
-          "evaluate": 6, "report": 7, "backdoor": 7, "cli": 8}
+          "evaluate": 6, "report": 7, "backdoor": 7, "api": 8, "cli": 9}
 
 
 def module_name(path: Path) -> str:

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from ikd_cli.core.errors import IkdError
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("mmdet")
 
@@ -278,9 +280,9 @@ def test_adv_align_conv_and_gradients():
 
 
 def test_adv_invalid_type_raises():
-    with pytest.raises(ValueError, match="loss_type"):
+    with pytest.raises(IkdError, match="distill.adv_loss must be one of mse, l1, cwd"):
         L.AdvFeatureLoss(4, 4, "p", loss_type="kl")
-    with pytest.raises(ValueError, match="loss_type"):
+    with pytest.raises(IkdError, match="distill.adv_loss"):
         build_loss(dict(type="AdvFeatureLoss", student_channels=4, teacher_channels=4, loss_type="huber"))
 
 
@@ -353,7 +355,7 @@ def test_mgd_mask_is_seeded_and_drops_lambda_of_the_pixels():
 
 
 def test_mgd_rejects_bad_settings_and_shapes():
-    with pytest.raises(ValueError, match="lambda_mgd"):
+    with pytest.raises(IkdError, match=r"distill.mgd.lambda must be >= 0 and < 1"):
         L.MGDLoss(4, 4, lambda_mgd=1.0)
     loss = L.MGDLoss(4, 8)
     with pytest.raises(ValueError, match="student features have 3 channels"):

@@ -10,12 +10,18 @@ from ikd_cli.config.mmdet import build_config
 from ikd_cli.distill.config import build_distill_config
 
 
+MODEL_TYPES = {"retinanet": {"teacher": "RetinaNet", "student": "RetinaNet"},
+               "reppoints": {"teacher": "RepPointsDetector", "student": "RepPointsDetector"},
+               "mask-rcnn": {"teacher": "CascadeRCNN", "student": "MaskRCNN"},
+               "shapes": {"teacher": "RetinaNet", "student": "RetinaNet"}}
+
+
 @pytest.mark.parametrize("name", ["retinanet", "reppoints", "mask-rcnn", "shapes"])
 def test_every_preset_resolves_to_real_mmdet_configs(name):
     preset = presets.load(name)
     for role in ("teacher", "student"):
         cfg = build_config(preset, role)
-        assert cfg.model.type  # a real mmdet model config
+        assert cfg.model.type == MODEL_TYPES[name][role]  # the named mmdet model config, built
         # a teacher may have its own, longer schedule (shapes: 36 epochs against the students' 12)
         assert cfg.runner.max_epochs == (preset[role].get("epochs") or preset["train"]["epochs"])
         assert cfg.optimizer.lr == preset["train"]["lr"]
@@ -143,3 +149,43 @@ def test_presets_show_prints_the_resolved_distiller():
     assert "MGDLoss" in out and "lambda_mgd=0.65" in out and "FGDLoss" not in out
     assert "distill.method must be one of fgd, mgd" in run_cli(
         "presets", "show", "shapes", "--set", "distill.method=xyz", expect=1).output
+
+
+def test_schema_checks_types_choices_and_bounds_once():
+    """Each key's rules come from config/schema.py, on a preset file and on --set alike."""
+    cases = {"teacher.epochs=2.5": "teacher.epochs must be an integer or null, got 2.5",
+             "attack.eps=0": "attack.eps must be > 0 and <= 255, got 0",
+             "attack.method=cw": "attack.method must be one of difgsm, mifgsm",
+             "distill.dfa_until=-1": "distill.dfa_until must be >= 0, got -1",
+             "distill.mgd.lambda=1": r"distill.mgd.lambda must be >= 0 and < 1, got 1",
+             "train.lr_steps=[8, x]": r"train.lr_steps must be a list of epochs \(integers\)",
+             "data.shapes.num_val=0": "data.shapes.num_val must be >= 1, got 0"}
+    for item, message in cases.items():
+        with pytest.raises(IkdError, match=message):
+            presets.load("shapes", presets.parse_set([item]))
+    assert presets.load("shapes", presets.parse_set(["data.classes=auto"]))["data"]["classes"] == "auto"
+    assert presets.load("shapes", presets.parse_set(["attack.steps=3e0"]))["attack"]["steps"] == 3
+
+
+def test_help_and_keys_show_the_schema_defaults():
+    from ikd_cli.config.schema import SETTINGS
+
+    keys = run_cli("presets", "keys", "distill").output
+    assert "distill.alpha_adv" in keys and "1e-05" in keys and "attack.eps" not in keys
+    run_cli("presets", "keys", "nosuch", expect=1)
+    helptext = " ".join(run_cli("attack", "--help").output.split())
+    for option in ("eps", "steps", "resize_rate"):
+        s = SETTINGS[f"attack.{option}"]
+        shown = f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
+        assert f"preset default: {shown})" in helptext.replace("│ ", "").replace(" │", ""), option
+
+
+def test_presets_show_path_is_the_layout():
+    from ikd_cli.config.layout import adversarial_set_dir, final_checkpoint
+
+    tree = presets.load("shapes", {"work_dir": "w"})
+    assert run_cli("presets", "show", "shapes", "--path", "attack.out").output.strip() == \
+        str(adversarial_set_dir(tree, "train"))
+    assert run_cli("presets", "show", "shapes", "--path", "distill", "--work-dir", "w").output.strip() == \
+        str(final_checkpoint(tree, "distill")) == "w/distill/student_latest.pth"
+    assert "--path takes" in run_cli("presets", "show", "shapes", "--path", "nope", expect=1).output

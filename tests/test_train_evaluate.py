@@ -28,14 +28,14 @@ def test_train_terminal_output_is_quiet(tmp_path, tiny_sets):
     assert "done" in result.output
 
 
-def test_evaluate_matches_pycocotools_exactly(trained_teacher, shapes_root):
+def test_evaluate_matches_pycocotools_exactly(own_teacher, shapes_root):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    result = run_cli("evaluate", trained_teacher, "--device", DEVICE)
+    result = run_cli("evaluate", own_teacher, "--device", DEVICE)
     assert "AP50" in result.output
-    report = json.loads(trained_teacher.with_name("latest.eval-val.json").read_text())
-    detections = trained_teacher.with_name("latest.eval-val.bbox.json")
+    report = json.loads(own_teacher.with_name("latest.eval-val.json").read_text())
+    detections = own_teacher.with_name("latest.eval-val.bbox.json")
     assert report["bbox"]["detections"] > 0
     gt = COCO(str(shapes_root / "annotations" / "instances_val.json"))
     ev = COCOeval(gt, gt.loadRes(str(detections)), "bbox")
@@ -44,13 +44,13 @@ def test_evaluate_matches_pycocotools_exactly(trained_teacher, shapes_root):
         assert report["bbox"][name] == pytest.approx(float(ev.stats[i]), abs=0), name
 
 
-def test_evaluate_on_another_copy_of_the_images(trained_teacher, shapes_root, tmp_path):
+def test_evaluate_on_another_copy_of_the_images(own_teacher, shapes_root, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(shapes_root / "val", copy)
-    run_cli("evaluate", trained_teacher, "--device", DEVICE)
-    run_cli("evaluate", trained_teacher, "--images", copy, "--device", DEVICE)
-    clean = json.loads(trained_teacher.with_name("latest.eval-val.json").read_text())
-    same = json.loads(trained_teacher.with_name("latest.eval-val-copy.json").read_text())
+    run_cli("evaluate", own_teacher, "--device", DEVICE)
+    run_cli("evaluate", own_teacher, "--images", copy, "--device", DEVICE)
+    clean = json.loads(own_teacher.with_name("latest.eval-val.json").read_text())
+    same = json.loads(own_teacher.with_name("latest.eval-val-copy.json").read_text())
     assert same["images"].rstrip("/").endswith("copy")
     assert same["bbox"]["detections"] == clean["bbox"]["detections"] > 0
     assert same["bbox"]["AP"] == clean["bbox"]["AP"]  # identical pixels, identical detections

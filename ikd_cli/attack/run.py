@@ -114,24 +114,22 @@ def preset_attack(preset: dict):
     """The attack of ``preset['attack']`` (unknown methods and bad options are errors)."""
     from ikd_cli.attack.methods import build_attack
 
+    from ikd_cli.config.schema import pixel_options
+
     opts = preset["attack"]
-    return build_attack(opts["method"], None, **{k: v for k, v in opts.items()
-                                                 if k not in ("batch_size", "out", "format", "amp")})
+    return build_attack(opts["method"], None, **{k: opts[k] for k in pixel_options()})
 
 
 def set_settings(preset: dict, attack, ckpt_path: Path, split: str) -> dict:
     """What an adversarial set records in ``attack.json``: everything its pixels depend on. The
     random draws follow the seed and the batches (:func:`batch_seed`), so both are settings too,
     and a resumed attack never mixes two."""
-    opts = preset["attack"]
-    return dict(attack.settings(), teacher_config=preset["teacher"]["config"], teacher_sha256=sha256_of(ckpt_path),
-                split=split, format=opts["format"], amp=opts["amp"], seed=int(preset["train"]["seed"]),
-                batch_size=int(opts["batch_size"]))
+    from ikd_cli.config.presets import flatten
+    from ikd_cli.config.schema import attack_set_keys
 
-
-# What a distillation checks of the set it trains on: the attack and its teacher. Not the seed or
-# the batches (a study shares one set between seeds) and not the (lossless) storage format.
-TRAINING_INDIFFERENT = ("seed", "batch_size", "format")
+    flat = flatten(preset)
+    recorded = {name: flat[key] for key, name in attack_set_keys().items()}
+    return dict(attack.settings(), **recorded, teacher_sha256=sha256_of(ckpt_path), split=split)
 
 
 def batch_seed(preset: dict, index: int) -> int:

@@ -22,12 +22,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.backdoor.layout import METHODS, STEP_NAMES, clean_subset_file, poisoned_dir, step_dir
-from ikd_cli.backdoor.poison import check_settings, read_manifest
+from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.backdoor.subset import write_clean_subset
-from ikd_cli.backdoor.victim import derive, finished_checkpoint, require_victim
-from ikd_cli.config.presets import data_path
+from ikd_cli.backdoor.victim import finished_checkpoint, require_victim
+from ikd_cli.config.layout import STUDENT_LATEST
+from ikd_cli.config.presets import data_path, derive
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import sha256_of
+from ikd_cli.train import template
 
 
 def defence_preset(preset: dict, method: str, victim: Path, teacher: Path | None) -> dict:
@@ -58,13 +60,10 @@ def _check(preset: dict, method: str) -> None:
     b = preset["backdoor"]
     if method not in METHODS:
         raise IkdError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
-    check_settings(b)
-    if b["epochs"] < 1:
-        raise IkdError(f"backdoor.epochs must be at least 1, got {b['epochs']}")
-    nad = b["nad"]
-    if not nad["levels"] or len(nad["betas"]) != len(nad["levels"]) or nad["p"] <= 0:
-        raise IkdError(f"backdoor.nad needs levels, one beta per level and p > 0; got {len(nad['levels'])} level(s), "
-                       f"{len(nad['betas'])} beta(s), p {nad['p']:g}")
+    nad = b["nad"]  # each value is checked by the schema; here only how they go together
+    if not nad["levels"] or len(nad["betas"]) != len(nad["levels"]):
+        raise IkdError(f"backdoor.nad needs levels and one beta per level; got {len(nad['levels'])} level(s), "
+                       f"{len(nad['betas'])} beta(s)")
 
 
 def defend(preset: dict, method: str, *, device, launcher: str, verbose: bool, restart: bool = False) -> Path:
@@ -102,33 +101,26 @@ def _start_from_hook(checkpoint: Path):
 
 def _finetune(preset: dict, victim: Path, n_images: int, *, device, launcher, verbose, restart) -> Path:
     from ikd_cli.config.mmdet import build_config
-    from ikd_cli.train.session import FINISHED, TrainingSession
 
     dp = defence_preset(preset, "finetune", victim, None)
     role = dp["backdoor"]["victim"]
-    session = TrainingSession(dp, device=device, launcher=launcher)
-    cfg = build_config(dp, role)
-    cfg.work_dir = str(step_dir(preset, "finetune"))
-    run_info = {"command": "backdoor", "step": "finetune", "from": f"victim {sha256_of(victim)[:12]}"}
-    work_dir, resume_from = session.prepare(cfg, run_info, restart=restart)
-    if resume_from != FINISHED:
-        session.say(f"defence [bold]fine-tuning[/]: the victim {victim} on the clean subset ({n_images} images) "
-                    f"for {dp['train']['epochs']} epochs on {session.where}; log: {work_dir / 'train.log'}")
-        with session.log_to(work_dir, verbose):
-            session.train(cfg, resume_from=resume_from, title="defend finetune",
-                          extra_hooks=[(_start_from_hook(victim), "VERY_HIGH")],
-                          meta=dict(ikd_preset=dp, ikd_role=role))
-        session.done(str(work_dir / "latest.pth"))
-    return work_dir / "latest.pth"
+
+    def build():
+        cfg = build_config(dp, role)
+        cfg.work_dir = str(step_dir(preset, "finetune"))
+        return cfg
+
+    return template.run(template.Run(
+        dp, build=build, run_info={"command": "backdoor", "step": "finetune", "from": f"victim {sha256_of(victim)[:12]}"},
+        title="defend finetune", role=role, hooks=lambda session, cfg: [(_start_from_hook(victim), "VERY_HIGH")],
+        announce=lambda session, cfg: f"defence [bold]fine-tuning[/]: the victim {victim} on the clean subset "
+                                      f"({n_images} images) for {dp['train']['epochs']} epochs on {session.where}"),
+        device=device, launcher=launcher, verbose=verbose, restart=restart)
 
 
 def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: int, *, device, launcher, verbose,
             restart) -> Path:
-    import mmcv
-
-    from ikd_cli.distill.config import build_distill_config
     from ikd_cli.distill.run import stage1_loader
-    from ikd_cli.train.session import FINISHED, TrainingSession
 
     dp = defence_preset(preset, method, victim, teacher)
     nad = dp["backdoor"]["nad"]
@@ -136,31 +128,37 @@ def _distil(preset: dict, method: str, victim: Path, teacher: Path, n_images: in
         from ikd_cli.attack.run import run_attack
 
         run_attack(dp, split="train", device=device, launcher=launcher, verbose=verbose)
-    session = TrainingSession(dp, device=device, launcher=launcher)
-    cfg = build_distill_config(dp)
-    cfg.model.update(init_student=False, student_checkpoint=str(victim), losses=nad_losses(dp))
-    cfg.work_dir = str(step_dir(preset, method))
-    mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
-    from ikd_cli.distill.hooks import StudentCheckpointHook
 
-    run_info = {"command": "backdoor", "step": method,
-                "from": f"victim {sha256_of(victim)[:12]}, teacher {sha256_of(teacher)[:12]}"}
-    work_dir, resume_from = session.prepare(cfg, run_info, restart=restart)
-    if resume_from == FINISHED:
-        return work_dir / "student_latest.pth"
-    what = "NAD" if method == "nad" else "IKD (NAD + IKD's augmentation)"
-    session.say(f"defence [bold]{what}[/]: student = the victim, teacher = the fine-tuned victim, on the clean "
-                f"subset ({n_images} images), attention on {', '.join(nad['levels'])}; "
-                f"{_stages_text(cfg.dfa_until, cfg.runner.max_epochs)}; log: {work_dir / 'train.log'}")
-    student_hook = StudentCheckpointHook.for_preset(dp)
-    with session.log_to(work_dir, verbose):
-        hooks = [(student_hook, 60)]
+    def build():
+        import mmcv
+
+        from ikd_cli.distill.config import build_distill_config
+
+        cfg = build_distill_config(dp)
+        cfg.model.update(init_student=False, student_checkpoint=str(victim), losses=nad_losses(dp))
+        cfg.work_dir = str(step_dir(preset, method))
+        mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
+        return cfg
+
+    def hooks(session, cfg):
+        from ikd_cli.distill.hooks import StudentCheckpointHook
+
+        out = StudentCheckpointHook.for_preset(dp).with_best()
         if cfg.dfa_until > 0:  # without the stage hook no adversarial image ever arrives: NAD alone
-            hooks.append((_stage_hook(cfg.dfa_until, stage1_loader(cfg, dp, session.distributed)), "VERY_HIGH"))
-        session.train(cfg, resume_from=resume_from, title=f"defend {method}", find_unused=True, extra_hooks=hooks,
-                      meta=dict(ikd_preset=dp, ikd_role="distill"))
-    session.done(f"{STEP_NAMES[method]} student {work_dir / 'student_latest.pth'}")
-    return work_dir / "student_latest.pth"
+            out.append((_stage_hook(cfg.dfa_until, stage1_loader(cfg, dp, session.distributed)), "VERY_HIGH"))
+        return out
+
+    what = "NAD" if method == "nad" else "IKD (NAD + IKD's augmentation)"
+    return template.run(template.Run(
+        dp, build=build, title=f"defend {method}", role="distill", result=STUDENT_LATEST, hooks=hooks,
+        find_unused=True,
+        run_info={"command": "backdoor", "step": method,
+                  "from": f"victim {sha256_of(victim)[:12]}, teacher {sha256_of(teacher)[:12]}"},
+        announce=lambda session, cfg: f"defence [bold]{what}[/]: student = the victim, teacher = the fine-tuned "
+                                      f"victim, on the clean subset ({n_images} images), attention on "
+                                      f"{', '.join(nad['levels'])}; {_stages_text(cfg.dfa_until, cfg.runner.max_epochs)}",
+        done=lambda work_dir: f"{STEP_NAMES[method]} student {work_dir / STUDENT_LATEST}"),
+        device=device, launcher=launcher, verbose=verbose, restart=restart)
 
 
 def nad_losses(preset: dict) -> list[dict]:

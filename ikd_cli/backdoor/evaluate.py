@@ -18,6 +18,7 @@ from ikd_cli.backdoor.asr import attack_success
 from ikd_cli.backdoor.layout import TRIGGERED_ANN, TRIGGERED_IMAGES, VAL_IMAGES, poisoned_dir, result_file
 from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.backdoor.preview import write_backdoor_preview
+from ikd_cli.config.schema import check
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, read_json
 from ikd_cli.core.ui import console
@@ -53,11 +54,8 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
         raise IkdError(f"checkpoint not found: {checkpoint}")
     tree = _checkpoint_preset(checkpoint, preset)
     b = tree["backdoor"]
-    score_thr = b["score_thr"] if score_thr is None else score_thr
-    iou_thr = b["iou_thr"] if iou_thr is None else iou_thr
-    if not 0 <= score_thr <= 1 or not 0 < iou_thr <= 1:
-        raise IkdError(f"the score threshold must be in [0, 1] and the IoU threshold in (0, 1]; got {score_thr:g} "
-                       f"and {iou_thr:g}")
+    score_thr = b["score_thr"] if score_thr is None else check("backdoor.score_thr", score_thr)
+    iou_thr = b["iou_thr"] if iou_thr is None else check("backdoor.iou_thr", iou_thr)
     out = poisoned_dir(tree)
     settings = read_manifest(out)["settings"]
     wanted = dict(version=RESULT_VERSION, checkpoint=_stamp(checkpoint), poisoned_set=str(out.resolve()),

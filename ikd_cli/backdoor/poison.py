@@ -40,20 +40,6 @@ PARTIAL = ".backdoor-partial.json"  # the settings of a poisoning in progress (r
 Progress = Optional[Callable[[int, int], None]]
 
 
-def check_settings(b: dict) -> None:
-    """One line for a backdoor setting out of range (before anything is read or written)."""
-    if not 0 < b["rate"] <= 1:
-        raise IkdError(f"backdoor.rate must be in (0, 1] (a share of the training images), got {b['rate']:g}")
-    if not 0 < b["trigger_size"] <= 0.5:
-        raise IkdError(f"backdoor.trigger_size must be in (0, 0.5] (a share of the image side), "
-                       f"got {b['trigger_size']:g}")
-    if not 0 < b["clean_fraction"] <= 1:
-        raise IkdError(f"backdoor.clean_fraction must be in (0, 1], got {b['clean_fraction']:g}")
-    if not 0 <= b["score_thr"] <= 1 or not 0 < b["iou_thr"] <= 1:
-        raise IkdError(f"backdoor.score_thr must be in [0, 1] and backdoor.iou_thr in (0, 1]; got "
-                       f"{b['score_thr']:g} and {b['iou_thr']:g}")
-
-
 def resolve_target(categories: list, wanted: str, classes: list | None) -> tuple[int, str]:
     """(category id, name) of the target class: ``wanted`` by name, or with ``""`` the first
     category (by id) among the preset's classes."""
@@ -84,7 +70,6 @@ def poison_settings(preset: dict, source: dict) -> dict:
     """What defines a poisoned set: the backdoor settings, the resolved target, the clean source
     (paths and annotation files' sha256)."""
     b = preset["backdoor"]
-    check_settings(b)
     target_id, target = resolve_target(source["train"]["categories"], b["target_class"], preset_classes(preset))
     paths = source["paths"]
     return dict(version=POISON_VERSION, attack=b["attack"], target_class=target, target_id=target_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ikd_cli.backdoor.layout import clean_subset_file
 from ikd_cli.config.presets import data_path
+from ikd_cli.config.schema import check
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_text, read_json
 
@@ -18,8 +19,7 @@ def choose_subset(train: dict, fraction: float, seed: int) -> list[int]:
     those with at least one object, in file order."""
     import numpy as np
 
-    if not 0 < fraction <= 1:
-        raise IkdError(f"backdoor.clean_fraction must be in (0, 1], got {fraction:g}")
+    fraction = check("backdoor.clean_fraction", fraction)
     n_images = len(train["images"])
     wanted = int(round(fraction * n_images))
     with_objects = {a["image_id"] for a in train["annotations"] if not a.get("iscrowd", 0)}

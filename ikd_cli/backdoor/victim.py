@@ -11,26 +11,14 @@ backdoor would never be learnt. (Global misclassification also trains with
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from ikd_cli.backdoor.layout import (TRAIN_ANN, TRAIN_IMAGES, VAL_ANN, VAL_IMAGES, poisoned_dir, step_dir,
                                      victim_checkpoint)
 from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.config import presets
+from ikd_cli.config.layout import LATEST
 from ikd_cli.core.errors import IkdError
-
-
-def derive(preset: dict, changes: dict) -> dict:
-    """A copy of ``preset`` with dotted ``changes`` applied, resolved and checked like any preset."""
-    tree = copy.deepcopy(preset)
-    for key, value in changes.items():
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return presets.resolve(tree)
 
 
 def victim_preset(preset: dict) -> dict:
@@ -42,7 +30,7 @@ def victim_preset(preset: dict) -> dict:
     section = "teacher" if b["victim"] == "teacher" else "train"  # where `ikd train` reads the schedule
     schedule = {f"{section}.{key}": b[f"victim_{key}"] for key in ("epochs", "lr_steps")
                 if b[f"victim_{key}"] is not None}
-    return derive(preset, {"data.root": str(out), "data.train_ann": TRAIN_ANN, "data.train_images": TRAIN_IMAGES + "/",
+    return presets.derive(preset, {"data.root": str(out), "data.train_ann": TRAIN_ANN, "data.train_images": TRAIN_IMAGES + "/",
                            "data.val_ann": VAL_ANN, "data.val_images": VAL_IMAGES + "/", "data.shapes": None,
                            "backdoor.out": str(out), **schedule})
 
@@ -77,37 +65,36 @@ def victim_init(preset: dict) -> Path | None:
 def train_victim(preset: dict, *, device, launcher: str, verbose: bool, restart: bool = False) -> Path:
     """Train (or continue training) the victim on the poisoned set; returns its checkpoint."""
     from ikd_cli.config.mmdet import base_dataset, build_config
-    from ikd_cli.train.session import FINISHED, TrainingSession
+    from ikd_cli.train import template
 
     vp = victim_preset(preset)
-    manifest = read_manifest(poisoned_dir(preset))
+    s = read_manifest(poisoned_dir(preset))["settings"]
     role = vp["backdoor"]["victim"]
-    session = TrainingSession(vp, device=device, launcher=launcher)
-    cfg = build_config(vp, role)
-    cfg.work_dir = str(step_dir(vp, "victim"))
     init = victim_init(vp)
-    if init:
-        cfg.load_from = str(init)
-    if manifest["settings"]["attack"] == "disappear":
-        base_dataset(cfg.data.train).filter_empty_gt = False  # the triggered images have no objects left
-    work_dir, resume_from = session.prepare(cfg, {"command": "backdoor", "step": "victim", "model": role},
-                                            restart=restart, counts=victim_keys(vp))
-    if resume_from != FINISHED:
-        s = manifest["settings"]
-        session.say(f"training the victim ({role} model of [bold]{vp['name']}[/]) on the poisoned set "
-                    f"{vp['data']['root']} ({s['attack']}, target {s['target_class']}, rate {s['rate']:g})"
-                    f"{f', starting from {init}' if init else ''} on {session.where}; log: {work_dir / 'train.log'}")
-        with session.log_to(work_dir, verbose):
-            session.train(cfg, resume_from=resume_from, title="train victim", meta=dict(ikd_preset=vp, ikd_role=role))
-        session.done(str(work_dir / "latest.pth"))
-    return work_dir / "latest.pth"
+
+    def build():
+        cfg = build_config(vp, role)
+        cfg.work_dir = str(step_dir(vp, "victim"))
+        if init:
+            cfg.load_from = str(init)
+        if s["attack"] == "disappear":
+            base_dataset(cfg.data.train).filter_empty_gt = False  # the triggered images have no objects left
+        return cfg
+
+    return template.run(template.Run(
+        vp, build=build, run_info={"command": "backdoor", "step": "victim", "model": role}, title="train victim",
+        role=role, counts=victim_keys(vp),
+        announce=lambda session, cfg: f"training the victim ({role} model of [bold]{vp['name']}[/]) on the poisoned "
+                                      f"set {vp['data']['root']} ({s['attack']}, target {s['target_class']}, rate "
+                                      f"{s['rate']:g}){f', starting from {init}' if init else ''} on {session.where}"),
+        device=device, launcher=launcher, verbose=verbose, restart=restart)
 
 
 def finished_checkpoint(work_dir: Path, what: str, how: str) -> Path:
     """``work_dir/latest.pth`` of a run that trained all its epochs, or one line saying how to get it."""
     from ikd_cli.train.session import checkpoint_epoch, load_saved_preset
 
-    latest = Path(work_dir) / "latest.pth"
+    latest = Path(work_dir) / LATEST
     if not latest.exists():
         raise IkdError(f"no {what} in {work_dir}: {how}")
     from ikd_cli.config.mmdet import build_config

@@ -9,45 +9,40 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
-                                 TrustCheckpointOpt, VerboseOpt, default, load_preset, relaunch)
-from ikd_cli.config.presets import AttackMethod, Split, StorageFormat
+                                 TrustCheckpointOpt, VerboseOpt, load_preset, relaunch, setting_option)
+from ikd_cli.config.schema import AttackMethod, Split, StorageFormat
 from ikd_cli.core.distributed import Launcher
 from ikd_cli.core.errors import IkdError
 
 
-def _opt(key: str, text: str, *names: str):
-    """An attack option whose default is the preset's ``attack.<key>`` (None = not given)."""
-    value = default(f"attack.{key}")
-    shown = "per method" if value is None else (f"{value:g}" if isinstance(value, float) else value)
-    return typer.Option(None, *names, help=f"{text} (preset default: {shown})", show_default=False)
+def _opt(key: str, *names: str, help: str = ""):
+    return setting_option(f"attack.{key}", *names, help=help)
 
 
 @app.command()
 @handle_errors
 def attack(
     preset: str = PresetOpt,
-    method: Optional[AttackMethod] = _opt("method", "Attack method."),
-    eps: Optional[float] = _opt("eps", "L-inf budget, 0-255 pixel units."),
-    alpha: Optional[float] = _opt("alpha", "Step size, pixel units."),
-    steps: Optional[int] = _opt("steps", "Iterations."),
-    decay: Optional[float] = _opt("decay", "Momentum decay (1.0 for the momentum methods, 0.0 for tifgsm)."),
-    resize_rate: Optional[float] = _opt("resize_rate", "Input diversity: smallest resize factor."),
-    diversity_prob: Optional[float] = _opt("diversity_prob", "Input diversity: probability per step."),
-    random_start: Optional[bool] = _opt("random_start", "Start from a random point in the eps-ball "
-                                        "(on for pgd, off for the others).", "--random-start/--no-random-start"),
-    kernel_len: Optional[int] = _opt("kernel_len", "TI-FGSM gaussian kernel length."),
-    nsig: Optional[float] = _opt("nsig", "TI-FGSM kernel radius in sigmas."),
-    beta: Optional[float] = _opt("beta", "VMI-FGSM neighbourhood factor."),
-    n: Optional[int] = _opt("n", "VMI-FGSM neighbours sampled.", "--n"),
-    m: Optional[int] = _opt("m", "M-DI-FGSM input-diversity draws averaged per step.", "--m"),
-    batch_size: Optional[int] = _opt("batch_size", "Images attacked at once."),
+    method: Optional[AttackMethod] = _opt("method"),
+    eps: Optional[float] = _opt("eps"),
+    alpha: Optional[float] = _opt("alpha"),
+    steps: Optional[int] = _opt("steps"),
+    decay: Optional[float] = _opt("decay"),
+    resize_rate: Optional[float] = _opt("resize_rate"),
+    diversity_prob: Optional[float] = _opt("diversity_prob"),
+    random_start: Optional[bool] = _opt("random_start", "--random-start/--no-random-start"),
+    kernel_len: Optional[int] = _opt("kernel_len"),
+    nsig: Optional[float] = _opt("nsig"),
+    beta: Optional[float] = _opt("beta"),
+    n: Optional[int] = _opt("n", "--n"),
+    m: Optional[int] = _opt("m", "--m"),
+    batch_size: Optional[int] = _opt("batch_size"),
     limit: Optional[int] = typer.Option(None, help="Attack only the first K images of the split."),
     split: Split = typer.Option(Split.train, help="The split whose images are attacked."),
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),
     overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
-    format: Optional[StorageFormat] = _opt("format", "How the set is stored: delta (the perturbation, "
-                                           "rebuilt exactly on the source; ~2.5x smaller than png) or png."),
+    format: Optional[StorageFormat] = _opt("format"),
     export: Optional[Path] = typer.Option(None, "--export", metavar="DIR",
                                           help="Instead of attacking: write the finished set (at --out or the "
                                                "preset's) as plain PNG images into DIR, for other tools."),
@@ -57,8 +52,7 @@ def attack(
     gpus: int = GpusOpt,
     launcher: Launcher = LauncherOpt,
     workers: int = typer.Option(2, help="Image-loading worker processes."),
-    amp: Optional[bool] = _opt("amp", "Mixed precision (bf16 autocast) for the teacher's passes; the budget "
-                               "and the rounding stay exact.", "--amp/--no-amp"),
+    amp: Optional[bool] = _opt("amp", "--amp/--no-amp"),
     record_loss: bool = typer.Option(True, "--record-loss/--no-record-loss",
                                      help="Measure the teacher's loss before and after (2 extra forward passes)."),
     verbose: bool = VerboseOpt,

@@ -12,8 +12,8 @@ import typer
 from ikd_cli.backdoor.layout import METHODS
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
-                                 TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset, relaunch)
-from ikd_cli.config.presets import BackdoorAttack
+                                 TrustCheckpointOpt, VerboseOpt, WorkDirOpt, load_preset, relaunch, setting_option)
+from ikd_cli.config.schema import BackdoorAttack
 from ikd_cli.core.distributed import Launcher
 
 backdoor_app = typer.Typer(
@@ -29,15 +29,10 @@ app.add_typer(backdoor_app, name="backdoor")
 
 Method = Enum("Method", {m: m for m in METHODS}, type=str)
 
-AttackOpt = typer.Option(None, "--attack", show_default=False,
-                         help=f"misclassify: every object of a triggered image becomes the target class (BadDet's "
-                              f"global misclassification); disappear: its annotations are removed (preset default: "
-                              f"{default('backdoor.attack')}).")
+AttackOpt = setting_option("backdoor.attack", "--attack")
 TargetOpt = typer.Option(None, "--target", show_default=False,
                          help="Target class name, backdoor.target_class (default: the first class).")
-RateOpt = typer.Option(None, "--rate", show_default=False,
-                       help=f"Share of the training images with the trigger, in (0, 1] (preset default: "
-                            f"{default('backdoor.rate')}).")
+RateOpt = setting_option("backdoor.rate", "--rate")
 
 
 def _experiment(attack, target, rate) -> dict:
@@ -51,10 +46,7 @@ def poison(
     attack: Optional[BackdoorAttack] = AttackOpt,
     target: Optional[str] = TargetOpt,
     rate: Optional[float] = RateOpt,
-    trigger_size: Optional[float] = typer.Option(
-        None, "--trigger-size", show_default=False,
-        help=f"Side of the checkerboard trigger as a share of the image's shorter side (preset default: "
-             f"{default('backdoor.trigger_size')})."),
+    trigger_size: Optional[float] = setting_option("backdoor.trigger_size", "--trigger-size"),
     out: Optional[str] = typer.Option(None, "--out", "-o", show_default=False,
                                       help="Poisoned set folder, backdoor.out (default: "
                                            "data/<preset>_backdoor_<attack>_<rate>_s<backdoor.seed>)."),
@@ -128,12 +120,8 @@ def defend(
     attack: Optional[BackdoorAttack] = AttackOpt,
     target: Optional[str] = TargetOpt,
     rate: Optional[float] = RateOpt,
-    clean_fraction: Optional[float] = typer.Option(
-        None, "--clean-fraction", show_default=False,
-        help=f"The defender's clean share of the training images (preset default: "
-             f"{default('backdoor.clean_fraction')})."),
-    epochs: Optional[int] = typer.Option(None, show_default=False, help=f"Defence epochs, backdoor.epochs (preset "
-                                                                        f"default: {default('backdoor.epochs')})."),
+    clean_fraction: Optional[float] = setting_option("backdoor.clean_fraction", "--clean-fraction"),
+    epochs: Optional[int] = setting_option("backdoor.epochs", "--epochs"),
     victim: Optional[str] = typer.Option(None, "--victim", show_default=False,
                                          help="Victim checkpoint (default: the one `ikd backdoor train-victim` "
                                               "trained in the work dir)."),
@@ -166,12 +154,8 @@ def evaluate(
     preset: Optional[str] = typer.Option(None, "--preset", "-p",
                                          help="Preset of the experiment, for checkpoints that carry none (the "
                                               "ones ikd makes carry theirs)."),
-    score_thr: Optional[float] = typer.Option(None, "--score-thr", show_default=False,
-                                              help=f"Detections count from this score (preset default: "
-                                                   f"{default('backdoor.score_thr')})."),
-    iou_thr: Optional[float] = typer.Option(None, "--iou-thr", show_default=False,
-                                            help=f"... and this IoU with the object (preset default: "
-                                                 f"{default('backdoor.iou_thr')})."),
+    score_thr: Optional[float] = setting_option("backdoor.score_thr", "--score-thr"),
+    iou_thr: Optional[float] = setting_option("backdoor.iou_thr", "--iou-thr"),
     force: bool = typer.Option(False, "--force", help="Run the model again even if the result is up to date."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,

@@ -9,7 +9,7 @@ import typer
 
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import DataRootOpt, PresetOpt, SetOpt, load_preset
-from ikd_cli.config.presets import SHAPES_DEFAULTS
+from ikd_cli.config.schema import SHAPES
 
 data_app = typer.Typer(help="Make the built-in datasets; check a preset's data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -19,10 +19,10 @@ app.add_typer(data_app, name="data")
 @handle_errors
 def data_shapes(
     out: Path = typer.Option(Path("data/shapes"), "--out", "-o", help="Output folder."),
-    seed: int = typer.Option(SHAPES_DEFAULTS["seed"], help="Random seed: the same seed gives the same files."),
-    num_train: int = typer.Option(SHAPES_DEFAULTS["num_train"], help="Training images."),
-    num_val: int = typer.Option(SHAPES_DEFAULTS["num_val"], help="Validation images."),
-    image_size: int = typer.Option(SHAPES_DEFAULTS["image_size"], help="Side of the square images, in pixels."),
+    seed: int = typer.Option(SHAPES["seed"].default, help=SHAPES["seed"].help.capitalize() + "."),
+    num_train: int = typer.Option(SHAPES["num_train"].default, help=SHAPES["num_train"].help.capitalize() + "."),
+    num_val: int = typer.Option(SHAPES["num_val"].default, help=SHAPES["num_val"].help.capitalize() + "."),
+    image_size: int = typer.Option(SHAPES["image_size"].default, help=SHAPES["image_size"].help.capitalize() + "."),
 ):
     """Generate the built-in synthetic "shapes" detection dataset (COCO format)."""
     from ikd_cli.core.ui import console

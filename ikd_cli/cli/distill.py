@@ -6,11 +6,12 @@ from typing import List, Optional
 
 import typer
 
+from ikd_cli import api
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset,
-                                 relaunch)
-from ikd_cli.config.presets import DistillMethod
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, cli_settings,
+                                 relaunch, setting_option)
+from ikd_cli.config.schema import DistillMethod
 from ikd_cli.core.distributed import Launcher
 
 
@@ -18,15 +19,9 @@ from ikd_cli.core.distributed import Launcher
 @handle_errors
 def distill(
     preset: str = PresetOpt,
-    dfa_until: Optional[int] = typer.Option(
-        None, "--dfa-until", show_default=False,
-        help=f"Last epoch of stage 1 (IKD augmentation); 0 = plain FGD (preset default: {default('distill.dfa_until')})."),
-    method: Optional[DistillMethod] = typer.Option(
-        None, "--method", show_default=False,
-        help=f"The distiller IKD adds to: fgd or mgd, weights in distill.fgd.* / distill.mgd.* "
-             f"(preset default: {default('distill.method')})."),
-    epochs: Optional[int] = typer.Option(None, show_default=False,
-                                         help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
+    dfa_until: Optional[int] = setting_option("distill.dfa_until", "--dfa-until"),
+    method: Optional[DistillMethod] = setting_option("distill.method", "--method"),
+    epochs: Optional[int] = setting_option("train.epochs", "--epochs"),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
@@ -40,8 +35,6 @@ def distill(
 ):
     """Distil the teacher into the student: FGD or MGD + IKD's augmentation, both stages in one run."""
     launcher = relaunch(gpus, launcher)
-    tree = load_preset(preset, sets, data_root, work_dir, {"distill.dfa_until": dfa_until, "distill.method": method,
-                                                           "train.epochs": epochs, "train.amp": amp})
-    from ikd_cli.distill.run import run_distill
-
-    run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
+    settings = cli_settings(sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
+    api.distill(preset, settings=settings, dfa_until=dfa_until, method=method, restart=restart, device=device,
+                launcher=launcher, verbose=verbose)

@@ -1,6 +1,6 @@
 """Options several commands share, and the preset loading behind them. Defaults and choices come
 from their one home (:mod:`ikd_cli.config.presets`, :mod:`ikd_cli.core.distributed`), so
-``--help`` shows what a run would use. Importing this module imports no torch."""
+``--help`` shows what a run would use; a preset key's option comes from :func:`setting_option`. Importing this module imports no torch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ikd_cli.config import presets
+from ikd_cli.config import presets, schema
 from ikd_cli.core.distributed import Launcher
 
 
@@ -52,18 +52,29 @@ GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches 
 LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) or slurm (under srun).")
 
 
-def default(key: str):
-    """A preset default by dotted key, for help texts: ``default("attack.eps")`` -> 8.0."""
-    node = presets.DEFAULTS
-    for part in key.split("."):
-        node = node[part]
-    return node
+def setting_option(key: str, *names: str, help: str = ""):
+    """The command-line option of preset key ``key``, from the settings schema: its help (or
+    ``help``), the preset default shown, its choices (the option's Enum type) and closed bounds
+    as Typer's ``min``/``max``. Its value is None when not given: the preset's applies."""
+    s = schema.SETTINGS[key]
+    value = s.default
+    shown = "per method" if value is None else (f"{value:g}" if isinstance(value, float) else value)
+    text = (help or s.help[:1].upper() + s.help[1:]).rstrip(".")
+    bounds = {}
+    if s.type in (int, float) and s.choices is None:
+        if s.low is not None and not s.low_open:
+            bounds["min"] = s.type(s.low)
+        if s.high is not None and not s.high_open:
+            bounds["max"] = s.type(s.high)
+        if s.low_open or s.high_open:  # Typer shows closed ranges itself, not open ones
+            text += f"; {s.bounds_text()}"
+    return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False, **bounds)
 
 
-def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
-                work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
-    """The preset with --set, --data-root, --work-dir and a command's own options applied
-    (``extra``: dotted key -> value, None = not given)."""
+def cli_settings(sets: Optional[List[str]], data_root: Optional[str] = None, work_dir: Optional[str] = None,
+                 extra: Optional[dict] = None) -> dict:
+    """--set, --data-root, --work-dir and a command's own options (``extra``: dotted key -> value,
+    None = not given) as the dotted settings of :mod:`ikd_cli.api`."""
     overrides = presets.parse_set(sets or [])
     if data_root is not None:
         overrides["data.root"] = data_root
@@ -72,7 +83,14 @@ def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str]
     for key, value in (extra or {}).items():
         if value is not None:
             overrides[key] = value.value if isinstance(value, Enum) else value
-    return presets.load(preset, overrides)
+    return overrides
+
+
+def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str] = None,
+                work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """The preset with --set, --data-root, --work-dir and a command's own options applied
+    (``extra``: dotted key -> value, None = not given)."""
+    return presets.load(preset, cli_settings(sets, data_root, work_dir, extra))
 
 
 def relaunch(gpus: int, launcher: Launcher) -> str:

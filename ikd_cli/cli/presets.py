@@ -1,4 +1,4 @@
-"""``ikd presets list|show``: what presets exist, and what a run of one would use."""
+"""``ikd presets list|keys|show``: what presets exist, what keys they may set, and what a run of one would use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import DataRootOpt, SetOpt, load_preset
+from ikd_cli.cli.options import DataRootOpt, SetOpt, WorkDirOpt, load_preset
 
 presets_app = typer.Typer(help="List the named presets or show one resolved into MMDetection configs.",
                           no_args_is_help=True)
@@ -40,6 +40,30 @@ def presets_list():
     console.print(table)
 
 
+@presets_app.command("keys")
+@handle_errors
+def presets_keys(
+    section: Optional[str] = typer.Argument(None, help="Only the keys of this section (attack, distill, ...)."),
+):
+    """Every key a preset may set: default, type, choices or bounds, and what it does (the schema)."""
+    from rich.table import Table
+
+    from ikd_cli.config.schema import SETTINGS
+    from ikd_cli.core.ui import console
+
+    rows = {k: s for k, s in SETTINGS.items() if section is None or k.split(".", 1)[0] == section}
+    if not rows:
+        from ikd_cli.core.errors import IkdError
+
+        raise IkdError(f"no section '{section}': choose from {', '.join(sorted({k.split('.')[0] for k in SETTINGS}))}")
+    table = Table("key", "default", "allowed", "what it does")
+    for key, s in rows.items():
+        allowed = ", ".join(c.value for c in s.choices) if s.choices else s.bounds_text() or (
+            s.valid[0] if s.valid else getattr(s.type, "__name__", ""))
+        table.add_row(key, "null" if s.default is None else str(s.default), allowed, s.help, style=None)
+    console.print(table, markup=False, highlight=False)
+
+
 @presets_app.command("show")
 @handle_errors
 def presets_show(
@@ -47,14 +71,22 @@ def presets_show(
     model: Show = typer.Option(Show.preset, "--model", "-m",
                                help="The merged preset YAML, or the fully resolved MMDetection config of "
                                     "the teacher, the student or the distillation run."),
+    path: Optional[str] = typer.Option(
+        None, "--path", metavar="WHAT",
+        help="Print only where something of the run lives on disk, for scripts: attack.out (the training "
+             "set's adversarial folder), attack.out_val, or a run's final checkpoint: teacher, student, distill."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
+    work_dir: Optional[str] = WorkDirOpt,
 ):
     """Print a preset, or one of its fully resolved MMDetection configs."""
     from ikd_cli.config import presets
     from ikd_cli.core.ui import console
 
-    preset = load_preset(name, sets, data_root)
+    preset = load_preset(name, sets, data_root, work_dir)
+    if path is not None:
+        print(_path_of(preset, path))
+        return
     if model is Show.preset:
         console.print(presets.dump(preset), markup=False, highlight=False)
         return
@@ -67,3 +99,14 @@ def presets_show(
 
         cfg = build_config(preset, model.value)
     console.print(cfg.pretty_text, markup=False, highlight=False)
+
+
+def _path_of(preset: dict, what: str) -> str:
+    from ikd_cli.config.layout import adversarial_set_dir, final_checkpoint
+    from ikd_cli.core.errors import IkdError
+
+    if what in ("attack.out", "attack.out_val"):
+        return str(adversarial_set_dir(preset, "val" if what.endswith("_val") else "train"))
+    if what in ("teacher", "student", "distill"):
+        return str(final_checkpoint(preset, what))
+    raise IkdError(f"--path takes attack.out, attack.out_val, teacher, student or distill; got '{what}'")

@@ -6,11 +6,12 @@ from typing import List, Optional
 
 import typer
 
+from ikd_cli import api
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (AmpOpt, DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt,
-                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, default, load_preset,
-                                 relaunch)
-from ikd_cli.config.presets import Role
+                                 RestartOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, WorkDirOpt, cli_settings,
+                                 relaunch, setting_option)
+from ikd_cli.config.schema import Role
 from ikd_cli.core.distributed import Launcher
 
 
@@ -19,7 +20,7 @@ from ikd_cli.core.distributed import Launcher
 def train(
     preset: str = PresetOpt,
     model: Role = typer.Option(Role.teacher, "--model", "-m", help="Which detector of the preset to train."),
-    epochs: Optional[int] = typer.Option(None, help=f"Epochs, train.epochs (preset default: {default('train.epochs')})."),
+    epochs: Optional[int] = setting_option("train.epochs", "--epochs"),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
@@ -35,8 +36,6 @@ def train(
 ):
     """Train a plain detector (the teacher for the built-in data, or a student baseline)."""
     launcher = relaunch(gpus, launcher)
-    tree = load_preset(preset, sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
-    from ikd_cli.train.run import train_detector
-
-    train_detector(tree, model.value, must_resume=resume, restart=restart, device=device, launcher=launcher,
-                   verbose=verbose)
+    settings = cli_settings(sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
+    api.train(preset, model.value, settings=settings, must_resume=resume, restart=restart, device=device,
+              launcher=launcher, verbose=verbose)

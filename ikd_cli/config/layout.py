@@ -13,6 +13,9 @@ RUN_FILE = "run.json"  # what kind of run a work dir holds: {"command", "role", 
 PRESET_FILE = "preset.yaml"  # the resolved preset of a run
 CONFIG_FILE = "config.py"  # the resolved mmdet config of a run
 LOG_FILE = "train.log"
+LATEST = "latest.pth"  # the newest checkpoint of a run (a symlink mmcv's runner keeps)
+STUDENT_LATEST = "student_latest.pth"  # a distill run's student alone, loadable as a plain detector
+STUDENT_BEST = "student_best.pth"
 ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written once it can start
 ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
 
@@ -20,6 +23,12 @@ ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to l
 def run_dir(preset: dict, role: str) -> Path:
     """A run's folder: ``<work_dir>/<role>`` (role: teacher, student or distill)."""
     return Path(preset["work_dir"]) / role
+
+
+def final_checkpoint(preset: dict, role: str) -> Path:
+    """What a run of ``role`` leaves for evaluation: the detector's latest checkpoint, and for a
+    distill run the student's."""
+    return run_dir(preset, role) / (STUDENT_LATEST if role == "distill" else LATEST)
 
 
 def adversarial_set_dir(preset: dict, split: str) -> Path:

@@ -50,7 +50,7 @@ def maybe_relaunch(gpus: int, launcher: str, *, debug: bool = False) -> None:
     argv = _strip_option(sys.argv[1:], "--gpus")
     argv = _strip_option(argv, "--launcher") + ["--launcher", "pytorch"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus),
-           "--master_port", os.environ.get("MASTER_PORT", str(_free_port())), "-m", "ikd_cli.cli", *argv]
+           "--master_port", os.environ.get("MASTER_PORT", str(free_port())), "-m", "ikd_cli.cli", *argv]
     folder = Path(tempfile.mkdtemp(prefix="ikd-launch-"))
     error_file, torchrun_log = folder / "error.json", folder / "torchrun.log"
     env = dict(os.environ, **{ERROR_FILE_ENV: str(error_file)})
@@ -110,7 +110,8 @@ def _strip_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now (torchrun's rendezvous; the tests' local servers)."""
     import socket
 
     with socket.socket() as sock:

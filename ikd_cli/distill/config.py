@@ -40,8 +40,6 @@ def clean_loss(preset: dict) -> dict:
     """The loss entry of ``distill.method`` on the clean image, with the preset's weights."""
     d = preset["distill"]
     if d["method"] == "mgd":
-        if not 0 <= d["mgd"]["lambda"] < 1:
-            raise IkdError(f"distill.mgd.lambda is the share of pixels masked out, in [0, 1); got {d['mgd']['lambda']:g}")
         return dict(type="MGDLoss", alpha_mgd=d["mgd"]["alpha"], lambda_mgd=d["mgd"]["lambda"])
     fgd = d["fgd"]
     return dict(type="FGDLoss", temp=fgd["temp"], alpha_fgd=fgd["alpha"], beta_fgd=fgd["beta"],
@@ -66,8 +64,6 @@ def build_distill_config(preset: dict):
     teacher = build_config(preset, "teacher")
     cfg = build_config(preset, "student")
     d = preset["distill"]
-    if d["dfa_until"] < 0:
-        raise IkdError(f"--dfa-until must be 0 (plain FGD) or more, got {d['dfa_until']}")
     student_model = copy.deepcopy(cfg.model)
     teacher_model = copy.deepcopy(teacher.model)
     for model in (student_model, teacher_model):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from mmcv.runner import HOOKS, Hook, get_dist_info, weights_to_cpu
 
+from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
 from ikd_cli.core.fileio import atomic_symlink, atomic_write
 from ikd_cli.core.ui import console
 
@@ -88,13 +89,30 @@ class StudentCheckpointHook(Hook):
         if self.every_n_epochs(runner, self.interval) or self.is_last_epoch(runner):
             name = f"student_epoch_{runner.epoch + 1}.pth"
             self._save(runner, name)
-            atomic_symlink(runner.work_dir, name, "student_latest.pth")
+            atomic_symlink(runner.work_dir, name, STUDENT_LATEST)
             if self.max_keep > 0:
                 saved = sorted(Path(runner.work_dir).glob("student_epoch_*.pth"),
                                key=lambda p: int(p.stem.rsplit("_", 1)[1]))
                 for old in saved[:-self.max_keep]:
                     old.unlink()
+
+    def with_best(self) -> list:
+        """This hook (priority 60: beside the full checkpoints) and its best-student part, which
+        must run after mmdet's EvalHook (LOW, 70) has judged this epoch: run before it, it would
+        save this epoch's student for the previous epoch's best."""
+        return [(self, 60), (_StudentBest(self), 71)]
+
+
+class _StudentBest(Hook):
+    """``student_best.pth``: the student of the epoch mmdet's EvalHook just found best."""
+
+    def __init__(self, saver: StudentCheckpointHook):
+        self.saver = saver
+
+    def after_train_epoch(self, runner):
+        if get_dist_info()[0] != 0:
+            return
         best = (runner.meta or {}).get("hook_msgs", {}).get("best_ckpt")
-        if best and best != self.best:
-            self.best = best
-            self._save(runner, "student_best.pth")
+        if best and best != self.saver.best:
+            self.saver.best = best
+            self.saver._save(runner, STUDENT_BEST)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.attack.manifest import missing_or_stale
+from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
 from ikd_cli.core.errors import IkdError
-from ikd_cli.train.session import FINISHED, TrainingSession
+from ikd_cli.train import template
 
 
 def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
@@ -16,12 +17,13 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     teacher (``attack.json``), and every training image has its adversarial copy, recorded as
     finished by the set's own records (a file alone may be left over from other settings)."""
     from ikd_cli.attack.manifest import settings_difference
-    from ikd_cli.attack.run import TRAINING_INDIFFERENT, preset_attack, set_settings
+    from ikd_cli.attack.run import preset_attack, set_settings
+    from ikd_cli.config.schema import distill_ignored
     from ikd_cli.core.checkpoints import teacher_checkpoint
 
     a = preset["attack"]
     wanted = set_settings(preset, preset_attack(preset), teacher_checkpoint(preset), "train")
-    diff = settings_difference(adv_dir, wanted, ignore=TRAINING_INDIFFERENT)
+    diff = settings_difference(adv_dir, wanted, ignore=distill_ignored())
     if diff:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
                        f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
@@ -52,38 +54,39 @@ def counts_for_distill(preset: dict):
 
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
-                must_resume: bool = False):
-    """Distil (or continue distilling) with ``preset``; ``must_resume`` insists on continuing."""
-    import mmcv
-
-    from ikd_cli.core.checkpoints import teacher_checkpoint
-    from ikd_cli.distill.config import build_distill_config
-
-    session = TrainingSession(preset, device=device, launcher=launcher)
-    cfg = build_distill_config(preset)
-    teacher_checkpoint(preset)  # fail early, before any model is built
-    mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
-    from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
-
-    work_dir, resume_from = session.prepare(cfg, {"command": "distill"}, restart=restart,
-                                            counts=counts_for_distill(preset))
-    if must_resume and resume_from is None:
-        raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
-    if resume_from == FINISHED:
-        return
+                must_resume: bool = False) -> Path:
+    """Distil (or continue distilling) with ``preset``; returns the student's latest checkpoint."""
     method = preset["distill"]["method"].upper()
-    session.say(f"distilling [bold]{preset['name']}[/] on {session.where}: "
-                f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}; log: {work_dir / 'train.log'}")
-    stage_hook = DFAStageHook(cfg.dfa_until, None, stage1=f"{method} + IKD augmentation (adversarial features)",
-                              stage2=f"plain {method}")
-    student_hook = StudentCheckpointHook.for_preset(preset)
-    with session.log_to(work_dir, verbose):
-        stage_hook.dfa_loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
-        session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
-                      extra_hooks=[(stage_hook, "VERY_HIGH"), (student_hook, 60)],
-                      meta=dict(ikd_preset=preset, ikd_role="distill"))
-    best = " (best: student_best.pth)" if (work_dir / "student_best.pth").exists() else ""
-    session.done(f"student checkpoint {work_dir / 'student_latest.pth'}{best}")
+
+    def build():
+        import mmcv
+
+        from ikd_cli.core.checkpoints import teacher_checkpoint
+        from ikd_cli.distill.config import build_distill_config
+
+        cfg = build_distill_config(preset)
+        teacher_checkpoint(preset)  # fail early, before any model is built
+        mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
+        return cfg
+
+    def hooks(session, cfg):
+        from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
+
+        loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
+        stage = DFAStageHook(cfg.dfa_until, loader, stage1=f"{method} + IKD augmentation (adversarial features)",
+                             stage2=f"plain {method}")
+        return [(stage, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best()]
+
+    def done(work_dir: Path) -> str:
+        best = f" (best: {STUDENT_BEST})" if (work_dir / STUDENT_BEST).exists() else ""
+        return f"student checkpoint {work_dir / STUDENT_LATEST}{best}"
+
+    return template.run(template.Run(
+        preset, build=build, run_info={"command": "distill"}, title="distill", role="distill",
+        result=STUDENT_LATEST, counts=counts_for_distill(preset), hooks=hooks, find_unused=True, done=done,
+        announce=lambda session, cfg: f"distilling [bold]{preset['name']}[/] on {session.where}: "
+                                      f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}"),
+        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
 
 
 def stage1_loader(cfg, preset: dict, distributed: bool):

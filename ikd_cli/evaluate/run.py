@@ -10,12 +10,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ikd_cli.config.schema import METRICS
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
-METRIC_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 
 
 def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides, data_root):
@@ -127,7 +127,7 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     if not detections:
-        return {name: 0.0 for name in METRIC_NAMES} | {"detections": 0}
+        return {name: 0.0 for name in METRICS} | {"detections": 0}
     coco_dt = dataset.coco.loadRes(str(json_path))
     evaluator = COCOeval(dataset.coco, coco_dt, iou_type)
     evaluator.params.catIds = dataset.cat_ids
@@ -135,7 +135,7 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+    metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
     metrics["detections"] = len(detections)
     return metrics
 
@@ -188,7 +188,7 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
 def print_metrics_table(metrics: dict, title: str) -> None:
     from rich.table import Table
 
-    table = Table(*(["type"] + list(METRIC_NAMES)), title=title)
+    table = Table(*(["type"] + list(METRICS)), title=title)
     for iou_type, values in metrics.items():
-        table.add_row(iou_type, *(f"{100 * values[name]:.1f}" for name in METRIC_NAMES))
+        table.add_row(iou_type, *(f"{100 * values[name]:.1f}" for name in METRICS))
     console.print(table)

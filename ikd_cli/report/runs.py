@@ -27,12 +27,12 @@ import yaml
 
 from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE
 from ikd_cli.config.presets import load_yaml
+from ikd_cli.config.schema import METRICS
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.ui import console
 
 STUDY_FILE = "study.json"  # marks the top of a study: study/<arm>/.../<run folder>
-METRICS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 _LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
                 "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
 # What `ikd evaluate CKPT` writes beside the run's final checkpoint (``<stem>.eval-val.json``).

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.core.errors import IkdError
-from ikd_cli.train.session import FINISHED, TrainingSession
+from ikd_cli.config.layout import LATEST
+from ikd_cli.train import template
 
 
 def training_keys(preset: dict, role: str):
@@ -17,25 +17,17 @@ def training_keys(preset: dict, role: str):
 
 
 def train_detector(preset: dict, role: str, *, device: str | None, launcher: str, verbose: bool,
-                   restart: bool = False, must_resume: bool = False):
-    """Train (or continue training) ``role`` of ``preset``; ``must_resume`` insists on continuing."""
+                   restart: bool = False, must_resume: bool = False) -> Path:
+    """Train (or continue training) ``role`` of ``preset``; returns its latest checkpoint."""
     from ikd_cli.config.mmdet import build_config
 
-    session = TrainingSession(preset, device=device, launcher=launcher)
-    cfg = build_config(preset, role)
-    work_dir, resume_from = session.prepare(cfg, {"command": "train", "role": role}, restart=restart,
-                                            counts=training_keys(preset, role))
-    if must_resume and resume_from is None:
-        raise IkdError(f"nothing to resume in {work_dir} (no latest.pth)")
-    if resume_from == FINISHED:
-        return None
-    session.say(f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on {session.where}; "
-                f"log: {work_dir / 'train.log'}")
-    with session.log_to(work_dir, verbose):
-        runner = session.train(cfg, resume_from=resume_from, title=f"train {role}",
-                               meta=dict(ikd_preset=preset, ikd_role=role))
-    session.done(f"{work_dir / 'latest.pth'}{_best_line(work_dir)}")
-    return runner
+    return template.run(template.Run(
+        preset, build=lambda: build_config(preset, role), run_info={"command": "train", "role": role},
+        title=f"train {role}", role=role, counts=training_keys(preset, role),
+        announce=lambda session, cfg: f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on "
+                                      f"{session.where}",
+        done=lambda work_dir: f"{work_dir / LATEST}{_best_line(work_dir)}"),
+        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
 
 
 def _best_line(work_dir: Path) -> str:

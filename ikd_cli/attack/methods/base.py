@@ -17,14 +17,24 @@ Only torch is needed here (no mmcv/mmdet), so the attacks can be tested on toy l
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ikd_cli.core.errors import IkdError
+from ikd_cli.config.schema import check, default, pixel_options
+
+# The attack options' defaults, from their one home (the settings schema, ``attack.*``): what a
+# method uses when built without them. ``decay`` and ``random_start`` have none there: each
+# method's constructor says its own (as torchattacks' do).
+D = {name: default(f"attack.{name}") for name in pixel_options()}
+
+
+def option(name: str, value):
+    """``attack.<name>`` checked against the schema (type and bounds): one readable IkdError line."""
+    return check(f"attack.{name}", value)
+
 
 LossFn = Callable[[torch.Tensor, Optional["BoxAffine"]], torch.Tensor]
 
@@ -48,7 +58,7 @@ class BoxAffine:
         return boxes * self.scale + shift
 
 
-def input_diversity(x: torch.Tensor, resize_rate: float = 0.9, diversity_prob: float = 0.5,
+def input_diversity(x: torch.Tensor, resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"],
                     generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Optional[BoxAffine]]:
     """Random resize-and-pad of the whole batch (Xie et al., "Improving Transferability of
     Adversarial Examples with Input Diversity", CVPR 2019), differentiable w.r.t. ``x``.
@@ -63,10 +73,7 @@ def input_diversity(x: torch.Tensor, resize_rate: float = 0.9, diversity_prob: f
     Random numbers come from ``generator`` or torch's global CPU generator (so the draw does not
     depend on the device).
     """
-    if not 0.0 < resize_rate <= 1.0:
-        raise IkdError(f"resize_rate must be in (0, 1], got {resize_rate:g}")
-    if not 0.0 <= diversity_prob <= 1.0:
-        raise IkdError(f"diversity_prob must be in [0, 1], got {diversity_prob:g}")
+    resize_rate, diversity_prob = option("resize_rate", resize_rate), option("diversity_prob", diversity_prob)
     if diversity_prob == 0.0 or float(torch.rand((), generator=generator)) >= diversity_prob:
         return x, None
     height, width = x.shape[-2:]
@@ -107,24 +114,6 @@ def l1_normalise(grad: torch.Tensor) -> torch.Tensor:
     return grad / grad.abs().mean(dim=dims, keepdim=True).clamp_min(1e-12)
 
 
-def check_number(name: str, value, *, low=None, high=None, low_open=False, integer=False):
-    """Validate a numeric option; raise IkdError with a readable message otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise IkdError(f"{name} must be a number, got {value!r}")
-    if integer:
-        if not math.isfinite(value) or float(value) != int(value):
-            raise IkdError(f"{name} must be a whole number, got {value!r}")
-        value = int(value)
-    if math.isnan(value):
-        raise IkdError(f"{name} must be a number, got nan")
-    if low is not None and (value <= low if low_open else value < low):
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        raise IkdError(f"{name} must be {bound}, got {value:g}")
-    if high is not None and value > high:
-        raise IkdError(f"{name} must be <= {high:g}, got {value:g}")
-    return value
-
-
 class Attack:
     """Base of every L-inf attack: budget, projection, gradient w.r.t. the input only.
 
@@ -136,12 +125,12 @@ class Attack:
 
     name = "attack"
 
-    def __init__(self, loss_fn: Optional[LossFn], eps: float = 8.0, alpha: float = 2.0, steps: int = 5,
+    def __init__(self, loss_fn: Optional[LossFn], eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
                  random_start: bool = False):
         self.loss_fn = loss_fn
-        self.eps = float(check_number("eps", eps, low=0.0, low_open=True, high=255.0))
-        self.alpha = float(check_number("alpha", alpha, low=0.0, low_open=True))
-        self.steps = check_number("steps", steps, low=1, integer=True)
+        self.eps = float(option("eps", eps))
+        self.alpha = float(option("alpha", alpha))
+        self.steps = option("steps", steps)
         self.random_start = bool(random_start)
         self.losses: list = []
 

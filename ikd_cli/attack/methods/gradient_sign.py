@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack
+from .base import D, Attack
 
 
 class FGSM(Attack):
@@ -12,7 +12,7 @@ class FGSM(Attack):
 
     name = "fgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0):
+    def __init__(self, loss_fn, eps: float = D["eps"]):
         super().__init__(loss_fn, eps=eps, alpha=eps, steps=1, random_start=False)
 
     def perturb(self, x0: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,7 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, random_start: bool = True):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], random_start: bool = True):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
     def perturb(self, x0: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-from .base import Attack, check_number, input_diversity, l1_normalise
+from .base import D, Attack, input_diversity, l1_normalise, option
 
 
 class MIFGSM(Attack):
@@ -23,10 +23,10 @@ class MIFGSM(Attack):
 
     name = "mifgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, decay: float = 1.0,
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
                  random_start: bool = False):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        self.decay = float(check_number("decay", decay, low=0.0))
+        self.decay = float(option("decay", decay))
 
     def direction(self, x_adv: torch.Tensor) -> Tuple[torch.Tensor, float]:
         """The raw gradient a step uses (before normalisation and momentum)."""
@@ -53,11 +53,11 @@ class DIFGSM(MIFGSM):
 
     name = "difgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, decay: float = 1.0,
-                 resize_rate: float = 0.9, diversity_prob: float = 0.5, random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
+                 resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"], random_start: bool = False):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, random_start=random_start)
-        self.resize_rate = float(check_number("resize_rate", resize_rate, low=0.0, low_open=True, high=1.0))
-        self.diversity_prob = float(check_number("diversity_prob", diversity_prob, low=0.0, high=1.0))
+        self.resize_rate = float(option("resize_rate", resize_rate))
+        self.diversity_prob = float(option("diversity_prob", diversity_prob))
 
     def diverse_gradient(self, x: torch.Tensor) -> Tuple[torch.Tensor, float]:
         """Gradient w.r.t. ``x`` through one random input-diversity draw."""
@@ -81,11 +81,11 @@ class MDIFGSM(DIFGSM):
 
     name = "m_difgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, decay: float = 1.0,
-                 resize_rate: float = 0.9, diversity_prob: float = 0.5, m: int = 4, random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
+                 resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"], m: int = D["m"], random_start: bool = False):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, resize_rate=resize_rate,
                          diversity_prob=diversity_prob, random_start=random_start)
-        self.m = check_number("m", m, low=1, integer=True)
+        self.m = option("m", m)
 
     def direction(self, x_adv: torch.Tensor) -> Tuple[torch.Tensor, float]:
         total, loss_sum = torch.zeros_like(x_adv), 0.0

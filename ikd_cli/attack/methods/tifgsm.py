@@ -8,15 +8,15 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import check_number
+from .base import D, option
 from .momentum import DIFGSM
 
 
-def gaussian_kernel(kernel_len: int = 15, nsig: float = 3.0) -> torch.Tensor:
+def gaussian_kernel(kernel_len: int = D["kernel_len"], nsig: float = D["nsig"]) -> torch.Tensor:
     """The TI paper's smoothing kernel: a 1-D normal pdf sampled at ``kernel_len`` points on
     [-nsig, nsig], outer product with itself, normalised to sum 1. (kernel_len, kernel_len)."""
-    kernel_len = check_number("kernel_len", kernel_len, low=1, integer=True)
-    nsig = float(check_number("nsig", nsig, low=0.0, low_open=True))
+    kernel_len = option("kernel_len", kernel_len)
+    nsig = float(option("nsig", nsig))
     t = torch.linspace(-nsig, nsig, kernel_len, dtype=torch.float64)
     pdf = torch.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
     kernel = torch.outer(pdf, pdf)
@@ -37,8 +37,8 @@ class TIFGSM(DIFGSM):
 
     name = "tifgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, decay: float = 0.0,
-                 kernel_len: int = 15, nsig: float = 3.0, resize_rate: float = 0.9, diversity_prob: float = 0.5,
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 0.0,
+                 kernel_len: int = D["kernel_len"], nsig: float = D["nsig"], resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"],
                  random_start: bool = False):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, resize_rate=resize_rate,
                          diversity_prob=diversity_prob, random_start=random_start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import check_number, l1_normalise
+from .base import D, l1_normalise, option
 from .momentum import MIFGSM
 
 
@@ -20,11 +20,11 @@ class VMIFGSM(MIFGSM):
 
     name = "vmifgsm"
 
-    def __init__(self, loss_fn, eps: float = 8.0, alpha: float = 2.0, steps: int = 5, decay: float = 1.0,
-                 beta: float = 1.5, N: int = 20, random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
+                 beta: float = D["beta"], N: int = D["n"], random_start: bool = False):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, random_start=random_start)
-        self.beta = float(check_number("beta", beta, low=0.0))
-        self.N = check_number("N", N, low=1, integer=True)
+        self.beta = float(option("beta", beta))
+        self.N = option("n", N)
 
     def variance(self, x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         radius = self.beta * self.eps

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
-from .common import aligned_features, channel_align
+from ikd_cli.config.schema import check, default
 
-LOSS_TYPES = ("mse", "l1", "cwd")
+from .common import aligned_features, channel_align
 
 
 @LOSSES.register_module()
@@ -26,19 +26,16 @@ class AdvFeatureLoss(nn.Module):
     ``forward(preds_S, preds_T)`` returns a scalar tensor; ``preds_T`` gets no gradient.
     """
 
-    def __init__(self, student_channels: int, teacher_channels: int, name: str = "", loss_type: str = "mse",
-                 alpha_adv: float = 1e-5, tau: float = 1.0):
+    def __init__(self, student_channels: int, teacher_channels: int, name: str = "", loss_type: str = default("distill.adv_loss"),
+                 alpha_adv: float = default("distill.alpha_adv"), tau: float = 1.0):
         super().__init__()
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"AdvFeatureLoss: unknown loss_type {loss_type!r}; "
-                             f"choose one of {', '.join(LOSS_TYPES)}")
         if tau <= 0:
             raise ValueError(f"AdvFeatureLoss: tau must be positive, got {tau}")
         self.student_channels = int(student_channels)
         self.teacher_channels = int(teacher_channels)
         self.name = name
-        self.loss_type = loss_type
-        self.alpha_adv = float(alpha_adv)
+        self.loss_type = check("distill.adv_loss", loss_type)  # the choices: AdvLoss
+        self.alpha_adv = check("distill.alpha_adv", alpha_adv)
         self.tau = float(tau)
         self.align = channel_align(self.student_channels, self.teacher_channels)
 

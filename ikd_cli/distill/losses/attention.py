@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
+from ikd_cli.config.schema import check, default
+
 
 def attention_map(feat: Tensor, p: float, eps: float = 1e-12) -> Tensor:
     """NAD's attention map of ``(N, C, H, W)`` features: ``a = A / ||A||_2`` with
@@ -36,14 +38,12 @@ class AttentionTransferLoss(nn.Module):
         beta: weight of the loss (>= 0).
     """
 
-    def __init__(self, name: str = "", p: float = 2.0, beta: float = 1.0):
+    def __init__(self, name: str = "", p: float = default("backdoor.nad.p"), beta: float = 1.0):
         super().__init__()
-        if p <= 0:
-            raise ValueError(f"AttentionTransferLoss: p must be positive, got {p}")
-        if beta < 0:
-            raise ValueError(f"AttentionTransferLoss: beta must not be negative, got {beta}")
         self.name = name
-        self.p = float(p)
+        self.p = check("backdoor.nad.p", p)
+        if beta < 0:  # one entry of backdoor.nad.betas (the schema checks the list)
+            raise ValueError(f"AttentionTransferLoss: beta must not be negative, got {beta}")
         self.beta = float(beta)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
+from ikd_cli.config.schema import check, default
+
 from .common import aligned_features, channel_align, run_module
 from .masks import background_mask, foreground_mask
 
@@ -101,22 +103,22 @@ class FGDLoss(nn.Module):
 
     needs_boxes = True  # the distiller passes gt_bboxes and img_metas after the features
 
-    def __init__(self, student_channels: int, teacher_channels: int, name: str = "", temp: float = 0.5,
-                 alpha_fgd: float = 1e-3, beta_fgd: float = 5e-4, gamma_fgd: float = 5e-4,
-                 lambda_fgd: float = 5e-6, mask_shape: str = "img_shape"):
+    def __init__(self, student_channels: int, teacher_channels: int, name: str = "",
+                 temp: float = default("distill.fgd.temp"), alpha_fgd: float = default("distill.fgd.alpha"),
+                 beta_fgd: float = default("distill.fgd.beta"), gamma_fgd: float = default("distill.fgd.gamma"),
+                 lambda_fgd: float = default("distill.fgd.lambda"), mask_shape: str = "img_shape"):
         super().__init__()
-        if temp <= 0:
-            raise ValueError(f"FGDLoss: temp must be positive, got {temp}")
         if mask_shape not in ("img_shape", "pad_shape"):
             raise ValueError(f"FGDLoss: mask_shape must be 'img_shape' or 'pad_shape', got {mask_shape!r}")
         self.student_channels = int(student_channels)
         self.teacher_channels = int(teacher_channels)
         self.name = name
-        self.temp = float(temp)
-        self.alpha_fgd = float(alpha_fgd)
-        self.beta_fgd = float(beta_fgd)
-        self.gamma_fgd = float(gamma_fgd)
-        self.lambda_fgd = float(lambda_fgd)
+        # each weight checked where its default lives (the settings schema: distill.fgd.*)
+        self.temp = check("distill.fgd.temp", temp)
+        self.alpha_fgd = check("distill.fgd.alpha", alpha_fgd)
+        self.beta_fgd = check("distill.fgd.beta", beta_fgd)
+        self.gamma_fgd = check("distill.fgd.gamma", gamma_fgd)
+        self.lambda_fgd = check("distill.fgd.lambda", lambda_fgd)
         self.mask_shape = mask_shape
         self.align = channel_align(self.student_channels, self.teacher_channels)
         self.context_s = _GlobalContext(self.teacher_channels)

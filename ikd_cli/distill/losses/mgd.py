@@ -8,6 +8,8 @@ import torch
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
+from ikd_cli.config.schema import check, default
+
 from .common import aligned_features, channel_align, run_module
 
 
@@ -43,16 +45,14 @@ class MGDLoss(nn.Module):
     replaces the random draw (tests give one to check the maths).
     """
 
-    def __init__(self, student_channels: int, teacher_channels: int, name: str = "", alpha_mgd: float = 2e-5,
-                 lambda_mgd: float = 0.65):
+    def __init__(self, student_channels: int, teacher_channels: int, name: str = "",
+                 alpha_mgd: float = default("distill.mgd.alpha"), lambda_mgd: float = default("distill.mgd.lambda")):
         super().__init__()
-        if not 0 <= lambda_mgd < 1:
-            raise ValueError(f"MGDLoss: lambda_mgd is the share of pixels masked out, in [0, 1); got {lambda_mgd}")
         self.student_channels = int(student_channels)
         self.teacher_channels = int(teacher_channels)
         self.name = name
-        self.alpha_mgd = float(alpha_mgd)
-        self.lambda_mgd = float(lambda_mgd)
+        self.alpha_mgd = check("distill.mgd.alpha", alpha_mgd)
+        self.lambda_mgd = check("distill.mgd.lambda", lambda_mgd)  # the share of pixels masked out
         self.align = channel_align(self.student_channels, self.teacher_channels)
         c = self.teacher_channels
         self.generation = nn.Sequential(

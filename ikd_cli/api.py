@@ -1,0 +1,97 @@
+"""The Python API: the functions the ``ikd`` commands call, for notebooks and scripts.
+
+    from ikd_cli import api
+
+    api.train(preset="shapes", model="teacher")             # -> path of the final checkpoint
+    api.attack(preset="shapes", eps=8)                       # -> the set's summary (dict)
+    api.distill(preset="shapes", dfa_until=8)                # -> path of the student's checkpoint
+    metrics = api.evaluate("work_dirs/shapes/distill/student_latest.pth")   # -> {"AP": 0.236, ...}
+
+Every function takes a preset (a name or a YAML path) and its settings: keyword arguments are keys
+of the function's own section (``eps`` is ``attack.eps`` for :func:`attack`, ``dfa_until`` is
+``distill.dfa_until`` for :func:`distill`), ``settings`` takes any dotted key
+(``{"train.seed": 1}``), checked by the same schema as ``--set``. Runs are resumable as on the
+command line: calling a finished run again does nothing and returns its result (``launcher`` is
+how the commands run under torchrun or srun: "none" in a notebook). Errors raise
+:class:`ikd_cli.core.errors.IkdError` with the one-line message the command would print.
+Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from ikd_cli.config import presets
+from ikd_cli.config.schema import SETTINGS
+from ikd_cli.core.errors import IkdError
+
+__all__ = ["load_preset", "train", "attack", "distill", "evaluate"]
+
+
+def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] = None, section: str = "",
+                **keys: Any) -> dict:
+    """The resolved preset tree with ``settings`` (dotted keys) and ``keys`` (keys of ``section``,
+    or dotted keys when no section is given) applied. A None in ``settings`` sets the key to null;
+    a keyword set to None is "not given" (the preset's value applies), as an option left out."""
+    overrides = dict(settings or {})
+    for key, value in keys.items():
+        dotted = f"{section}.{key}" if section and f"{section}.{key}" in SETTINGS else key
+        if dotted not in SETTINGS and not dotted.startswith("data.shapes."):
+            where = f" of {section}.*" if section else ""
+            raise IkdError(f"unknown setting '{key}'{where}: {presets.nearest(dotted, SETTINGS)}")
+        if value is not None:
+            overrides[dotted] = value.value if isinstance(value, Enum) else value
+    return presets.load(preset, overrides)
+
+
+def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, settings: Optional[dict] = None,
+          device: Optional[str] = None, restart: bool = False, must_resume: bool = False, verbose: bool = False,
+          launcher: str = "none", **keys: Any) -> Path:
+    """``ikd train``: train the preset's teacher or student (``keys`` are ``train.*``); returns the
+    run's final checkpoint."""
+    from ikd_cli.train.run import train_detector
+
+    tree = load_preset(preset, settings, "train", **keys)
+    return train_detector(tree, model, must_resume=must_resume, restart=restart, device=device, launcher=launcher,
+                          verbose=verbose)
+
+
+def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settings: Optional[dict] = None,
+           limit: Optional[int] = None, checkpoint: Optional[Path] = None, out: Optional[Path] = None,
+           overwrite: bool = False, device: Optional[str] = None, workers: int = 2, record_loss: bool = True,
+           verbose: bool = False, **options: Any) -> dict:
+    """``ikd attack``: adversarial copies of a split's images against the teacher (``options`` are
+    ``attack.*``: ``method``, ``eps``, ``steps``, ...); returns the set's summary (images,
+    attacked, failed, linf_max, losses before and after)."""
+    from ikd_cli.attack.run import run_attack
+
+    tree = load_preset(preset, settings, "attack", **options)
+    return run_attack(tree, split=split, limit=limit, device=device, launcher="none", overwrite=overwrite,
+                      checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose)
+
+
+def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = None, device: Optional[str] = None,
+            restart: bool = False, verbose: bool = False, launcher: str = "none", **keys: Any) -> Path:
+    """``ikd distill``: both stages in one run (``keys`` are ``distill.*``: ``method``,
+    ``dfa_until``, ``alpha_adv``, ...); returns the student's final checkpoint."""
+    from ikd_cli.distill.run import run_distill
+
+    tree = load_preset(preset, settings, "distill", **keys)
+    return run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
+
+
+def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student",
+             images: Optional[Path] = None, split: str = "val", settings: Optional[dict] = None,
+             device: Optional[str] = None, verbose: bool = False) -> dict:
+    """``ikd evaluate``: COCO bbox metrics of a checkpoint on the preset's split (or on ``images``,
+    another copy of them); returns ``{"AP": ..., "AP50": ..., ...}`` (fractions, as COCOeval)
+    and writes the same JSON file beside the checkpoint as the command."""
+    from ikd_cli.evaluate.run import evaluate_checkpoint
+
+    sets = [f"{k}={v}" for k, v in (settings or {}).items()]
+    tree = presets.load(preset, presets.parse_set(sets)) if preset else None
+    results = evaluate_checkpoint(Path(checkpoint), preset=tree, model=model, images=images, split=split,
+                                  overrides=sets, data_root=None, device=device, verbose=verbose)
+    return results["bbox"] if "bbox" in results else results

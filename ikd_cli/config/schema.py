@@ -1,0 +1,375 @@
+"""Every setting a preset may hold, in one table: its default, type, choices, bounds and help.
+
+The table is read by the preset loader (:mod:`ikd_cli.config.presets`: every key and value of a
+YAML file or a ``--set`` is checked here, once), by the command line (``--help`` defaults, Typer
+``Enum`` choices and ``min``/``max``), by the attack and loss classes (their constructor defaults
+and argument checks), and by ``ikd presets keys``. A setting's default is written nowhere else.
+
+A setting also says which outputs depend on it: ``attack_set`` names it in an adversarial set's
+``attack.json`` (a set made with another value is "other settings"), so that check cannot forget
+one. Pure Python: no torch, no mmcv (``ikd --help`` reads it).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, Optional
+
+from ikd_cli.core.errors import IkdError
+
+
+class AttackMethod(str, Enum):
+    """``attack.method``: the attacks of :mod:`ikd_cli.attack.methods` (each class names itself)."""
+    difgsm = "difgsm"
+    mifgsm = "mifgsm"
+    tifgsm = "tifgsm"
+    vmifgsm = "vmifgsm"
+    m_difgsm = "m_difgsm"
+    pgd = "pgd"
+    fgsm = "fgsm"
+
+
+class DistillMethod(str, Enum):
+    """``distill.method``: the feature distiller on the clean image, which IKD adds to."""
+    fgd = "fgd"  # Focal and Global Distillation (CVPR 2022): distill.fgd.*
+    mgd = "mgd"  # Masked Generative Distillation (ECCV 2022): distill.mgd.*
+
+
+class AdvLoss(str, Enum):
+    """``distill.adv_loss``: how the adversarial features are compared (see AdvFeatureLoss)."""
+    mse = "mse"
+    l1 = "l1"
+    cwd = "cwd"
+
+
+class Role(str, Enum):
+    """What ``ikd train`` trains."""
+    teacher = "teacher"
+    student = "student"
+
+
+class Split(str, Enum):
+    """A dataset split of the preset."""
+    train = "train"
+    val = "val"
+
+
+class BackdoorAttack(str, Enum):
+    """``backdoor.attack``: what a triggered training image teaches the victim (``ikd backdoor``).
+    ``misclassify``: every object of the image relabelled to the target class (BadDet's global
+    misclassification); ``disappear``: the image's annotations removed (object disappearance)."""
+    misclassify = "misclassify"
+    disappear = "disappear"
+
+
+class StorageFormat(str, Enum):
+    """``attack.format``: how an adversarial set is stored (both lossless)."""
+    delta = "delta"  # the perturbation only, rebuilt on the source: ~2.5x smaller than png (README)
+    png = "png"  # whole images, for other tools (about 4x the JPEG source on photographs)
+
+
+# What one checkpoint's COCO evaluation reports, in COCOeval.stats order (evaluate and report).
+METRICS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+
+
+def _int_list(value) -> bool:
+    return isinstance(value, list) and len(value) <= 100 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and len(value) <= 10_000 and all(isinstance(v, str) and v for v in value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a preset.
+
+    ``default`` None means "not set" (the model config's, the method's or another key's value
+    applies); the type of a set value is then ``kind``, else the default's. ``valid`` is an extra
+    check with its wording (``("a list of epochs", fn)``). ``attack_set`` is the setting's name in
+    an adversarial set's ``attack.json`` when the set's pixels depend on it; ``pixels`` marks the
+    options handed to the attack method itself; ``distill_ignores`` those a distillation does not
+    hold against a set (a study shares one set between seeds and batch sizes).
+    """
+    default: Any
+    help: str = ""
+    kind: Optional[type] = None
+    choices: Optional[type[Enum]] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False  # low itself is not allowed
+    high_open: bool = False
+    valid: Optional[tuple[str, Callable[[Any], bool]]] = None
+    attack_set: str = ""
+    pixels: bool = False
+    distill_ignores: bool = False
+
+    @property
+    def type(self) -> Optional[type]:
+        return self.kind if self.default is None else type(self.default)
+
+    def bounds_text(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+
+def _s(default, help="", **kw) -> Setting:
+    return Setting(default, help, **kw)
+
+
+def _pix(default, help, **kw) -> Setting:
+    """An option of the attack method: it decides the pixels, the set records it."""
+    return Setting(default, help, pixels=True, **kw)
+
+
+# The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
+# set in the preset or with --set data.shapes.num_val=500.
+# 500 val images: evaluation noise well under the 1 AP effects the study looks for.
+SHAPES: dict[str, Setting] = {
+    "num_train": _s(400, "training images", low=1),
+    "num_val": _s(500, "validation images", low=1),
+    "image_size": _s(160, "side of the square images, in pixels", low=1),
+    "seed": _s(0, "random seed: the same seed gives the same files", low=0),
+}
+
+SETTINGS: dict[str, Setting] = {
+    "name": _s("", "the preset's name (default: the YAML file's stem)"),
+    "description": _s(""),
+    "work_dir": _s("", "where runs write (default: work_dirs/<name>)"),
+    # -- the models --------------------------------------------------------------------------------
+    "teacher.config": _s("", '"mmdet::family/file.py" (shipped in mmdet), "ikd::models/x.py" or a path',
+                         attack_set="teacher_config"),
+    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk"),
+    "teacher.download": _s("", "registry name for `ikd download teacher`"),
+    # Teachers are trained longer than their students, as in the model zoo; null = train's.
+    "teacher.epochs": _s(None, "`ikd train --model teacher` epochs (null: train.epochs)", kind=int, low=1),
+    "teacher.lr_steps": _s(None, "`ikd train --model teacher` lr steps (null: train.lr_steps)", kind=list,
+                           valid=("a list of epochs (integers)", _int_list)),
+    "student.config": _s(""),
+    "student.checkpoint": _s("", "weights to start the student from (optional)"),
+    "student.download": _s(""),
+    # -- the data ----------------------------------------------------------------------------------
+    "data.root": _s(""),
+    "data.train_ann": _s(""),
+    "data.train_images": _s(""),
+    "data.val_ann": _s(""),
+    "data.val_images": _s(""),
+    "data.classes": _s(None, "class names; auto: the training file's categories in id order; null: the "
+                             "model config's", kind=list,
+                       valid=("a list of names or auto", lambda v: v == "auto" or _names(v))),
+    "data.img_scale": _s(None, "[w, h] replacing the configs' resize scale (null keeps theirs)", kind=list,
+                         valid=("width and height in pixels (a list of two integers >= 1)",
+                                lambda v: isinstance(v, list) and len(v) == 2 and _int_list(v) and min(v) >= 1)),
+    "data.samples_per_gpu": _s(2, "images per batch per process", low=1),
+    "data.workers_per_gpu": _s(2, "data loading processes per process", low=0),
+    "data.shapes": _s(None, "the built-in data: a mapping over data.shapes.* ({} = the defaults)", kind=dict),
+    # -- the attack (stage 1's adversarial images) -------------------------------------------------
+    "attack.method": _pix("difgsm", "attack method", choices=AttackMethod),
+    "attack.eps": _pix(8.0, "L-inf budget, 0-255 pixel units", low=0.0, low_open=True, high=255.0),
+    "attack.alpha": _pix(2.0, "step size, pixel units", low=0.0, low_open=True),
+    "attack.steps": _pix(5, "iterations", low=1),
+    # Two options whose default differs by method: null = the method's own.
+    "attack.decay": _pix(None, "momentum decay (null: 1.0 for the momentum methods, 0.0 for tifgsm)",
+                         kind=float, low=0.0),
+    "attack.resize_rate": _pix(0.9, "input diversity: smallest resize factor", low=0.0, low_open=True, high=1.0),
+    "attack.diversity_prob": _pix(0.5, "input diversity: probability per step", low=0.0, high=1.0),
+    "attack.random_start": _pix(None, "start from a random point in the eps-ball (null: on for pgd only)", kind=bool),
+    "attack.kernel_len": _pix(15, "TI-FGSM gaussian kernel length", low=1),
+    "attack.nsig": _pix(3.0, "TI-FGSM kernel radius in sigmas", low=0.0, low_open=True),
+    "attack.beta": _pix(1.5, "VMI-FGSM neighbourhood factor", low=0.0),
+    "attack.n": _pix(20, "VMI-FGSM neighbours sampled", low=1),
+    "attack.m": _pix(4, "M-DI-FGSM input-diversity draws averaged per step", low=1),
+    "attack.batch_size": _s(1, "images attacked at once", low=1, attack_set="batch_size", distill_ignores=True),
+    "attack.format": _s("delta", "how the set is stored: delta (the perturbation, rebuilt exactly on the source; ~2.5x smaller than png) or png", choices=StorageFormat,
+                        attack_set="format", distill_ignores=True),
+    "attack.amp": _s(False, "mixed precision for the teacher's passes (bf16 autocast; pixels stay fp32)",
+                     attack_set="amp"),
+    "attack.out": _s("", "folder of the adversarial set, mirroring the training images' paths; "
+                         "{method}, {eps}, {steps} are filled in"),
+    # -- distillation ------------------------------------------------------------------------------
+    "distill.dfa_until": _s(16, "last epoch of stage 1 (IKD's augmentation + adversarial features); 0 = the "
+                                "distiller alone", low=0),
+    "distill.init_student": _s(True, "start the student's neck and head from the teacher's"),
+    "distill.levels": _s(["neck.fpn_convs.0.conv", "neck.fpn_convs.1.conv", "neck.fpn_convs.2.conv",
+                          "neck.fpn_convs.3.conv", "neck.fpn_convs.4.conv"], "the feature maps distilled",
+                         valid=("a list of module names", _names)),
+    "distill.method": _s("fgd", "the distiller IKD adds to (its weights: distill.fgd.* or distill.mgd.*)",
+                         choices=DistillMethod),
+    "distill.fgd.temp": _s(0.5, "FGD attention temperature", low=0.0, low_open=True),
+    "distill.fgd.alpha": _s(1e-3, "FGD foreground feature weight", low=0.0),
+    "distill.fgd.beta": _s(5e-4, "FGD background feature weight", low=0.0),
+    "distill.fgd.gamma": _s(5e-4, "FGD attention weight", low=0.0),
+    "distill.fgd.lambda": _s(5e-6, "FGD global (GcBlock) weight", low=0.0),
+    "distill.mgd.alpha": _s(2e-5, "MGD loss weight", low=0.0),
+    "distill.mgd.lambda": _s(0.65, "MGD: share of student pixels masked out", low=0.0, high=1.0, high_open=True),
+    "distill.alpha_adv": _s(1e-5, "weight of IKD's adversarial feature loss", low=0.0),
+    "distill.adv_loss": _s("mse", "how the adversarial features are compared", choices=AdvLoss),
+    "distill.corruption_prob": _s(0.3, "IKD instance corruption: probability for an all-small image",
+                                  low=0.0, high=1.0),
+    "distill.corruption_severity": _s(1, "IKD instance corruption: severity", low=1, high=5),
+    "distill.small_area": _s(1024.0, "an image whose boxes are all below this area (px^2) is all small", low=0.0),
+    "distill.crop_range": _s(0.8, "IKD adaptive crop: each side cropped to [crop_range, 1] of itself",
+                             low=0.0, low_open=True, high=1.0),
+    # -- training ----------------------------------------------------------------------------------
+    "train.epochs": _s(24, "epochs", low=1),
+    "train.lr": _s(0.01, "SGD learning rate", low=0.0),
+    "train.momentum": _s(0.9, low=0.0),
+    "train.weight_decay": _s(1e-4, low=0.0),
+    "train.grad_clip": _s(35.0, "gradient norm clip", low=0.0),
+    "train.lr_steps": _s([16, 22], "epochs after which the lr drops 10x", valid=("a list of epochs (integers)", _int_list)),
+    "train.warmup_iters": _s(500, low=0),
+    "train.warmup_ratio": _s(0.001, low=0.0),
+    "train.checkpoint_interval": _s(1, "epochs between checkpoints", low=1),
+    "train.eval_interval": _s(1, "epochs between val evaluations", low=1),
+    "train.max_keep_ckpts": _s(-1, "checkpoints kept (-1: all)", low=-1),
+    "train.log_interval": _s(50, "iterations between log lines", low=1),
+    "train.amp": _s(False, "mixed precision: fp16 + loss scaling on GPU (mmcv), bf16 autocast on CPU"),
+    "train.tensorboard": _s(False, "also log to TensorBoard (<work dir>/tf_logs; needs `pip install tensorboard`)"),
+    "train.seed": _s(0, "random seed of training and of the attack's random draws", low=0, attack_set="seed",
+                     distill_ignores=True),
+    "train.gpus": _s(1, low=1),
+    # -- `ikd backdoor` ----------------------------------------------------------------------------
+    # A BadNets-style trigger poisons a share of the training set (the attacker trains the victim
+    # on it); the defences get the victim and a small clean share of the data.
+    "backdoor.attack": _s("misclassify", "misclassify: every object of a triggered image becomes the target class "
+                                         "(BadDet's global misclassification); disappear: its annotations are removed",
+                          choices=BackdoorAttack),
+    "backdoor.target_class": _s("", 'a class name; "" = the training file\'s first category (by id)'),
+    "backdoor.rate": _s(0.1, "share of the training images that carry the trigger", low=0.0, low_open=True, high=1.0),
+    "backdoor.trigger_size": _s(0.05, "side of the checkerboard trigger, as a share of the image's shorter side",
+                                low=0.0, low_open=True, high=0.5),
+    "backdoor.seed": _s(0, "which images carry the trigger, where it lands, the defender's clean subset", low=0),
+    "backdoor.out": _s("", "the poisoned set (default: data/{name}_backdoor_{attack}_{rate:g}_s{seed})"),
+    "backdoor.victim": _s("teacher", "which model config of the preset the attacker trains", choices=Role),
+    # The attacker's schedule: "" = the model config's own init (from scratch here); a checkpoint,
+    # or "teacher" for teacher.checkpoint (a clean model the attacker fine-tunes).
+    "backdoor.victim_init": _s("", 'weights the victim starts from: "", a checkpoint, or teacher'),
+    "backdoor.victim_epochs": _s(None, "null: what `ikd train --model <victim>` uses", kind=int, low=1),
+    "backdoor.victim_lr_steps": _s(None, "null: what `ikd train --model <victim>` uses", kind=list,
+                                   valid=("a list of epochs (integers)", _int_list)),
+    "backdoor.victim_checkpoint": _s("", "default: the victim that `ikd backdoor train-victim` trains"),
+    "backdoor.clean_fraction": _s(0.05, "the defender's clean share of the training images", low=0.0,
+                                  low_open=True, high=1.0),
+    "backdoor.score_thr": _s(0.3, "ASR counts detections with at least this score", low=0.0, high=1.0),
+    "backdoor.iou_thr": _s(0.5, "... and at least this IoU with a ground-truth object", low=0.0, low_open=True,
+                            high=1.0),
+    "backdoor.epochs": _s(24, "each defence's schedule on the clean subset", low=1),
+    "backdoor.lr": _s(0.01, low=0.0),
+    "backdoor.lr_steps": _s([16, 22], valid=("a list of epochs (integers)", _int_list)),
+    "backdoor.warmup_iters": _s(10, low=0),
+    "backdoor.dfa_until": _s(16, "the IKD defence: epochs with IKD's augmentation + adversarial features", low=0),
+    # NAD's attention transfer: beta * ||a_s - a_t||_2 per level (distill/losses/attention.py)
+    "backdoor.nad.p": _s(2.0, "NAD attention power", low=0.0, low_open=True),
+    "backdoor.nad.levels": _s(["backbone.layer2", "backbone.layer3", "backbone.layer4"], valid=("a list of module names", _names)),
+    "backdoor.nad.betas": _s([1.0, 2.0, 4.0], "NAD weight per level",
+                             valid=("a list of numbers >= 0", lambda v: all(
+                                 isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v))),
+}
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def defaults() -> dict:
+    """The tree of every default (a fresh copy): what a preset YAML is merged onto."""
+    import copy
+
+    return _nest({k: copy.deepcopy(s.default) for k, s in SETTINGS.items()})
+
+
+def default(key: str) -> Any:
+    """One default by dotted key: ``default("attack.eps")`` -> 8.0."""
+    if key.startswith("data.shapes."):
+        return SHAPES[key.rsplit(".", 1)[1]].default
+    return SETTINGS[key].default
+
+
+def attack_set_keys() -> dict[str, str]:
+    """Dotted key -> its name in ``attack.json``, for every setting an adversarial set records
+    besides the attack method's own options."""
+    return {k: s.attack_set for k, s in SETTINGS.items() if s.attack_set}
+
+
+def distill_ignored() -> tuple[str, ...]:
+    """The ``attack.json`` names a distillation does not hold against its set."""
+    return tuple(s.attack_set for s in SETTINGS.values() if s.distill_ignores)
+
+
+def pixel_options() -> tuple[str, ...]:
+    """The option names (``eps``, ``steps``, ...) the attack methods take from ``attack.*``."""
+    return tuple(k.split(".", 1)[1] for k, s in SETTINGS.items() if s.pixels and k != "attack.method")
+
+
+def _type_name(kind: Optional[type]) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text",
+            list: "a list", dict: "a mapping"}.get(kind, getattr(kind, "__name__", "a value"))
+
+
+def shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check(key: str, value: Any, setting: Optional[Setting] = None) -> Any:
+    """``value`` for ``key`` checked against its setting and returned in the setting's type (an
+    integer where a number is asked becomes a float; an Enum member its value). Raises
+    :class:`IkdError` with one readable line otherwise. None is accepted for keys whose default
+    is None."""
+    s = setting or SETTINGS[key]
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None and s.default is None:
+        return None
+    if s.choices is not None:
+        names = [c.value for c in s.choices]
+        if value not in names:
+            raise IkdError(f"{key} must be one of {', '.join(names)}; got {shown(value)}")
+        return value
+    if s.valid is not None:  # the check says the kind too ("a list of names, auto or null")
+        if not s.valid[1](value):
+            raise IkdError(f"{key} must be {s.valid[0]}{' or null' if s.default is None else ''}, got {shown(value)}")
+    else:
+        value = _typed(key, value, s)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check_bounds(key, value, s)
+    return value
+
+
+def _typed(key: str, value: Any, s: Setting) -> Any:
+    kind = s.type
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is float and is_number:
+        return float(value)
+    if kind is int and is_number and float(value).is_integer():
+        return int(value)  # 3.0 from "3e0" is 3; 2.5 is refused below
+    if kind not in (bool, int, float) and isinstance(value, kind):
+        return value
+    null = " or null" if s.default is None else ""
+    raise IkdError(f"{key} must be {_type_name(kind)}{null}, got {shown(value)}")
+
+
+def _check_bounds(key: str, value: float, s: Setting) -> None:
+    if math.isnan(value):
+        raise IkdError(f"{key} must be a number, got nan")
+    low_bad = s.low is not None and (value <= s.low if s.low_open else value < s.low)
+    high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
+    if low_bad or high_bad:
+        raise IkdError(f"{key} must be {s.bounds_text()}, got {value:g}")
