@@ -247,6 +247,7 @@ DEFAULTS: dict[str, Any] = {
         "log_interval": 50,
         "amp": False,  # mixed precision training: fp16 + loss scaling on GPU (mmcv), bf16 autocast on CPU
         "tensorboard": False,  # also log to TensorBoard (<work dir>/tf_logs; needs `pip install tensorboard`)
+        "wandb": False,  # also log to Weights & Biases (mmcv's WandbLoggerHook; needs `IKD_WITH_WANDB=1 bash scripts/install.sh`)
         "seed": 0,
         "gpus": 1,
     },
