@@ -231,6 +231,9 @@ DEFAULTS: dict[str, Any] = {
         "corruption_severity": 1,
         "small_area": 1024.0,  # 32 x 32 px: an image whose boxes are all below this is "all small"
         "crop_range": 0.8,
+        # stage 1 logs, every train.log_interval iterations, the teacher's feature distance between
+        # adversarial and clean image and the adversarial term's gradient share (distill/diagnostics.py)
+        "diagnostics": True,
     },
     "train": {
         "epochs": 24,

@@ -80,10 +80,18 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     with session.log_to(work_dir, verbose):
         stage_hook.dfa_loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
-                      extra_hooks=[(stage_hook, "VERY_HIGH"), (student_hook, 60)],
+                      extra_hooks=[(stage_hook, "VERY_HIGH"), (student_hook, 60), *diagnostics_hooks(preset)],
                       meta=dict(ikd_preset=preset, ikd_role="distill"))
     best = " (best: student_best.pth)" if (work_dir / "student_best.pth").exists() else ""
     session.done(f"student checkpoint {work_dir / 'student_latest.pth'}{best}")
+
+
+def diagnostics_hooks(preset: dict) -> list:
+    """Stage 1's measurements of the adversarial term, at the logging interval (``distill.diagnostics``)."""
+    from ikd_cli.distill.hooks import DiagnosticsHook
+
+    d = preset["distill"]
+    return [(DiagnosticsHook(preset["train"]["log_interval"]), "NORMAL")] if d["diagnostics"] and d["dfa_until"] else []
 
 
 def stage1_loader(cfg, preset: dict, distributed: bool):
