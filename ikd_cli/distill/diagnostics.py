@@ -25,10 +25,11 @@ import math
 import torch
 from torch import Tensor
 
-PREFIX = "diag_"
-TEACHER_DIST = "diag_teacher_dist_"
-GRAD_VS_DISTILL = "diag_grad_adv_vs_distill_log10_"
-GRAD_VS_DET = "diag_grad_adv_vs_det_log10_"
+from ikd_cli.config.layout import DIAG_GRAD_VS_DET as GRAD_VS_DET
+from ikd_cli.config.layout import DIAG_GRAD_VS_DISTILL as GRAD_VS_DISTILL
+from ikd_cli.config.layout import DIAG_PREFIX as PREFIX
+from ikd_cli.config.layout import DIAG_TEACHER_DIST as TEACHER_DIST
+
 _TINY = 1e-30  # keeps log10 finite where a term sends no gradient at all
 
 
