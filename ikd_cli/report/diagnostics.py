@@ -32,7 +32,8 @@ def per_epoch(run: Run, prefix: str) -> dict[str, tuple[list[int], list[float]]]
 
 
 def _panels(runs: list[Run], series: list[tuple[str, str, str]], path: Path, title: str, ylabel: str) -> bool:
-    """One panel per level; ``series``: (key prefix, line style, legend suffix). False: nothing logged."""
+    """One panel per level; ``series``: (key prefix, line style and marker, legend suffix). False:
+    nothing logged."""
     from matplotlib.ticker import MaxNLocator
 
     from ikd_cli.report.plots import arm_colours, new_figure, save_png
@@ -50,7 +51,7 @@ def _panels(runs: list[Run], series: list[tuple[str, str, str]], path: Path, tit
         for run, style, suffix, by_level in data:
             if level in by_level:
                 label = f"{run.arm}{suffix}"
-                ax.plot(*by_level[level], marker="o", markersize=3, linestyle=style, color=colours[run.arm],
+                ax.plot(*by_level[level], marker=style[1], markersize=4, linestyle=style[0], color=colours[run.arm],
                         alpha=0.85, label=None if label in labelled else label)
                 labelled.add(label)
         ax.set(title=level, xlabel="epoch", ylabel=ylabel)
@@ -71,11 +72,11 @@ def _panels(runs: list[Run], series: list[tuple[str, str, str]], path: Path, tit
 def write_diagnostics_plots(runs: list[Run], out: Path) -> list[str]:
     """Both pictures, for the runs that logged diagnostics; returns the file names written."""
     written = []
-    if _panels(runs, [(TEACHER_DIST, "-", "")], out / REPORT_DIAG_DISTANCE_FILE,
+    if _panels(runs, [(TEACHER_DIST, ("-", "o"), "")], out / REPORT_DIAG_DISTANCE_FILE,
                "Teacher features: adversarial vs clean image (relative L2 distance, per-epoch mean)",
                "||T(adv) − T(clean)|| / ||T(clean)||"):
         written.append(REPORT_DIAG_DISTANCE_FILE)
-    if _panels(runs, [(GRAD_VS_DISTILL, "-", " vs distill"), (GRAD_VS_DET, "--", " vs detection")],
+    if _panels(runs, [(GRAD_VS_DISTILL, ("-", "o"), " vs distill"), (GRAD_VS_DET, ("--", "s"), " vs detection")],
                out / REPORT_DIAG_GRADIENT_FILE,
                "Gradient the adversarial term sends into the student's features, relative (per-epoch mean)",
                "log10 gradient-norm ratio"):
