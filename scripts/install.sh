@@ -6,6 +6,7 @@
 #   IKD_VENV=/path/venv bash scripts/install.sh
 #   IKD_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 bash scripts/install.sh   # CUDA ops without a GPU here
 #   IKD_CUDA=0 bash scripts/install.sh # CPU ops only, even on a GPU machine
+#   IKD_WITH_WANDB=1 bash scripts/install.sh  # also wandb, for train.wandb
 # The CPU/CUDA choice (and where nvcc comes from) is scripts/cuda_plan.sh's.
 set -euo pipefail
 
@@ -131,6 +132,14 @@ fi
 if ! have mmdet "$MMDET_VERSION"; then
   log "mmdet $MMDET_VERSION"
   "${PIP[@]}" "mmdet==$MMDET_VERSION" "numpy<2"
+fi
+
+# W&B logging (train.wandb) is optional: installed only with IKD_WITH_WANDB=1 (.ci/run sets it so
+# that tests/test_wandb.py runs in CI). wandb brings protobuf and requests; numpy stays as pinned.
+WANDB_VERSION=0.31.0
+if [ "${IKD_WITH_WANDB:-0}" = 1 ] && ! have wandb "$WANDB_VERSION"; then
+  log "wandb $WANDB_VERSION (train.wandb)"
+  "${PIP[@]}" "wandb==$WANDB_VERSION" "numpy<2"
 fi
 
 log "ikd (editable)"

@@ -28,6 +28,8 @@ def evaluate(
     device: Device = DeviceOpt,
     verbose: bool = VerboseOpt,
     trust_checkpoint: bool = TrustCheckpointOpt,
+    classwise: bool = typer.Option(False, "--classwise",
+                                   help="Also AP per class (COCOeval's precision, as mmdet's classwise=True)."),
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
@@ -35,4 +37,4 @@ def evaluate(
     from ikd_cli.evaluate.run import evaluate_checkpoint
 
     evaluate_checkpoint(checkpoint, preset=preset_tree, model=model.value, images=images, split=split.value,
-                        overrides=sets, data_root=data_root, device=device, verbose=verbose)
+                        overrides=sets, data_root=data_root, device=device, verbose=verbose, classwise=classwise)

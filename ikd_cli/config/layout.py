@@ -56,3 +56,15 @@ def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
     if fmt != "delta":
         raise IkdError(f"unknown adversarial image format '{fmt}'; choose delta or png")
     return relative.with_name(relative.name + DELTA_SUFFIX)
+
+# `ikd report`'s pictures beyond val_ap.png and losses.png: the paired per-class AP difference,
+# and stage 1's diagnostics of the adversarial term per level (teacher distance, gradient ratios).
+REPORT_CLASSWISE_FILE = "classwise.png"
+REPORT_DIAG_DISTANCE_FILE = "diag_teacher_distance.png"
+REPORT_DIAG_GRADIENT_FILE = "diag_gradients.png"
+# The log columns of stage 1's diagnostics (distill/diagnostics.py writes them, report reads
+# them); none holds "loss", so mmdet logs them without adding them to the total loss.
+DIAG_PREFIX = "diag_"
+DIAG_TEACHER_DIST = "diag_teacher_dist_"
+DIAG_GRAD_VS_DISTILL = "diag_grad_adv_vs_distill_log10_"
+DIAG_GRAD_VS_DET = "diag_grad_adv_vs_det_log10_"

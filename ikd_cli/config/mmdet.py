@@ -96,9 +96,18 @@ def apply_schedule(cfg, preset: dict, role: str = "student") -> None:
     metric = ["bbox", "segm"] if _has_masks(cfg.model) else "bbox"
     cfg.evaluation = dict(interval=t["eval_interval"], metric=metric, save_best="bbox_mAP", rule="greater")
     hooks = [dict(type="TextLoggerHook")] + ([dict(type="TensorboardLoggerHook")] if t["tensorboard"] else [])
+    if t.get("wandb"):
+        hooks.append(wandb_hook(preset))
     cfg.log_config = dict(interval=t["log_interval"], hooks=hooks)
     cfg.seed = t["seed"]
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+
+def wandb_hook(preset: dict) -> dict:
+    """mmcv's own W&B logger: one W&B run per launch, in the project ``ikd-<preset>`` (the
+    training session names the run and points its files at the work dir). The log files are not uploaded as an artifact (they stay in the work dir); where the run's files
+    go and whether it goes online are W&B's own settings (WANDB_DIR, WANDB_MODE=offline, ...)."""
+    return dict(type="WandbLoggerHook", log_artifact=False, init_kwargs=dict(project=f"ikd-{preset['name']}"))
 
 
 def _has_masks(model_cfg) -> bool:

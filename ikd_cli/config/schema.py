@@ -218,6 +218,9 @@ SETTINGS: dict[str, Setting] = {
     "distill.small_area": _s(1024.0, "an image whose boxes are all below this area (px^2) is all small", low=0.0),
     "distill.crop_range": _s(0.8, "IKD adaptive crop: each side cropped to [crop_range, 1] of itself",
                              low=0.0, low_open=True, high=1.0),
+    "distill.diagnostics": _s(True, "stage 1 logs, every train.log_interval iterations, the teacher's feature "
+                                    "distance adversarial vs clean and the adversarial term's gradient share "
+                                    "(distill/diagnostics.py)"),
     # -- training ----------------------------------------------------------------------------------
     "train.epochs": _s(24, "epochs", low=1),
     "train.lr": _s(0.01, "SGD learning rate", low=0.0),
@@ -233,6 +236,8 @@ SETTINGS: dict[str, Setting] = {
     "train.log_interval": _s(50, "iterations between log lines", low=1),
     "train.amp": _s(False, "mixed precision: fp16 + loss scaling on GPU (mmcv), bf16 autocast on CPU"),
     "train.tensorboard": _s(False, "also log to TensorBoard (<work dir>/tf_logs; needs `pip install tensorboard`)"),
+    "train.wandb": _s(False, "also log to Weights & Biases (mmcv's WandbLoggerHook; needs "
+                             "`IKD_WITH_WANDB=1 bash scripts/install.sh`)"),
     "train.seed": _s(0, "random seed of training and of the attack's random draws", low=0, attack_set="seed",
                      distill_ignores=True),
     "train.gpus": _s(1, low=1),

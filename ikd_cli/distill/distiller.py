@@ -29,6 +29,7 @@ from mmdet.models.detectors import BaseDetector
 from ikd_cli.core.checkpoints import load_weights, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.distill import losses as _losses  # noqa: F401  (registers the losses of the package)
+from ikd_cli.distill.diagnostics import adversarial_diagnostics
 
 IMAGES = ("clean", "adv")  # what a loss entry may see: the training image, or its adversarial copy
 # Short names in the loss keys (the log's column names); other types: the name less "Loss".
@@ -63,6 +64,7 @@ class IKDDistiller(BaseDetector):
         for entry in losses:
             self._add_entry(dict(entry))
         self.dfa = True  # stage 1; the runner switches it off after --dfa-until epochs
+        self.diagnose = False  # measure the adversarial term this step (distill/diagnostics.py)
         self._features = {"student": {}, "teacher": {}}
         for role, net in (("student", self.student), ("teacher", self.teacher)):
             names = sorted({(s, t)[role == "teacher"] for _, s, t in self.entries.values()})
@@ -141,12 +143,14 @@ class IKDDistiller(BaseDetector):
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, adv_img=None, **kwargs):
         losses = self.student.forward_train(img, img_metas, gt_bboxes, gt_labels, **kwargs)
-        self._add_losses(losses, "clean", dict(self._features["student"]), self._teacher_features(img),
-                         gt_bboxes, img_metas)
+        clean = (dict(self._features["student"]), self._teacher_features(img))
+        self._add_losses(losses, "clean", *clean, gt_bboxes, img_metas)
         if self.dfa and adv_img is not None and any(e[0] == "adv" for e in self.entries.values()):
             self.student.extract_feat(adv_img)
-            self._add_losses(losses, "adv", dict(self._features["student"]), self._teacher_features(adv_img),
-                             gt_bboxes, img_metas)
+            adv = (dict(self._features["student"]), self._teacher_features(adv_img))
+            self._add_losses(losses, "adv", *adv, gt_bboxes, img_metas)
+            if self.diagnose:  # set for the logged iterations by DiagnosticsHook
+                losses.update(adversarial_diagnostics(self.entries, losses, clean, adv))
         return losses
 
     def _add_losses(self, losses: dict, image: str, student: dict, teacher: dict, gt_bboxes, img_metas) -> None:

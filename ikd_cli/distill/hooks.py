@@ -116,3 +116,27 @@ class _StudentBest(Hook):
         if best and best != self.saver.best:
             self.saver.best = best
             self.saver._save(runner, STUDENT_BEST)
+
+
+@HOOKS.register_module(force=True)
+class DiagnosticsHook(Hook):
+    """Stage 1's diagnostics of the adversarial term (:mod:`.diagnostics`), measured on the
+    iterations the logger writes (every ``interval``-th of an epoch), so each log line holds the
+    measurement of its own iteration: mmcv's logger averages a key over its last ``interval``
+    entries, so the older measurements are dropped from the buffer first. Registered at NORMAL,
+    before the logger hooks (VERY_LOW)."""
+
+    def __init__(self, interval: int):
+        self.interval = int(interval)
+
+    def before_train_iter(self, runner):
+        model = getattr(runner.model, "module", runner.model)
+        model.diagnose = self.every_n_inner_iters(runner, self.interval)
+
+    def after_train_iter(self, runner):
+        from ikd_cli.distill.diagnostics import PREFIX
+
+        buffer = runner.log_buffer
+        for key in [k for k in buffer.val_history if k.startswith(PREFIX)]:
+            buffer.val_history[key] = buffer.val_history[key][-1:]
+            buffer.n_history[key] = buffer.n_history[key][-1:]

@@ -75,7 +75,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         stage = DFAStageHook(cfg.dfa_until, loader, stage1=f"{method} + IKD augmentation (adversarial features)",
                              stage2=f"plain {method}")
-        return [(stage, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best()]
+        return [(stage, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best(), *diagnostics_hooks(preset)]
 
     def done(work_dir: Path) -> str:
         best = f" (best: {STUDENT_BEST})" if (work_dir / STUDENT_BEST).exists() else ""
@@ -87,6 +87,14 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         announce=lambda session, cfg: f"distilling [bold]{preset['name']}[/] on {session.where}: "
                                       f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}"),
         device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
+
+
+def diagnostics_hooks(preset: dict) -> list:
+    """Stage 1's measurements of the adversarial term, at the logging interval (``distill.diagnostics``)."""
+    from ikd_cli.distill.hooks import DiagnosticsHook
+
+    d = preset["distill"]
+    return [(DiagnosticsHook(preset["train"]["log_interval"]), "NORMAL")] if d["diagnostics"] and d["dfa_until"] else []
 
 
 def stage1_loader(cfg, preset: dict, distributed: bool):

@@ -113,8 +113,9 @@ def run_inference(model, loader, device: str, title: str = "evaluate"):
     return results
 
 
-def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
-    """Write the detections as COCO json (atomically) and score them with COCOeval."""
+def coco_metrics(dataset, results, iou_type: str, json_path: Path, classwise: bool = False) -> dict:
+    """Write the detections as COCO json (atomically) and score them with COCOeval; with
+    ``classwise``, also AP per category (``"classwise": {name: AP}``, see :mod:`.classwise`)."""
     from pycocotools.cocoeval import COCOeval
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=".ikd-eval-", dir=json_path.parent))
@@ -127,7 +128,8 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     if not detections:
-        return {name: 0.0 for name in METRICS} | {"detections": 0}
+        empty = {name: 0.0 for name in METRICS} | {"detections": 0}
+        return empty | ({"classwise": {name: 0.0 for name in dataset.CLASSES}} if classwise else {})
     coco_dt = dataset.coco.loadRes(str(json_path))
     evaluator = COCOeval(dataset.coco, coco_dt, iou_type)
     evaluator.params.catIds = dataset.cat_ids
@@ -137,11 +139,15 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     evaluator.summarize()
     metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
     metrics["detections"] = len(detections)
+    if classwise:
+        from ikd_cli.evaluate.classwise import classwise_ap
+
+        metrics["classwise"] = classwise_ap(evaluator, list(dataset.cat_ids), list(dataset.CLASSES))
     return metrics
 
 
 def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
-                        overrides, data_root, device: str | None, verbose: bool) -> dict:
+                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False) -> dict:
     from mmdet.datasets import build_dataloader
 
     from ikd_cli.config.mmdet import has_masks
@@ -174,13 +180,18 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
         net = build_detector_with_weights(cfg, weights, str(checkpoint))
         net.CLASSES = dataset.CLASSES
         results = run_inference(net, loader, device, title=f"evaluate {split}")
-        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"))}
+        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"), classwise)}
         if has_masks(cfg):
-            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"))
+            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"), classwise)
     report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
               "num_images": len(dataset), **metrics}
     atomic_write_json(out_json, report)
     print_metrics_table(metrics, title=f"{checkpoint.name} on {tag} ({len(dataset)} images)")
+    if classwise:
+        from ikd_cli.evaluate.classwise import print_classwise
+
+        for iou_type, values in metrics.items():
+            print_classwise(values["classwise"], title=f"{iou_type} AP per class (%)")
     console.print(f"metrics: {out_json}")
     return report
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ikd_cli.core.ui import console
+from ikd_cli.report.classwise import classwise_summary, plot_classwise
+from ikd_cli.report.diagnostics import write_diagnostics_plots
 from ikd_cli.report.plots import write_plots
 from ikd_cli.report.runs import find_runs
 from ikd_cli.report.table import print_summary, render_markdown, summarize
@@ -20,8 +22,9 @@ def write_report(paths: list[Path], out: Path, compare: tuple[str, str] | None =
     """
     runs = find_runs(paths)
     summary = summarize(runs, compare)  # before any write: a bad --compare leaves ``out`` untouched
+    summary["classwise"] = classwise_summary(runs, summary["comparison"])
     out = ensure_writable_dir(out, "report folder")
-    figures = write_plots(runs, out)
+    figures = write_plots(runs, out) + plot_classwise(summary["classwise"], out) + write_diagnostics_plots(runs, out)
     summary["files"] = {name: str(out / name) for name in ["report.md", "report.json", *figures]}
     atomic_write_text(out / "report.md", render_markdown(summary, figures))
     atomic_write_json(out / "report.json", summary)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, mean_sd
 from ikd_cli.core.ui import console
+from ikd_cli.report.classwise import classwise_tables
 from ikd_cli.report.runs import METRICS, Run
 
 
@@ -126,6 +127,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                  "yes" if d["established"] else "no"] for m, d in comp["metrics"].items()]
         out.append((f"{comp['a']} − {comp['b']}, paired by seed (AP points)",
                     ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
+    out += classwise_tables(summary.get("classwise"))
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
                   *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), Path(r["final_source"]).name, r["path"]]

@@ -33,7 +33,8 @@ def load_saved_preset(work_dir: Path) -> dict:
 
 # Settings that say how a run is kept and logged, not what it learns: a run continues whatever
 # they are (keep fewer checkpoints from now on, log more often).
-BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard"}
+BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard",
+               "train.wandb", "distill.diagnostics"}
 
 
 def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
@@ -140,11 +141,9 @@ class TrainingSession:
     def train(self, cfg, **run_kwargs):
         from ikd_cli.train.engine import run_training
 
-        if any(h["type"] == "TensorboardLoggerHook" for h in cfg.log_config.hooks):
-            import importlib.util
+        from ikd_cli.train.loggers import prepare_logger_hooks
 
-            if importlib.util.find_spec("tensorboard") is None:
-                raise IkdError("train.tensorboard needs the tensorboard package: .venv/bin/pip install tensorboard")
+        prepare_logger_hooks(cfg)
         return run_training(cfg, device=self.device, distributed=self.distributed, **run_kwargs)
 
     def done(self, where: str) -> None:
