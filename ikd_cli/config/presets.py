@@ -180,6 +180,10 @@ DEFAULTS: dict[str, Any] = {
         "config": "",
         "checkpoint": "",  # weights to start the student from (optional)
         "download": "",
+        # Start the backbone from the ImageNet weights its model config names (the zoo configs'
+        # ``init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')``, fetched by
+        # `ikd download --preset`); false: from random weights, nothing to download.
+        "pretrained": True,
     },
     "data": {
         "root": "",

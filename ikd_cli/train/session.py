@@ -145,6 +145,11 @@ class TrainingSession:
 
             if importlib.util.find_spec("tensorboard") is None:
                 raise IkdError("train.tensorboard needs the tensorboard package: .venv/bin/pip install tensorboard")
+        if self.rank == 0:  # the ImageNet init mmcv loads, verified on disk before the model is built
+            from ikd_cli.train.downloads import fetch_inits
+
+            fetch_inits(cfg, self.preset, self.say)
+        barrier(self.distributed)
         return run_training(cfg, device=self.device, distributed=self.distributed, **run_kwargs)
 
     def done(self, where: str) -> None:
