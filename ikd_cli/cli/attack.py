@@ -46,6 +46,9 @@ def attack(
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),
     overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Go on without the images `ikd data check` finds "
+                                  "missing or unreadable: recorded as skipped; distill trains them without an "
+                                  "adversarial copy."),
     format: Optional[StorageFormat] = _opt("format", "How the set is stored: delta (the perturbation, "
                                            "rebuilt exactly on the source; ~2.5x smaller than png) or png."),
     export: Optional[Path] = typer.Option(None, "--export", metavar="DIR",
@@ -80,4 +83,5 @@ def attack(
     from ikd_cli.attack.run import run_attack
 
     run_attack(tree, split=split.value, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
-               checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose)
+               checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
+               skip_bad=skip_bad)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.attack.manifest import missing_or_stale
+from ikd_cli.attack.manifest import missing_or_stale, read_skipped
 from ikd_cli.core.errors import IkdError
 from ikd_cli.train.session import FINISHED, TrainingSession
 
@@ -26,7 +26,9 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
                        f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
                        "attack.out at a set made with these settings")
-    missing = missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
+    skipped = read_skipped(adv_dir)  # trained without an adversarial copy (ikd attack --skip-bad)
+    missing = [n for n in missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
+               if n not in skipped]
     if missing:
         raise IkdError(
             f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
@@ -57,9 +59,13 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     import mmcv
 
     from ikd_cli.core.checkpoints import teacher_checkpoint
-    from ikd_cli.distill.config import build_distill_config
+    from ikd_cli.distill.config import build_distill_config, skipped_images
 
-    session = TrainingSession(preset, device=device, launcher=launcher)
+    # Images the adversarial set skipped as unreadable (--skip-bad) do not stop the data check.
+    skipped = skipped_images(preset) if preset["distill"]["dfa_until"] > 0 else {}
+    session = TrainingSession(preset, device=device, launcher=launcher, skip_bad=frozenset(skipped),
+                              skip_hint=f"; `ikd attack --preset {preset['name']} --skip-bad` records them as "
+                                        "skipped, and distill then goes on without them")
     cfg = build_distill_config(preset)
     teacher_checkpoint(preset)  # fail early, before any model is built
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
@@ -78,6 +84,8 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
                               stage2=f"plain {method}")
     student_hook = StudentCheckpointHook.for_preset(preset)
     with session.log_to(work_dir, verbose):
+        if skipped:
+            _say_skipped(session, len(skipped), cfg.adv_dir)
         stage_hook.dfa_loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         session.train(cfg, resume_from=resume_from, title="distill", find_unused=True,
                       extra_hooks=[(stage_hook, "VERY_HIGH"), (student_hook, 60)],
@@ -86,11 +94,23 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     session.done(f"student checkpoint {work_dir / 'student_latest.pth'}{best}")
 
 
+def _say_skipped(session, count: int, adv_dir: str) -> None:
+    """On the terminal and in train.log: which images stage 1 trains without an adversarial copy."""
+    from mmdet.utils import get_root_logger
+
+    text = (f"{count} training images have no adversarial copy ({adv_dir} lists them as skipped, "
+            "ikd attack --skip-bad): stage 1 trains them without one; one that still cannot be read is "
+            "left out (MMDetection draws another image in its place)")
+    session.say(f"[yellow]note[/]: {text}")
+    if session.rank == 0:
+        get_root_logger().warning(text)
+
+
 def stage1_loader(cfg, preset: dict, distributed: bool):
     """The stage-1 training data (IKD's pipeline), checked against the adversarial set first."""
     from ikd_cli.data.loading import build_dataset_checked
     from ikd_cli.train.engine import build_train_loader
 
-    dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)")
+    dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)", skip=cfg.get("ikd_skipped") or ())
     check_adversarial_set(dataset, Path(cfg.adv_dir), preset)
     return build_train_loader(dataset, cfg, distributed)

@@ -50,7 +50,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     # and loss modules included) is part of what makes two runs with one seed the same.
     set_random_seed(cfg.seed, deterministic=False)
 
-    dataset = build_dataset_checked(cfg.data.train, "training")
+    dataset = build_dataset_checked(cfg.data.train, "training", skip=cfg.get("ikd_skipped") or ())
     model = build_detector(cfg.model)
     model.init_weights()  # for a distiller: student init, teacher weights, init_student
     if cfg.get("load_from") and not resume_from:

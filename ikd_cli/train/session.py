@@ -65,13 +65,15 @@ def clear_run(work_dir: Path) -> None:
 class TrainingSession:
     """One training command's process: ``device``, ``distributed``, ``rank``, ``world``."""
 
-    def __init__(self, preset: dict, *, device: str | None, launcher: str):
+    def __init__(self, preset: dict, *, device: str | None, launcher: str, skip_bad=frozenset(),
+                 skip_hint: str = ""):
         self.preset = preset
         self.device = pick_device(device)
         self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
         if self.rank == 0:
             ensure_dataset(preset)
-            run_data_check(preset)  # before hours of compute
+            # before hours of compute; ``skip_bad``: image files the run goes on without
+            run_data_check(preset, skip_bad=skip_bad, skip_hint=skip_hint)
         barrier(self.distributed)  # the data exists (and was checked) before any rank reads it
         self.started = time.time()
 
