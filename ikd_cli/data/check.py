@@ -298,7 +298,7 @@ def print_reports(reports: list[SplitReport]) -> None:
         console.print(problems)
     for r in reports:  # every bad image, one per line (the table shows the first few)
         if r.bad_images:
-            console.print(f"{len(r.bad_images)} bad images in {r.split} (runs go on without them with --skip-bad):")
+            console.print(f"{len(r.bad_images)} bad images in {r.split} (`ikd attack --skip-bad` goes on without them):")
             for name, what in r.bad_images.items():
                 console.print(f"  {escape(name)}  ({what})", soft_wrap=True, highlight=False)
     errors = sum(len(r.errors) for r in reports)
