@@ -82,5 +82,5 @@ def fetch_inits(cfg, preset: dict, say: Callable[[str], None]) -> None:
             download(needed.ckpt, needed.folder)
         except IkdError as err:
             off = f", or start the backbone from random weights: {OFF_SWITCH}" if role in ("student", "distill") else ""
-            raise IkdError(f"the {needed.what} is missing: {err}; or get every file of the preset with "
+            raise IkdError(f"cannot get the {needed.what}: {err}; or get every file of the preset with "
                            f"`ikd download --preset {preset['name']}`{off}", exit_code=err.exit_code) from None
