@@ -112,7 +112,7 @@ def test_unreadable_images_are_skipped_and_listed(trained_teacher, tiny_sets, sh
     args = ("--limit", "3", "--steps", "1", "--set", f"data.root={root}")
     # Not an image at all: the data check (headers only) stops the attack before it starts.
     result = _attack(trained_teacher, tiny_sets, out, *args, expect=1)
-    assert "data check: train: unreadable or truncated images" in result.output and names[1] in result.output
+    assert "(unreadable or truncated images: 1)" in result.output and names[1] in result.output
     assert not (out / "attack.json").exists()
     # Sound header and end, garbage in between: the check (headers and ends only) passes it;
     # decoding fails: skipped and listed.

@@ -290,7 +290,7 @@ def _assert_refused(photos, root, tmp_path, problem: str) -> None:
     out = tmp_path / "adv"
     result = _attack_one(photos, root, out, expect=None)
     _assert_clean_failure(result, VICTIM)
-    assert f"data check: train: {problem}" in result.output
+    assert "data check: train: 1 of " in result.output and f"({problem}: 1): {VICTIM}" in result.output
     assert not (out / "attack.json").exists()
     assert not out.exists() or not adversarial_files(out)
 

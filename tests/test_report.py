@@ -238,3 +238,58 @@ def test_arm_labels_name_the_distiller_and_the_stage(real_run, tmp_path, method,
     preset["distill"]["method"] = method
     (run / "preset.yaml").write_text(yaml.safe_dump(preset))
     assert read_run(run).arm == arm
+
+
+def test_a_run_evaluated_on_another_checkpoint_reads_that_eval_file(real_run, tmp_path):
+    """Before: only <latest>.eval-val.json counted; a run evaluated on student_best.pth silently
+    fell back to the log. Now its eval file is read (the newest, if several), the runs table says
+    which checkpoint, and an eval on other images (eval-val-<folder>.json) is never taken for it."""
+    import os
+
+    from ikd_cli.report.table import tables
+
+    folder = _copy_run(real_run, tmp_path / "distill")
+    _as_distill(folder, 1)
+    for old in folder.glob("*.eval-*.json"):
+        old.unlink()
+    _write_eval(folder / "student_epoch_1.eval-val.json", 0.300)
+    _write_eval(folder / "student_best.eval-val.json", 0.250)
+    _write_eval(folder / "student_best.eval-val-adv.json", 0.050)  # other images: not the run's AP
+    os.utime(folder / "student_epoch_1.eval-val.json", ns=(1, 1))  # the older of the two
+    run = read_run(folder)
+    assert run.final["AP"] == pytest.approx(0.250) and run.final_checkpoint == "student_best.pth"
+    assert run.final_source.endswith("student_best.eval-val.json")
+    (runs_table,) = [t for t in tables(summarize([run])) if t[0] == "Runs"]
+    assert runs_table[2][0][runs_table[1].index("final from")] == "student_best.pth (not latest)"
+
+    _write_eval(folder / "student_latest.eval-val.json", 0.200)  # the delivered weights win
+    run = read_run(folder)
+    assert run.final["AP"] == pytest.approx(0.200) and run.final_checkpoint == ""
+
+
+def test_plots_of_a_run_with_one_logged_point(real_run, tmp_path):
+    """losses.png: a run that logged one iteration draws a marker (a one-point line is invisible);
+    val_ap.png: one validated epoch gives whole-number epoch ticks, not 0.96, 0.98, ..."""
+    from ikd_cli.report.plots import plot_losses, plot_val_ap
+
+    folder = _copy_run(real_run, tmp_path / "one")
+    (log,) = folder.glob("*.log.json")
+    lines = log.read_text().splitlines()
+    train = [i for i, line in enumerate(lines) if '"mode": "train"' in line]
+    vals = [i for i, line in enumerate(lines) if '"mode": "val"' in line]
+    keep = [0, train[0], vals[0]]  # meta, one training line, one validated epoch
+    log.write_text("\n".join(lines[i] for i in keep) + "\n")
+    run = read_run(folder)
+    assert len(run.train) == 1 and len(run.val) == 1
+
+    fig = plot_losses([run], tmp_path / "losses.png")
+    panels = [ax for ax in fig.axes if ax.lines]
+    assert panels and all(line.get_marker() not in (None, "None", "") for ax in panels for line in ax.lines)
+    fig = plot_val_ap([run], tmp_path / "val_ap.png")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    for ax in panels:  # iterations too
+        lo, hi = ax.get_xlim()
+        assert all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)

@@ -1,7 +1,8 @@
 """The bookkeeping of an adversarial set's folder, so that an attack can stop and continue:
 
     attack.json          the settings and the teacher checkpoint's sha256
-    records-<rank>.jsonl one line per finished image (loss before/after, L-inf, seconds) or failure
+    records-<rank>.jsonl one line per finished image (loss before/after, L-inf, seconds) or failure,
+                         or an image skipped as unreadable (``--skip-bad``: ``{"image", "skipped"}``)
     summary.json         totals, written when a run finishes
 
 Each image file is renamed into place before its record is appended, so a record always names a
@@ -26,6 +27,8 @@ def read_records(out_dir: Path) -> tuple[dict, dict]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
+                continue
+            if "skipped" in rec:
                 continue
             (failed if "error" in rec else done)[rec["image"]] = rec
     done = {k: v for k, v in done.items() if (inside(out_dir, v["out"], "record's file name")).is_file()}
@@ -74,6 +77,29 @@ def clear_set(out_dir: Path) -> None:
             path.unlink()
 
 
+def read_skipped(out_dir: Path) -> dict:
+    """Images the set's records list as skipped (image -> why), less those attacked since."""
+    skipped = {}
+    for path in sorted(Path(out_dir).glob("records-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "skipped" in rec:
+                skipped[rec["image"]] = rec["skipped"]
+    done, _ = read_records(out_dir) if skipped else ({}, {})
+    return {name: why for name, why in skipped.items() if name not in done}
+
+
+def record_skipped(out_dir: Path, bad: dict, rank: int = 0) -> None:
+    """Append a "skipped" record for each of ``bad`` (image -> why) the set does not list yet."""
+    new = {name: why for name, why in bad.items() if name not in read_skipped(out_dir)}
+    if new:
+        with open(Path(out_dir) / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
+            records.write("".join(json.dumps({"image": name, "skipped": why}) + "\n" for name, why in new.items()))
+
+
 def missing_or_stale(out_dir: Path, names) -> list[str]:
     """Images of ``names`` that the set in ``out_dir`` has no finished record and file for (what
     distillation's pre-flight refuses to start without)."""
@@ -84,11 +110,13 @@ def missing_or_stale(out_dir: Path, names) -> list[str]:
 def summarise(out_dir: Path, wanted: set, settings: dict) -> dict:
     """Totals over the images this run was asked for, written to ``summary.json``."""
     done, failed = read_records(out_dir)
+    skipped = read_skipped(out_dir)
     got = [done[n] for n in wanted if n in done]
     measured = [r for r in got if r.get("loss_before") is not None]
     summary = dict(
         settings=settings, images=len(wanted), attacked=len(got), failed=len([n for n in wanted if n in failed]),
         failed_images=sorted(n for n in wanted if n in failed),
+        skipped=len([n for n in wanted if n in skipped]), skipped_images=sorted(n for n in wanted if n in skipped),
         linf_max=max((r["linf"] for r in got), default=0),
         loss_before_mean=sum(r["loss_before"] for r in measured) / len(measured) if measured else None,
         loss_after_mean=sum(r["loss_after"] for r in measured) / len(measured) if measured else None,

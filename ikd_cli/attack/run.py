@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ikd_cli.attack.manifest import check_settings, read_records, summarise
+from ikd_cli.attack.manifest import check_settings, read_records, record_skipped, summarise
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, inside, sha256_of
@@ -110,6 +110,9 @@ class _heads_in_eval_mode:
         return False
 
 
+SKIP_HINT = "; attack the others: --skip-bad"
+
+
 def preset_attack(preset: dict):
     """The attack of ``preset['attack']`` (unknown methods and bad options are errors)."""
     from ikd_cli.attack.methods import build_attack
@@ -153,7 +156,7 @@ def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> N
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
                out: Path | None = None, workers: int = 2, record_loss: bool = True,
-               verbose: bool = False) -> dict:
+               verbose: bool = False, skip_bad: bool = False) -> dict:
     import torch
 
     from ikd_cli.attack.batch import attack_batch
@@ -170,10 +173,15 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     fmt = opts["format"]
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
+    bad = {}  # image -> why, for --skip-bad: not attacked, recorded as skipped
     if rank == 0:
         ensure_dataset(preset)
-        run_data_check(preset, (split,))
+        bad = run_data_check(preset, (split,), skip_bad=skip_bad, skip_hint=SKIP_HINT)[0].bad_images
     barrier(distributed)
+    if skip_bad and rank != 0:  # every rank shards the same to-do list
+        from ikd_cli.data.check import check_preset
+
+        bad = check_preset(preset, (split,))[0].bad_images
     cfg = build_config(preset, "teacher")
     ckpt_path = teacher_checkpoint(preset, checkpoint)
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
@@ -191,13 +199,19 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
         barrier(distributed)
         names = [info["filename"] for info in dataset.data_infos]
         todo_all = list(range(len(names)))[: limit if limit else None]
-        todo = [i for i in todo_all if names[i] not in done]
+        todo = [i for i in todo_all if names[i] not in done and names[i] not in bad]
+        skipped = {names[i]: bad[names[i]] for i in todo_all if names[i] in bad and names[i] not in done}
+        if rank == 0:
+            record_skipped(out_dir, skipped)
         mine = todo[rank::world]
         prep = Preprocess.from_config(cfg)
         loader = torch.utils.data.DataLoader(_AttackData(dataset, mine), batch_size=opts["batch_size"],
                                              num_workers=workers, collate_fn=list, worker_init_fn=WorkerInit())
         show = rank == 0
-        already = len(todo_all) - len(todo)
+        already = len(todo_all) - len(todo) - len(skipped)
+        if show and skipped:
+            console.print(f"skipping {len(skipped)} unreadable images (--skip-bad): recorded as skipped in "
+                          f"{out_dir}'s records; distill trains them without an adversarial copy", soft_wrap=True)
         if show and already and not todo:
             console.print(f"all {already} images already attacked in {out_dir}: nothing to do "
                           "(--overwrite attacks them again)", soft_wrap=True)
@@ -316,9 +330,9 @@ def _report(summary: dict, out_dir: Path) -> None:
     from rich.table import Table
 
     s = summary["settings"]
-    table = Table("images", "attacked", "failed", "max L-inf", "cls loss clean", "cls loss adv", "s/img",
+    table = Table("images", "attacked", "failed", "skipped", "max L-inf", "cls loss clean", "cls loss adv", "s/img",
                   title=f"{s['method']} eps {s['eps']:g} alpha {s['alpha']:g} steps {s['steps']} -> {out_dir}")
-    table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]),
+    table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]), str(summary["skipped"]),
                   f"{summary['linf_max']}", _fmt(summary["loss_before_mean"]), _fmt(summary["loss_after_mean"]),
                   f"{summary['seconds_per_image']:.3f}")
     console.print(table)

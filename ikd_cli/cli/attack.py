@@ -42,6 +42,9 @@ def attack(
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),
     overwrite: bool = typer.Option(False, help="Replace an attack with other settings in the same folder."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Go on without the images `ikd data check` finds "
+                                  "missing or unreadable: recorded as skipped; distill trains them without an "
+                                  "adversarial copy."),
     format: Optional[StorageFormat] = _opt("format"),
     export: Optional[Path] = typer.Option(None, "--export", metavar="DIR",
                                           help="Instead of attacking: write the finished set (at --out or the "
@@ -74,4 +77,5 @@ def attack(
     from ikd_cli.attack.run import run_attack
 
     run_attack(tree, split=split.value, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
-               checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose)
+               checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
+               skip_bad=skip_bad)

@@ -20,6 +20,12 @@ ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written o
 ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
 
 
+def eval_file_name(checkpoint_stem: str, tag: str = "val") -> str:
+    """What ``ikd evaluate`` writes beside a checkpoint: ``<stem>.eval-<tag>.json`` (tag: the
+    split, or ``<split>-<images folder>`` for other images of it)."""
+    return f"{checkpoint_stem}.eval-{tag}.json"
+
+
 def run_dir(preset: dict, role: str) -> Path:
     """A run's folder: ``<work_dir>/<role>`` (role: teacher, student or distill)."""
     return Path(preset["work_dir"]) / role

@@ -125,11 +125,56 @@ def build_config(preset: dict, role: str):
     cfg = load_mmdet_config(resolve_config_path(preset[role]["config"]))
     apply_data(cfg, preset)
     apply_schedule(cfg, preset, role)
-    # Model-zoo configs ask for ImageNet-pretrained backbones by URL; ikd loads weights explicitly.
+    if role == "student" and not preset["student"].get("pretrained", True):
+        drop_pretrained(cfg.model)
     cfg.work_dir = str(run_dir(preset, role))
     cfg.gpu_ids = [0]
     cfg.ikd = dict(preset=preset["name"], role=role)
     return cfg
+
+
+def _pretrained_nodes(node, found: list) -> list:
+    """Every place in a model config that names weights to start from: ``init_cfg`` entries of
+    type ``Pretrained`` (the zoo's backbones) and the older ``pretrained='torchvision://...'``."""
+    if isinstance(node, dict):
+        if node.get("type") == "Pretrained" and isinstance(node.get("checkpoint"), str):
+            found.append((node, "checkpoint"))
+        if isinstance(node.get("pretrained"), str):
+            found.append((node, "pretrained"))
+        for value in node.values():
+            _pretrained_nodes(value, found)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            _pretrained_nodes(item, found)
+    return found
+
+
+def pretrained_sources(model_cfg) -> list[str]:
+    """The checkpoints a model's ``init_weights()`` loads (``torchvision://resnet50``, a URL, a
+    path), in config order, each once."""
+    return list(dict.fromkeys(node[key] for node, key in _pretrained_nodes(model_cfg, [])))
+
+
+def drop_pretrained(node) -> None:
+    """Start the model from random weights: no ``Pretrained`` init, no ``pretrained`` URL (mmdet
+    then initialises those modules as it does without one)."""
+    if isinstance(node, dict):
+        for key, value in list(node.items()):
+            if key == "pretrained" and isinstance(value, str):
+                node[key] = None
+            elif key == "init_cfg" and _is_pretrained(value):
+                node[key] = None
+            elif key == "init_cfg" and isinstance(value, list):
+                node[key] = [v for v in value if not _is_pretrained(v)] or None
+            else:
+                drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            drop_pretrained(item)
+
+
+def _is_pretrained(init_cfg) -> bool:
+    return isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained"
 
 
 def normalisation(cfg) -> dict:

@@ -156,6 +156,10 @@ SETTINGS: dict[str, Setting] = {
     "student.config": _s(""),
     "student.checkpoint": _s("", "weights to start the student from (optional)"),
     "student.download": _s(""),
+    # the zoo configs' init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50'), fetched
+    # by `ikd download --preset`
+    "student.pretrained": _s(True, "start the student's backbone from the ImageNet weights its model config "
+                                   "names (false: random weights, nothing to download)"),
     # -- the data ----------------------------------------------------------------------------------
     "data.root": _s(""),
     "data.train_ann": _s(""),

@@ -28,6 +28,9 @@ from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, is_inside
 
 EXAMPLES = 3  # examples shown per problem
+# The errors of single image files: a run can go on without those images (``--skip-bad``), and
+# ``ikd data check`` lists every one of them.
+BAD_IMAGES = ("missing images", "unreadable or truncated images")
 CHECK_VERSION = 3  # bump when the checks change: cached results of older checks are ignored
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
@@ -53,6 +56,7 @@ class SplitReport:
     boxes: int = 0
     classes: int = 0
     problems: list = field(default_factory=list)
+    bad_images: dict = field(default_factory=dict)  # file name -> problem (BAD_IMAGES), every one
 
     @property
     def errors(self) -> list[Problem]:
@@ -134,7 +138,7 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
             problems("warning", "preset classes that are no category of the file").add(name)
     used = {cid for cid, name in cats.items() if classes is None or name in classes}
 
-    images = {}
+    images, bad = {}, {}
     for info in data["images"]:
         images[info.get("id")] = info
         name = str(info.get("file_name", ""))
@@ -148,11 +152,13 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
         path = Path(image_dir) / str(info.get("file_name", ""))
         if not path.is_file():
             problems("error", "missing images").add(str(info.get("file_name")))
+            bad[str(info.get("file_name"))] = "missing"
             continue
         try:
             size = image_size(path)
         except Exception:  # PIL raises several types for a file that is no image
             problems("error", "unreadable or truncated images").add(str(info.get("file_name")))
+            bad[str(info.get("file_name"))] = "unreadable or truncated"
             continue
         if (info.get("width"), info.get("height")) != size:
             problems("warning", "image sizes in the JSON that differ from the file").add(
@@ -190,7 +196,7 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
             problems("warning", "classes without any box").add(str(cats[cid]))
     if usable == 0:
         problems("error", "no usable box in the split").add(str(ann_file))
-    return SplitReport(split, str(ann_file), len(images), usable, len(used), problems.all())
+    return SplitReport(split, str(ann_file), len(images), usable, len(used), problems.all(), bad)
 
 
 def _cache_file(ann_file: Path, image_dir, classes) -> Path:
@@ -232,21 +238,37 @@ def check_preset(preset: dict, splits=("train", "val"), *, images: bool = True) 
             for split in splits]
 
 
-def require_usable(reports: list[SplitReport], preset_name: str = "") -> list[SplitReport]:
-    """Stop with one line on the first error; return the reports (warnings are the caller's)."""
+def require_usable(reports: list[SplitReport], preset_name: str = "", *, skip_bad=False,
+                   skip_hint: str = "") -> list[SplitReport]:
+    """Stop with one line on the first error; return the reports (warnings are the caller's).
+    Bad image files (:data:`BAD_IMAGES`) are counted together and named where all of them are
+    listed; ``skip_bad`` (True, or a set of file names) lets those images through."""
     hint = f"; see `ikd data check --preset {preset_name}`" if preset_name else ""
     for report in reports:
         for problem in report.errors:
+            if problem.what in BAD_IMAGES:
+                continue
             more = f" (+{problem.count - 1} more)" if problem.count > 1 else ""
             raise IkdError(f"data check: {report.split}: {problem.what}: {problem.examples[0]}{more}{hint}")
+    for report in reports:
+        bad = report.bad_images
+        if not bad or skip_bad is True or (skip_bad and set(bad) <= set(skip_bad)):
+            continue
+        kinds = ", ".join(f"{p.what}: {p.count}" for p in report.errors if p.what in BAD_IMAGES)
+        shown = ", ".join(list(bad)[:EXAMPLES]) + (", ..." if len(bad) > EXAMPLES else "")
+        where = (f"; all of them: `ikd data check --preset {preset_name}`" if preset_name else "")
+        raise IkdError(f"data check: {report.split}: {len(bad)} of {report.images} images cannot be read "
+                       f"({kinds}): {shown}{where}{skip_hint}")
     return reports
 
 
-def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True) -> list[SplitReport]:
+def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True, skip_bad=False,
+                   skip_hint: str = "") -> list[SplitReport]:
     """The check before a long command: stop on errors (one line), one line for warnings."""
     from ikd_cli.core.ui import console
 
-    reports = require_usable(check_preset(preset, splits, images=images), preset["name"])
+    reports = require_usable(check_preset(preset, splits, images=images), preset["name"], skip_bad=skip_bad,
+                             skip_hint=skip_hint)
     for report in reports:
         if report.warnings:
             shown = "; ".join(f"{p.what}: {p.count}" for p in report.warnings[:3])
@@ -257,6 +279,7 @@ def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True
 
 def print_reports(reports: list[SplitReport]) -> None:
     """The full report of ``ikd data check``: counts, then every problem with its first examples."""
+    from rich.markup import escape
     from rich.table import Table
 
     from ikd_cli.core.ui import console
@@ -273,6 +296,11 @@ def print_reports(reports: list[SplitReport]) -> None:
     problems.columns[-1].overflow = "fold"  # a file name is worth more than a tidy table
     if problems.row_count:
         console.print(problems)
+    for r in reports:  # every bad image, one per line (the table shows the first few)
+        if r.bad_images:
+            console.print(f"{len(r.bad_images)} bad images in {r.split} (`ikd attack --skip-bad` goes on without them):")
+            for name, what in r.bad_images.items():
+                console.print(f"  {escape(name)}  ({what})", soft_wrap=True, highlight=False)
     errors = sum(len(r.errors) for r in reports)
     warnings = sum(len(r.warnings) for r in reports)
     verdict = ("[bold red]not usable[/]: fix the errors above" if errors else

@@ -8,8 +8,10 @@ from pathlib import Path
 from ikd_cli.core.errors import IkdError
 
 
-def build_dataset_checked(dataset_cfg, what: str):
-    """mmdet's build_dataset, with missing or corrupt annotation files turned into one line."""
+def build_dataset_checked(dataset_cfg, what: str, skip=()):
+    """mmdet's build_dataset, with missing or corrupt annotation files turned into one line.
+    ``skip``: image file names that may fail to load (``--skip-bad``): such an image is dropped
+    from its batch, and MMDetection's training set draws another in its place."""
     from mmdet.datasets import build_dataset
 
     ann = Path(dataset_cfg.get("ann_file", ""))
@@ -25,7 +27,7 @@ def build_dataset_checked(dataset_cfg, what: str):
         raise IkdError(f"cannot load {what} annotations {ann}: {first}") from None
     if len(dataset) == 0:
         raise IkdError(f"{what} annotations {ann} hold no usable images")
-    _check_image_loading(dataset)
+    _check_image_loading(dataset, frozenset(skip))
     return dataset
 
 
@@ -34,19 +36,24 @@ class CheckedImageLoad:
     with its file name, instead of an AttributeError several steps later. Applied at run time,
     so the saved configs stay stock MMDetection configs."""
 
-    def __init__(self, transform):
+    def __init__(self, transform, skip=frozenset()):
         self.transform = transform
+        self.skip = skip
 
     def __call__(self, results):
         info = results.get("img_info", {})
         name = Path(results.get("img_prefix") or "") / info.get("filename", "")
         if not name.is_file():
+            if info.get("filename") in self.skip:
+                return None
             raise IkdError(f"image not found: {name}")
         try:
             out = self.transform(results)
         except Exception:
             out = None
         if out is None or out.get("img") is None:
+            if info.get("filename") in self.skip:
+                return None
             raise IkdError(f"cannot read image {name}: corrupt or not an image")
         return out
 
@@ -54,11 +61,11 @@ class CheckedImageLoad:
         return f"CheckedImageLoad({self.transform!r})"
 
 
-def _check_image_loading(dataset) -> None:
+def _check_image_loading(dataset, skip=frozenset()) -> None:
     datasets = [dataset]
     while hasattr(datasets[-1], "dataset"):
         datasets.append(datasets[-1].dataset)
     for ds in datasets:
         transforms = getattr(getattr(ds, "pipeline", None), "transforms", None)
         if transforms and type(transforms[0]).__name__.startswith("LoadImage"):
-            transforms[0] = CheckedImageLoad(transforms[0])
+            transforms[0] = CheckedImageLoad(transforms[0], skip)

@@ -14,7 +14,7 @@ from ikd_cli.config.mmdet import base_dataset, build_config
 from ikd_cli.core.errors import IkdError
 
 
-def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str) -> list:
+def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str, skipped=()) -> list:
     """Insert IKD's steps into a stock mmdet training pipeline."""
     d = preset["distill"]
     out = []
@@ -28,7 +28,7 @@ def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str) -> list:
             step["keys"] = list(step["keys"]) + ["adv_img"]
         out.append(step)
         if step["type"] == "LoadAnnotations":
-            out.append(dict(type="LoadAdversarialImage", adv_dir=adv_dir))
+            out.append(dict(type="LoadAdversarialImage", adv_dir=adv_dir, skipped=sorted(skipped)))
             out.append(dict(type="InstanceCorruption", prob=d["corruption_prob"], severity=d["corruption_severity"],
                             small_area=d["small_area"]))
         if step["type"] == "RandomFlip":
@@ -60,6 +60,14 @@ def distill_losses(preset: dict) -> list[dict]:
     return [dict(clean_loss(preset), image="clean", levels=levels), adv_loss(preset)]
 
 
+def skipped_images(preset: dict) -> dict:
+    """The training images the preset's adversarial set skipped (``ikd attack --skip-bad``)."""
+    from ikd_cli.attack.manifest import read_skipped
+
+    adv_dir = adversarial_set_dir(preset, "train")
+    return read_skipped(adv_dir) if adv_dir.is_dir() else {}
+
+
 def build_distill_config(preset: dict):
     teacher = build_config(preset, "teacher")
     cfg = build_config(preset, "student")
@@ -81,8 +89,12 @@ def build_distill_config(preset: dict):
     )
     train = base_dataset(cfg.data.train)
     adv_dir = str(adversarial_set_dir(preset, "train"))
+    skipped = sorted(skipped_images(preset)) if d["dfa_until"] > 0 else []
+    if skipped:  # the set's unreadable images: no adversarial loss, and dropped where they cannot load
+        cfg.model.no_adv = skipped
+        cfg.ikd_skipped = skipped
     cfg.data.train_dfa = copy.deepcopy(train)
-    cfg.data.train_dfa.pipeline = dfa_pipeline(train.pipeline, preset, adv_dir)
+    cfg.data.train_dfa.pipeline = dfa_pipeline(train.pipeline, preset, adv_dir, skipped)
     cfg.dfa_until = d["dfa_until"]
     cfg.adv_dir = adv_dir
     cfg.work_dir = str(run_dir(preset, "distill"))

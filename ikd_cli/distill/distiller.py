@@ -50,9 +50,10 @@ def _level(level) -> dict:
 @DETECTORS.register_module()
 class IKDDistiller(BaseDetector):
     def __init__(self, teacher: dict, student: dict, losses: list, teacher_checkpoint: str | None = None,
-                 init_student: bool = True, student_checkpoint: str | None = None,
+                 init_student: bool = True, student_checkpoint: str | None = None, no_adv=(),
                  train_cfg=None, test_cfg=None, init_cfg=None):
         super().__init__(init_cfg)
+        self.no_adv = frozenset(no_adv)  # images without an adversarial copy (ikd attack --skip-bad)
         self.student_checkpoint = student_checkpoint
         self.teacher = build_detector(teacher)
         self.student = build_detector(student)
@@ -146,12 +147,28 @@ class IKDDistiller(BaseDetector):
         clean = (dict(self._features["student"]), self._teacher_features(img))
         self._add_losses(losses, "clean", *clean, gt_bboxes, img_metas)
         if self.dfa and adv_img is not None and any(e[0] == "adv" for e in self.entries.values()):
-            self.student.extract_feat(adv_img)
-            adv = (dict(self._features["student"]), self._teacher_features(adv_img))
-            self._add_losses(losses, "adv", *adv, gt_bboxes, img_metas)
-            if self.diagnose:  # set for the logged iterations by DiagnosticsHook
+            adv = self._add_adv_losses(losses, adv_img, gt_bboxes, img_metas)
+            if self.diagnose and adv is not None:  # set for the logged iterations by DiagnosticsHook
                 losses.update(adversarial_diagnostics(self.entries, losses, clean, adv))
         return losses
+
+    def _add_adv_losses(self, losses: dict, adv_img, gt_bboxes, img_metas):
+        """The adversarial losses over the images of the batch that have an adversarial copy
+        (the others carry their clean image in ``adv_img``, only so that the batch stacks).
+        Returns the (student, teacher) features of the adversarial images when the whole batch
+        had them (what the diagnostics compare with the clean ones), else None."""
+        keep = [i for i, meta in enumerate(img_metas) if meta.get("ori_filename") not in self.no_adv]
+        if not keep:  # every key still logged, so that all ranks log the same ones
+            losses.update({k: adv_img.new_zeros(()) for k, e in self.entries.items() if e[0] == "adv"})
+            return None
+        whole = len(keep) == len(img_metas)
+        if not whole:
+            adv_img = adv_img[keep]
+            gt_bboxes, img_metas = [gt_bboxes[i] for i in keep], [img_metas[i] for i in keep]
+        self.student.extract_feat(adv_img)
+        adv = (dict(self._features["student"]), self._teacher_features(adv_img))
+        self._add_losses(losses, "adv", *adv, gt_bboxes, img_metas)
+        return adv if whole else None
 
     def _add_losses(self, losses: dict, image: str, student: dict, teacher: dict, gt_bboxes, img_metas) -> None:
         """The entries' losses on ``image``'s features, in the order of the entries."""

@@ -40,17 +40,23 @@ class LoadAdversarialImage:
     """Read the adversarial copy made by ``ikd attack`` of the image just loaded (a delta file
     rebuilt on ``results['img']``, or a PNG; see :mod:`ikd_cli.attack.storage`) as
     ``results['adv_img']``, an extra image field. With ``replace`` it takes the place of the
-    clean image instead (``ikd evaluate --images`` on a delta set)."""
+    clean image instead (``ikd evaluate --images`` on a delta set). ``skipped``: images the
+    set has no copy of (``ikd attack --skip-bad``); the clean image stands in, so that the batch
+    stacks, and the distiller leaves them out of the adversarial loss (its ``no_adv``)."""
 
-    def __init__(self, adv_dir: str, replace: bool = False):
+    def __init__(self, adv_dir: str, replace: bool = False, skipped=()):
         self.adv_dir = Path(adv_dir)
         self.replace = replace
+        self.skipped = frozenset(skipped)
 
     def __call__(self, results):
         from ikd_cli.attack.storage import find_adversarial, read_adversarial
 
-        path, fmt = find_adversarial(self.adv_dir, results["img_info"]["filename"])
-        adv = read_adversarial(path, results["img"], fmt=fmt)
+        if results["img_info"]["filename"] in self.skipped and not self.replace:
+            adv = results["img"].copy()
+        else:
+            path, fmt = find_adversarial(self.adv_dir, results["img_info"]["filename"])
+            adv = read_adversarial(path, results["img"], fmt=fmt)
         if self.replace:
             results["img"] = adv
             return results

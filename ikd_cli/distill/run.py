@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.attack.manifest import missing_or_stale
+from ikd_cli.attack.manifest import missing_or_stale, read_skipped
 from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
 from ikd_cli.core.errors import IkdError
 from ikd_cli.train import template
@@ -28,7 +28,9 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
                        f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
                        "attack.out at a set made with these settings")
-    missing = missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
+    skipped = read_skipped(adv_dir)  # trained without an adversarial copy (ikd attack --skip-bad)
+    missing = [n for n in missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
+               if n not in skipped]
     if missing:
         raise IkdError(
             f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
@@ -56,7 +58,11 @@ def counts_for_distill(preset: dict):
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
                 must_resume: bool = False) -> Path:
     """Distil (or continue distilling) with ``preset``; returns the student's latest checkpoint."""
+    from ikd_cli.distill.config import skipped_images
+
     method = preset["distill"]["method"].upper()
+    # Images the adversarial set skipped as unreadable (--skip-bad) do not stop the data check.
+    skipped = skipped_images(preset) if preset["distill"]["dfa_until"] > 0 else {}
 
     def build():
         import mmcv
@@ -72,6 +78,8 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     def hooks(session, cfg):
         from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
 
+        if skipped:
+            _say_skipped(session, len(skipped), cfg.adv_dir)
         loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         stage = DFAStageHook(cfg.dfa_until, loader, stage1=f"{method} + IKD augmentation (adversarial features)",
                              stage2=f"plain {method}")
@@ -84,6 +92,9 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     return template.run(template.Run(
         preset, build=build, run_info={"command": "distill"}, title="distill", role="distill",
         result=STUDENT_LATEST, counts=counts_for_distill(preset), hooks=hooks, find_unused=True, done=done,
+        session=dict(skip_bad=frozenset(skipped),
+                     skip_hint=f"; `ikd attack --preset {preset['name']} --skip-bad` records them as skipped, "
+                               "and distill then goes on without them"),
         announce=lambda session, cfg: f"distilling [bold]{preset['name']}[/] on {session.where}: "
                                       f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}"),
         device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
@@ -97,11 +108,23 @@ def diagnostics_hooks(preset: dict) -> list:
     return [(DiagnosticsHook(preset["train"]["log_interval"]), "NORMAL")] if d["diagnostics"] and d["dfa_until"] else []
 
 
+def _say_skipped(session, count: int, adv_dir: str) -> None:
+    """On the terminal and in train.log: which images stage 1 trains without an adversarial copy."""
+    from mmdet.utils import get_root_logger
+
+    text = (f"{count} training images have no adversarial copy ({adv_dir} lists them as skipped, "
+            "ikd attack --skip-bad): stage 1 trains them without one; one that still cannot be read is "
+            "left out (MMDetection draws another image in its place)")
+    session.say(f"[yellow]note[/]: {text}")
+    if session.rank == 0:
+        get_root_logger().warning(text)
+
+
 def stage1_loader(cfg, preset: dict, distributed: bool):
     """The stage-1 training data (IKD's pipeline), checked against the adversarial set first."""
     from ikd_cli.data.loading import build_dataset_checked
     from ikd_cli.train.engine import build_train_loader
 
-    dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)")
+    dataset = build_dataset_checked(cfg.data.train_dfa, "training (DFA)", skip=cfg.get("ikd_skipped") or ())
     check_adversarial_set(dataset, Path(cfg.adv_dir), preset)
     return build_train_loader(dataset, cfg, distributed)

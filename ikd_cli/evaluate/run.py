@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ikd_cli.config.schema import METRICS
+from ikd_cli.config.layout import eval_file_name
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json
@@ -168,7 +169,7 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
     require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
                                        classes)], "")
     tag = split if images is None else f"{split}-{Path(images).name}"
-    out_json = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.json")
+    out_json = checkpoint.with_name(eval_file_name(checkpoint.stem, tag))
     log_file = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.log")
     with quiet_to_log(log_file, verbose=verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")

@@ -49,10 +49,16 @@ def _legend_label(run: Run, labelled: set[str]) -> str | None:
     return run.arm
 
 
-def plot_val_ap(runs: list[Run], path: Path) -> None:
-    """``val_ap.png``: bbox mAP of each validated epoch, one line per run, coloured by arm."""
+def integer_ticks(axis) -> None:
+    """Ticks on whole numbers only (epochs, iterations), one at least: MaxNLocator(integer=True)
+    alone falls back to fractions when fewer than two integers are in view (a single epoch)."""
     from matplotlib.ticker import MaxNLocator
 
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def plot_val_ap(runs: list[Run], path: Path):
+    """``val_ap.png``: bbox mAP of each validated epoch, one line per run, coloured by arm."""
     fig = new_figure(8, 5)
     ax = fig.add_subplot()
     colours, labelled = arm_colours(runs), set()
@@ -62,13 +68,14 @@ def plot_val_ap(runs: list[Run], path: Path) -> None:
             ax.plot(*zip(*points), marker="o", markersize=3, color=colours[run.arm], alpha=0.85,
                     label=_legend_label(run, labelled))
     ax.set(title="Validation bbox mAP per epoch", xlabel="epoch", ylabel="bbox mAP (%)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     if labelled:
         ax.legend(title="arm", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no validation epochs logged", ha="center", va="center", transform=ax.transAxes)
     save_png(fig, path)
+    return fig
 
 
 def loss_terms(run: Run) -> dict[str, tuple[list[int], list[float]]]:
@@ -101,12 +108,10 @@ def _panel_order(titles: set[str]) -> list[str]:
     return sorted(t for t in titles if t not in tail) + [t for t in tail if t in titles]
 
 
-def plot_losses(runs: list[Run], path: Path) -> None:
+def plot_losses(runs: list[Run], path: Path):
     """``losses.png``: one panel per loss term, one line per run coloured by arm, log-scale y
     where the values are positive and span more than a factor of 10, and a dashed line where a
     distill run switched from stage 1 to stage 2."""
-    from matplotlib.ticker import MaxNLocator
-
     per_run = [(run, loss_terms(run)) for run in runs]
     titles = _panel_order({t for _, series in per_run for t in series})
     cols = 2 if len(titles) > 1 else 1
@@ -118,15 +123,17 @@ def plot_losses(runs: list[Run], path: Path) -> None:
         values = []
         for run, series in per_run:
             if title in series:
+                # a marker where there are too few points for a line to show (one logged iteration)
+                few = len(series[title][0]) < 3
                 ax.plot(*series[title], color=colours[run.arm], linewidth=1, alpha=0.85,
-                        label=_legend_label(run, labelled))
+                        marker="o" if few else None, markersize=4, label=_legend_label(run, labelled))
                 values += series[title][1]
             if run.stage_switch_step is not None:
                 ax.axvline(run.stage_switch_step, color=colours[run.arm], linestyle="--", linewidth=1)
         if values and min(values) > 0 and max(values) > 10 * min(values):
             ax.set_yscale("log")
         ax.set(title=title, xlabel="iteration", ylabel="loss")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
     if not titles:
         axes[0].text(0.5, 0.5, "no training iterations logged", ha="center", va="center",
@@ -136,6 +143,7 @@ def plot_losses(runs: list[Run], path: Path) -> None:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small")
     fig.suptitle("Training losses per iteration")
     save_png(fig, path)
+    return fig
 
 
 def _legend_entries(axes, with_switch: bool):

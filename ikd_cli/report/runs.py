@@ -9,6 +9,8 @@ numbers come from two places:
   file per launch; a crash can leave a torn last line, which is skipped.
 * the eval file ``ikd evaluate`` writes beside the final checkpoint: preferred for the final
   numbers, because it is COCOeval at full precision on exactly the weights the run delivers.
+  A run evaluated only on another of its checkpoints (``student_best.pth``, an epoch) is read
+  from that eval file (the newest, if several), and the runs table says which checkpoint.
 
 COCOeval reports -1 for a size bucket with no ground truth (no large objects in 96-px shapes);
 those become ``None`` here, never a number. An epoch with no detections at all logs a val line
@@ -25,7 +27,7 @@ from typing import Iterable
 
 import yaml
 
-from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, eval_file_name
 from ikd_cli.config.presets import load_yaml
 from ikd_cli.config.schema import METRICS
 from ikd_cli.core.errors import IkdError
@@ -35,8 +37,8 @@ from ikd_cli.core.ui import console
 STUDY_FILE = "study.json"  # marks the top of a study: study/<arm>/.../<run folder>
 _LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
                 "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
-# What `ikd evaluate CKPT` writes beside the run's final checkpoint (``<stem>.eval-val.json``).
-_EVAL_FILE = {"train": "latest.eval-val.json", "distill": "student_latest.eval-val.json"}
+# The checkpoint a run delivers; `ikd evaluate CKPT` writes ``<stem>.eval-val.json`` beside it.
+_LATEST = {"train": "latest", "distill": "student_latest"}
 # mmcv's text log says "Epoch [3][40/117]": 117 is the epoch's true length, which the JSON log
 # does not record (it logs every log_interval iterations and skips the tail of an epoch).
 _EPOCH_LENGTH = re.compile(r"Epoch \[(\d+)\]\[\d+/(\d+)\]")
@@ -57,6 +59,7 @@ class Run:
     train: list[dict] = field(default_factory=list)  # per logged iteration: epoch, iter, step, loss*
     final: dict | None = None  # {"AP": ..., ...} of the delivered weights
     final_source: str = ""  # the eval file, or "log epoch N"
+    final_checkpoint: str = ""  # the checkpoint evaluated, where it is not the run's latest
     stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
 
 
@@ -102,7 +105,7 @@ def read_run(folder: Path) -> Run:
     folder = Path(folder)
     info = read_json(folder / RUN_FILE, "run file")
     kind = info.get("command") if isinstance(info, dict) else None
-    if kind not in _EVAL_FILE:
+    if kind not in _LATEST:
         raise IkdError(f"{folder / RUN_FILE} does not say whether it is a train or distill run")
     preset = _read_preset(folder)
     role = info.get("role", "student") if kind == "train" else "student"
@@ -123,7 +126,7 @@ def read_run(folder: Path) -> Run:
         # but left out of the arm statistics
         run.final, run.final_source = None, f"unfinished (epoch {last_epoch} of {planned})"
     else:
-        run.final, run.final_source = _final_metrics(folder, kind, run.val)
+        run.final, run.final_source, run.final_checkpoint = _final_metrics(folder, kind, run.val)
     if dfa_until and dfa_until < last_epoch:
         run.stage_switch_step = offsets[dfa_until + 1]
     return run
@@ -261,16 +264,30 @@ def _val_epochs(records: list[dict]) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | None, str]:
-    """The delivered weights' metrics: the eval file if ``ikd evaluate`` made one, else the
-    last validated epoch of the log."""
-    path = folder / _EVAL_FILE[kind]
-    if path.is_file():
+def _eval_file(folder: Path, kind: str) -> tuple[Path | None, str]:
+    """(eval file, checkpoint name if not the latest): the latest checkpoint's eval file, else
+    the newest eval file of another of the run's checkpoints, else (None, "")."""
+    latest = folder / eval_file_name(_LATEST[kind])
+    if latest.is_file():
+        return latest, ""
+    suffix = eval_file_name("")
+    others = [p for p in folder.glob(f"*{suffix}") if p.is_file()]
+    if not others:
+        return None, ""
+    newest = max(others, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return newest, newest.name[: -len(suffix)] + ".pth"
+
+
+def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | None, str, str]:
+    """(metrics, where from, checkpoint if not the latest): the eval file ``ikd evaluate`` made
+    (see :func:`_eval_file`), else the last validated epoch of the log."""
+    path, checkpoint = _eval_file(folder, kind)
+    if path is not None:
         data = read_json(path, "eval file")
         bbox = data.get("bbox") if isinstance(data, dict) else None
         if not isinstance(bbox, dict):
             raise IkdError(f"{path} has no bbox metrics; run `ikd evaluate` on the checkpoint again")
-        return {m: _metric(bbox.get(m)) for m in METRICS}, str(path)
+        return {m: _metric(bbox.get(m)) for m in METRICS}, str(path), checkpoint
     if val:
-        return {m: val[-1][m] for m in METRICS}, f"log epoch {val[-1]['epoch']}"
-    return None, ""
+        return {m: val[-1][m] for m in METRICS}, f"log epoch {val[-1]['epoch']}", ""
+    return None, "", ""

@@ -36,7 +36,7 @@ def _run_record(run: Run) -> dict:
     return {"path": str(run.path), "arm": run.arm, "kind": run.kind, "preset": run.preset, "role": run.role,
             "seed": run.seed, "dfa_until": run.dfa_until,
             "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
-            "final_source": run.final_source,
+            "final_source": run.final_source, "final_checkpoint": run.final_checkpoint,
             "val": [{"epoch": v["epoch"], **{m: _pct(v[m]) for m in METRICS}} for v in run.val]}
 
 
@@ -130,9 +130,16 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out += classwise_tables(summary.get("classwise"))
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
-                  *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), Path(r["final_source"]).name, r["path"]]
+                  *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
                  for r in summary["runs"]]))
     return out
+
+
+def _final_from(run: dict) -> str:
+    """The eval file or log epoch the final numbers are from; the checkpoint when not the latest."""
+    if run.get("final_checkpoint"):
+        return f"{run['final_checkpoint']} (not latest)"
+    return Path(run["final_source"]).name
 
 
 def render_markdown(summary: dict, figures: list[str]) -> str:

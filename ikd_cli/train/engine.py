@@ -59,7 +59,7 @@ def _model_and_data(cfg, device: str, resume_from: str | None):
     """The detector, initialised (and started from ``load_from`` on a fresh run), and its data."""
     from mmdet.models import build_detector
 
-    dataset = build_dataset_checked(cfg.data.train, "training")
+    dataset = build_dataset_checked(cfg.data.train, "training", skip=cfg.get("ikd_skipped") or ())
     model = build_detector(cfg.model)
     model.init_weights()  # for a distiller: student init, teacher weights, init_student
     if cfg.get("load_from") and not resume_from:

@@ -66,13 +66,15 @@ def clear_run(work_dir: Path) -> None:
 class TrainingSession:
     """One training command's process: ``device``, ``distributed``, ``rank``, ``world``."""
 
-    def __init__(self, preset: dict, *, device: str | None, launcher: str):
+    def __init__(self, preset: dict, *, device: str | None, launcher: str, skip_bad=frozenset(),
+                 skip_hint: str = ""):
         self.preset = preset
         self.device = pick_device(device)
         self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
         if self.rank == 0:
             ensure_dataset(preset)
-            run_data_check(preset)  # before hours of compute
+            # before hours of compute; ``skip_bad``: image files the run goes on without
+            run_data_check(preset, skip_bad=skip_bad, skip_hint=skip_hint)
         barrier(self.distributed)  # the data exists (and was checked) before any rank reads it
         self.started = time.time()
 
@@ -144,6 +146,11 @@ class TrainingSession:
         from ikd_cli.train.loggers import prepare_logger_hooks
 
         prepare_logger_hooks(cfg)
+        if self.rank == 0:  # the ImageNet init mmcv loads, verified on disk before the model is built
+            from ikd_cli.train.downloads import fetch_inits
+
+            fetch_inits(cfg, self.preset, self.say)
+        barrier(self.distributed)
         return run_training(cfg, device=self.device, distributed=self.distributed, **run_kwargs)
 
     def done(self, where: str) -> None:

@@ -33,13 +33,14 @@ class Run:
     hooks: Callable[[TrainingSession, object], list] = field(default=lambda session, cfg: [])
     find_unused: bool = False
     done: Optional[Callable[[Path], str]] = None  # the closing line's "where" (default: the result)
+    session: dict = field(default_factory=dict)  # more TrainingSession options (distill: skip_bad)
 
 
 def run(spec: Run, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
         must_resume: bool = False) -> Path:
     """Train (or continue, or find finished) the run ``spec`` describes; returns its result file.
     ``must_resume`` insists on continuing (``ikd resume``, ``ikd train --resume``)."""
-    session = TrainingSession(spec.preset, device=device, launcher=launcher)
+    session = TrainingSession(spec.preset, device=device, launcher=launcher, **spec.session)
     cfg = spec.build()
     work_dir, resume_from = session.prepare(cfg, spec.run_info, restart=restart, counts=spec.counts)
     result = work_dir / spec.result
