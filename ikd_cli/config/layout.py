@@ -47,3 +47,24 @@ def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
     if fmt != "delta":
         raise IkdError(f"unknown adversarial image format '{fmt}'; choose delta or png")
     return relative.with_name(relative.name + DELTA_SUFFIX)
+
+
+def eval_file(checkpoint: str | Path, tag: str, suffix: str = ".json") -> Path:
+    """What ``ikd evaluate`` writes beside a checkpoint for one setting: ``<stem>.eval-<tag>.json``
+    (``tag``: the split, ``val-<images folder>``, ``val-corruption-<name>-<severity>`` ...), and
+    with ``suffix`` its detections (``.bbox.json``) and log (``.log``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}{suffix}")
+
+
+def robustness_file(checkpoint: str | Path, split: str = "val") -> Path:
+    """The summary of ``ikd evaluate --robustness``: ``<stem>.robustness-<split>.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.robustness-{split}.json")
+
+
+def whitebox_set_dir(checkpoint: str | Path, split: str, key: str) -> Path:
+    """The adversarial copy of a split made against the checkpoint itself, beside it, keyed by
+    the checkpoint's digest and the attack's settings (``key``): ``<stem>.whitebox-<split>-<key>``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.whitebox-{split}-{key}")
