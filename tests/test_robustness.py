@@ -21,11 +21,25 @@ ATTACK = ["--set", "attack.steps=2", "--set", "attack.eps=4", "--set", "attack.a
 
 
 @pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory, tiny_sets) -> Path:
-    """A student trained for one epoch (its own weights: not the teacher's)."""
-    work = tmp_path_factory.mktemp("robust-student")
-    run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", work, "--device", DEVICE, *tiny_sets)
-    return work / "student" / "latest.pth"
+def tiny_student(trained_teacher, tmp_path_factory) -> Path:
+    """A student checkpoint with its own (freshly initialised, seeded) weights, not the teacher's,
+    carrying the teacher run's preset as `ikd train` would: any detector, in seconds."""
+    import torch
+    from mmdet.models import build_detector
+
+    from ikd_cli.config.mmdet import build_config
+
+    ckpt = torch.load(trained_teacher, map_location="cpu", weights_only=False)
+    torch.manual_seed(0)
+    model = build_detector(build_config(ckpt["meta"]["ikd_preset"], "student").model)
+    model.init_weights()
+    folder = tmp_path_factory.mktemp("robust-student")
+    for f in trained_teacher.parent.iterdir():  # the run's text files, as a student run has them
+        if f.is_file() and f.suffix != ".pth" and ".eval-" not in f.name:
+            shutil.copy(f, folder / f.name)
+    path = folder / "latest.pth"
+    torch.save({"meta": {**ckpt["meta"], "ikd_role": "student"}, "state_dict": model.state_dict()}, path)
+    return path
 
 
 def _copy_run(ckpt: Path, dest: Path) -> Path:
@@ -42,7 +56,7 @@ def _val_names(shapes_root: Path) -> list[str]:
     return [im["file_name"] for im in json.loads((shapes_root / "annotations" / "instances_val.json").read_text())["images"]]
 
 
-def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, shapes_root, tmp_path):
+def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, trained_teacher, shapes_root, tmp_path):
     import torch
 
     from ikd_cli.attack.manifest import read_records
@@ -58,7 +72,8 @@ def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, sha
     folder = Path(summary["whitebox"]["images"])
     assert folder.parent == ckpt.parent and folder.name.startswith("latest.whitebox-val-")
     settings = json.loads((folder / "attack.json").read_text())
-    assert settings["model_sha256"] == sha256_of(ckpt) and "teacher_sha256" not in settings
+    assert settings["model_sha256"] == sha256_of(ckpt) != sha256_of(trained_teacher) and "teacher_sha256" not in settings
+    assert settings["model_config"] == "RetinaNet ResNet18"  # the student's own model, attacked
     assert (settings["method"], settings["eps"], settings["steps"]) == ("difgsm", 4.0, 2)
     names = _val_names(shapes_root)
     assert verify_adversarial_set(folder, shapes_root / "val", names, eps=4) == []  # L-inf <= eps, from the files
@@ -93,11 +108,16 @@ def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, sha
     again = run_cli("evaluate", ckpt, "--robustness", "--corruptions", "none", "--device", DEVICE, *ATTACK)
     assert "finished; reused" in again.output and "stored in" in again.output
     assert eval_file(ckpt, summary["whitebox"]["file"].split(".eval-")[1][:-5]).stat().st_mtime_ns == mtime
-    # Another budget is another set (and another eval file), never the cached one.
-    run_cli("evaluate", ckpt, "--robustness", "--corruptions", "none", "--device", DEVICE, *ATTACK[:4],
-            "--set", "attack.eps=2", "--set", "attack.alpha=1")
-    other = json.loads(robustness_file(ckpt).read_text())["whitebox"]
-    assert other["images"] != summary["whitebox"]["images"] and other["eps"] == 2.0
+    # Another budget, or other weights, is another set (and another eval file), never the cached one.
+    other = load_evaluation(ckpt, preset=None, model="student", overrides=[*ATTACK[1::2], "attack.eps=2"],
+                            data_root=None, device="cpu", verbose=False)
+    assert whitebox_plan(other, "val")[0] != folder
+    retrained = ckpt.with_name("retrained.pth")
+    torch.save(dict(torch.load(ckpt, weights_only=False), meta={**torch.load(ckpt, weights_only=False)["meta"],
+                                                                "epoch": 99}), retrained)
+    ev_retrained = load_evaluation(retrained, preset=None, model="student", overrides=ATTACK[1::2], data_root=None,
+                                   device="cpu", verbose=False)
+    assert whitebox_plan(ev_retrained, "val")[0].name.split("-")[-1] != folder.name.split("-")[-1]
 
 
 def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained_teacher, tmp_path):
@@ -173,3 +193,5 @@ def test_bad_robustness_options_are_one_line(trained_teacher):
     assert "unknown corruption 'fogg'" in result.output and "Traceback" not in result.output
     result = run_cli("evaluate", trained_teacher, "--robustness", "--images", trained_teacher.parent, expect=1)
     assert "leave out --images" in result.output
+    result = run_cli("evaluate", trained_teacher, "--corruptions", "fog", expect=1)
+    assert "go with --robustness" in result.output
