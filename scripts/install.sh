@@ -85,6 +85,10 @@ fi
 # goes in before mmcv so mmcv does not pull the GUI build.
 "${PIP[@]}" "numpy<2" "setuptools>=77,<81" wheel ninja "opencv-python-headless<4.12" \
   addict yapf packaging Pillow pyyaml pycocotools "typer>=0.12" rich pytest
+# imagecorruptions (`ikd evaluate --robustness`) asks for opencv-python, the GUI build, which would
+# install a second cv2 over the headless one: its other needs first, then the package alone.
+"${PIP[@]}" "scikit-image==0.26.0" "numpy<2"
+"${PIP[@]}" --no-deps "imagecorruptions==1.1.2"
 
 if ! have mmcv-full "$MMCV_VERSION"; then
   PLAN="$(bash "$ROOT/scripts/cuda_plan.sh" "$PY")"  # not inside eval: set -e sees its failure

@@ -19,7 +19,7 @@ from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, t_two_sided
 from ikd_cli.report.run import write_report
 from ikd_cli.report.runs import find_runs, read_run
-from ikd_cli.report.table import summarize
+from ikd_cli.report.table import render_markdown, summarize
 
 SEEDS = (1, 2, 3)
 STUDENT_AP = {1: 0.110, 2: 0.120, 3: 0.130}
@@ -293,3 +293,44 @@ def test_plots_of_a_run_with_one_logged_point(real_run, tmp_path):
     for ax in panels:  # iterations too
         lo, hi = ax.get_xlim()
         assert all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)
+
+
+def _write_robustness(path: Path, clean: float, transfer: float | None, whitebox: float, mpc: float) -> None:
+    """A robustness summary as `ikd evaluate --robustness` writes it (fractions)."""
+    def entry(ap):
+        return None if ap is None else {"AP": ap, "file": "x.json", "seconds": 1.0}
+
+    path.write_text(json.dumps({"checkpoint": "x.pth", "split": "val", "clean": entry(clean), "transfer": entry(transfer),
+                                "whitebox": entry(whitebox),
+                                "corruptions": {"set": "default", "results": [], "mPC": mpc, "rPC": mpc / clean}}))
+
+
+def test_robustness_columns_and_their_paired_differences(study, tmp_path):
+    """Per arm, mean ± sd of each robustness figure; with --compare, the paired differences and
+    their t-intervals, exactly as the AP columns (runs without the file have none)."""
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    values = {}
+    for seed in SEEDS:
+        for arm, gain in (("FGD", 0.0), ("IKD", 0.01 * seed)):
+            clean, wb, mpc = 0.2 + gain, 0.05 + 2 * gain, 0.1 + gain / 2
+            values[arm, seed] = {"AP clean": clean, "AP transfer": None, "AP white-box": wb, "mPC": mpc,
+                                 "rPC": mpc / clean}
+            _write_robustness(copy / arm / f"seed{seed}" / "distill" / "student_latest.robustness-val.json",
+                              clean, None, wb, mpc)
+    summary = summarize(find_runs([copy]), ("IKD", "FGD"))
+    arms = {a["arm"]: a for a in summary["arms"]}
+    assert arms["student"]["robustness"]["mPC"]["n"] == 0  # not measured there: no number
+    for metric in ("AP clean", "AP white-box", "mPC", "rPC"):
+        ikd = [100 * values["IKD", s][metric] for s in SEEDS]
+        assert arms["IKD"]["robustness"][metric]["mean"] == pytest.approx(statistics.fmean(ikd), abs=1e-9)
+        assert arms["IKD"]["robustness"][metric]["sd"] == pytest.approx(statistics.stdev(ikd), abs=1e-9)
+        diffs = [100 * (values["IKD", s][metric] - values["FGD", s][metric]) for s in SEEDS]
+        paired = summary["comparison"]["robustness"][metric]
+        assert paired["differences"] == pytest.approx(diffs, abs=1e-9)
+        assert paired["ci"] == pytest.approx(interval(diffs)["ci"], abs=1e-9)
+    assert summary["comparison"]["robustness"]["AP transfer"]["n"] == 0
+    markdown = render_markdown(summary, [])
+    assert "robustness paired by seed" in markdown and "| mPC | 3 | 1.0 |" in markdown
+    wb = [100 * values["IKD", s]["AP white-box"] for s in SEEDS]
+    assert f"{statistics.fmean(wb):.1f} ± {statistics.stdev(wb):.1f}" in markdown

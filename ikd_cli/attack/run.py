@@ -4,8 +4,11 @@ through the folder's manifest (:mod:`.manifest`) and sharded over torch.distribu
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ikd_cli.attack.manifest import check_settings, read_records, record_skipped, summarise
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
@@ -57,13 +60,36 @@ def attack_dataset(cfg, split: str):
     return build_dataset_checked(ds, f"{split}")
 
 
-def load_teacher(cfg, checkpoint: Path, device: str):
+@dataclass(frozen=True)
+class Target:
+    """The detector whose classification loss an attack raises: the preset's teacher for
+    ``ikd attack``, or any checkpoint's own model (``ikd evaluate --robustness``, white-box).
+    ``role`` names its settings keys (``teacher_config``/``teacher_sha256`` or ``model_...``), so
+    a teacher's set records exactly what it always did and distillation still recognises it."""
+
+    cfg: Any  # its mmdet config (model and test pipeline)
+    checkpoint: Path  # the file its weights come from (its sha256 is a setting of the set)
+    config_name: str
+    state_dict: dict | None = None  # None: the checkpoint's own state_dict
+    role: str = "teacher"
+
+
+def teacher_target(preset: dict, checkpoint: Path | None = None) -> Target:
+    from ikd_cli.config.mmdet import build_config
+    from ikd_cli.core.checkpoints import teacher_checkpoint
+
+    return Target(build_config(preset, "teacher"), teacher_checkpoint(preset, checkpoint), preset["teacher"]["config"])
+
+
+def load_teacher(cfg, checkpoint: Path, device: str, state_dict: dict | None = None):
     from ikd_cli.attack.teacher_loss import prepare_teacher
     from ikd_cli.core import compat
     from ikd_cli.core.checkpoints import build_detector_with_weights, read_checkpoint
 
     compat.apply()
-    model = build_detector_with_weights(cfg, read_checkpoint(checkpoint)["state_dict"], str(checkpoint))
+    if state_dict is None:
+        state_dict = read_checkpoint(checkpoint)["state_dict"]
+    model = build_detector_with_weights(cfg, state_dict, str(checkpoint))
     return prepare_teacher(model).to(device)
 
 
@@ -79,7 +105,9 @@ def write_attack_preview(path: Path, teacher, cfg, dataset, names: list[str], ep
     from ikd_cli.attack.storage import find_adversarial, read_adversarial
 
     index = {info["filename"]: i for i, info in enumerate(dataset.data_infos)}
-    teacher.cfg = cfg
+    # a copy: inference_detector rewrites its config's test pipeline in place (LoadImageFromWebcam
+    # for arrays), which would break whoever evaluates with ``cfg`` next (evaluate --robustness)
+    teacher.cfg = copy.deepcopy(cfg)
     items = []
     with _heads_in_eval_mode(teacher):
         for name in names:
@@ -123,16 +151,21 @@ def preset_attack(preset: dict):
     return build_attack(opts["method"], None, **{k: opts[k] for k in pixel_options()})
 
 
-def set_settings(preset: dict, attack, ckpt_path: Path, split: str) -> dict:
+def set_settings(preset: dict, attack, ckpt_path: Path, split: str, *, role: str = "teacher",
+                 config_name: str | None = None) -> dict:
     """What an adversarial set records in ``attack.json``: everything its pixels depend on. The
     random draws follow the seed and the batches (:func:`batch_seed`), so both are settings too,
-    and a resumed attack never mixes two."""
+    and a resumed attack never mixes two. ``role``/``config_name``: the attacked model (see
+    :class:`Target`), the preset's teacher by default."""
     from ikd_cli.config.presets import flatten
     from ikd_cli.config.schema import attack_set_keys
 
     flat = flatten(preset)
     recorded = {name: flat[key] for key, name in attack_set_keys().items()}
-    return dict(attack.settings(), **recorded, teacher_sha256=sha256_of(ckpt_path), split=split)
+    del recorded["teacher_config"]  # the attacked model's, below: the teacher's, or the model's own
+    model = {f"{role}_config": preset["teacher"]["config"] if config_name is None else config_name,
+             f"{role}_sha256": sha256_of(ckpt_path)}
+    return dict(attack.settings(), **model, **recorded, split=split)
 
 
 def batch_seed(preset: dict, index: int) -> int:
@@ -156,13 +189,14 @@ def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> N
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
                out: Path | None = None, workers: int = 2, record_loss: bool = True,
-               verbose: bool = False, skip_bad: bool = False) -> dict:
+               verbose: bool = False, skip_bad: bool = False, target: Target | None = None) -> dict:
+    """Attack ``split`` against ``target`` (default: the preset's teacher, ``checkpoint`` or its
+    usual file) into ``out`` (default: the preset's adversarial set folder); ``skip_bad`` goes on
+    without the images the data check finds unreadable."""
     import torch
 
     from ikd_cli.attack.batch import attack_batch
     from ikd_cli.attack.teacher_loss import Preprocess
-    from ikd_cli.config.mmdet import build_config
-    from ikd_cli.core.checkpoints import teacher_checkpoint
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
     from ikd_cli.core.processes import WorkerInit
     from ikd_cli.data.check import run_data_check
@@ -182,15 +216,15 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
         from ikd_cli.data.check import check_preset
 
         bad = check_preset(preset, (split,))[0].bad_images
-    cfg = build_config(preset, "teacher")
-    ckpt_path = teacher_checkpoint(preset, checkpoint)
+    target = target or teacher_target(preset, checkpoint)
+    cfg, ckpt_path = target.cfg, target.checkpoint
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
     if rank == 0:  # one attack per folder: a second one stops here, naming this one
         lock_folder(out_dir, "attack")
-    settings = set_settings(preset, attack, ckpt_path, split)
+    settings = set_settings(preset, attack, ckpt_path, split, role=target.role, config_name=target.config_name)
     with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
         dataset = attack_dataset(cfg, split)
-        teacher = load_teacher(cfg, ckpt_path, device)
+        teacher = load_teacher(cfg, ckpt_path, device, target.state_dict)
         if rank == 0:
             check_settings(out_dir, settings, overwrite)
         barrier(distributed)  # settings checked (the folder cleared on --overwrite) first

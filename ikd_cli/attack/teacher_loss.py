@@ -1,5 +1,6 @@
 """What ``ikd attack`` maximises: the teacher's classification loss against the ground truth,
-as a differentiable function of the ORIGINAL-resolution pixels.
+as a differentiable function of the ORIGINAL-resolution pixels. Nothing here is particular to
+the teacher: ``ikd evaluate --robustness`` attacks any detector checkpoint with it (white-box).
 
 The attack perturbs the image as it lies on disk (so the budget holds on disk exactly). The
 teacher's own test-time preprocessing (keep-ratio resize, normalise, pad) is redone here with
@@ -116,7 +117,7 @@ def classification_loss(losses: dict):
         for term in terms:
             total = term.sum() if total is None else total + term.sum()
     if total is None:
-        raise IkdError(f"the teacher reports no classification loss (it gives {', '.join(losses)})")
+        raise IkdError(f"the attacked detector reports no classification loss (it gives {', '.join(losses)})")
     return total
 
 

@@ -113,13 +113,16 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def _silence_import_notices() -> None:
     """Notices that say nothing about the user's run: mmcv's 'MMCV 2.0 is coming' and torch's
     'no CUDA runtime' on CPU machines (on every import), and mmdet's advice to rewrite its own
-    test pipeline when ikd evaluates in batches (ikd makes that replacement itself). Cheap:
+    test pipeline when ikd evaluates in batches (ikd makes that replacement itself), and
+    setuptools' notice on imagecorruptions' import of pkg_resources. Cheap:
     imports nothing."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message="On January 1, 2023, MMCV will release")
     warnings.filterwarnings("ignore", message='"ImageToTensor" pipeline is replaced')
+    # imagecorruptions (which mmdet imports when it is installed) imports pkg_resources
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 

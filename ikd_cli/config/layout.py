@@ -74,3 +74,23 @@ DIAG_PREFIX = "diag_"
 DIAG_TEACHER_DIST = "diag_teacher_dist_"
 DIAG_GRAD_VS_DISTILL = "diag_grad_adv_vs_distill_log10_"
 DIAG_GRAD_VS_DET = "diag_grad_adv_vs_det_log10_"
+
+def eval_file(checkpoint: str | Path, tag: str, suffix: str = ".json") -> Path:
+    """What ``ikd evaluate`` writes beside a checkpoint for one setting: ``<stem>.eval-<tag>.json``
+    (``tag``: the split, ``val-<images folder>``, ``val-corruption-<name>-<severity>`` ...), and
+    with ``suffix`` its detections (``.bbox.json``) and log (``.log``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}{suffix}")
+
+
+def robustness_file(checkpoint: str | Path, split: str = "val") -> Path:
+    """The summary of ``ikd evaluate --robustness``: ``<stem>.robustness-<split>.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.robustness-{split}.json")
+
+
+def whitebox_set_dir(checkpoint: str | Path, split: str, key: str) -> Path:
+    """The adversarial copy of a split made against the checkpoint itself, beside it, keyed by
+    the checkpoint's digest and the attack's settings (``key``): ``<stem>.whitebox-<split>-<key>``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.whitebox-{split}-{key}")

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ikd_cli.config.layout import eval_file
 from ikd_cli.config.schema import METRICS
-from ikd_cli.config.layout import eval_file_name
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json
@@ -45,7 +47,7 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
     raise IkdError("this checkpoint carries no config; say which with --preset NAME --model teacher|student")
 
 
-def _test_dataset_cfg(cfg, split: str, images: Path | None):
+def _test_dataset_cfg(cfg, split: str, images: Path | None, extra_steps=()):
     from mmdet.datasets import replace_ImageToTensor
 
     from ikd_cli.config.mmdet import base_dataset
@@ -56,6 +58,8 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None):
         ds.ann_file, ds.img_prefix = train.ann_file, train.img_prefix
     ds.test_mode = True
     ds.pipeline = replace_ImageToTensor(ds.pipeline)
+    if extra_steps:  # right after LoadImageFromFile: they see the image as read (corruptions)
+        ds.pipeline = [ds.pipeline[0], *extra_steps, *ds.pipeline[1:]]
     if images is not None:
         if not Path(images).is_dir():
             raise IkdError(f"image folder not found: {images}")
@@ -147,45 +151,69 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path, classwise: bo
     return metrics
 
 
-def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
-                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False) -> dict:
-    from mmdet.datasets import build_dataloader
+@dataclass
+class Evaluation:
+    """A checkpoint made ready to score, once, for any number of settings (``ikd evaluate
+    --robustness`` scores one model on many copies of the val images)."""
 
-    from ikd_cli.config.mmdet import has_masks
+    checkpoint: Path
+    cfg: Any  # the mmdet config its model is built from
+    preset: dict | None  # the preset that config came from (None: a model-zoo file's own config)
+    weights: dict
+    device: str
+    verbose: bool
+    net: Any = None  # built on first use, then reused
+
+
+def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overrides, data_root, device: str | None,
+                    verbose: bool) -> Evaluation:
     from ikd_cli.core.distributed import pick_device
-    from ikd_cli.core.processes import bind_workers
-    from ikd_cli.data.check import check_split_cached, require_usable
-    from ikd_cli.data.loading import build_dataset_checked
 
     device = pick_device(device)
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
-    cfg, _ = config_for_checkpoint(ckpt, preset, model, overrides, data_root)
+    cfg, tree = config_for_checkpoint(ckpt, preset, model, overrides, data_root)
     weights = ckpt["state_dict"]
     if (ckpt.get("meta") or {}).get("ikd_role") == "distill" and preset is None:
         weights = {k[len("student."):]: v for k, v in weights.items() if k.startswith("student.")}
-    test_cfg = _test_dataset_cfg(cfg, split, images)
+    return Evaluation(checkpoint, cfg, tree, weights, device, verbose)
+
+
+def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | None = None, extra_steps=(),
+          extra: dict | None = None, classwise: bool = False) -> dict:
+    """Run ``ev``'s model over ``split`` (another copy of its images with ``images``; with
+    ``extra_steps`` inserted after the image is read) and write ``<stem>.eval-<tag>.json``."""
+    from mmdet.datasets import build_dataloader
+
+    from ikd_cli.config.mmdet import has_masks
+    from ikd_cli.core.processes import bind_workers
+    from ikd_cli.data.check import check_split_cached, require_usable
+    from ikd_cli.data.loading import build_dataset_checked
+
+    cfg, checkpoint = ev.cfg, ev.checkpoint
+    test_cfg = _test_dataset_cfg(cfg, split, images, extra_steps)
     classes = list(test_cfg["classes"]) if test_cfg.get("classes") else None
     require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
                                        classes)], "")
-    tag = split if images is None else f"{split}-{Path(images).name}"
-    out_json = checkpoint.with_name(eval_file_name(checkpoint.stem, tag))
-    log_file = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.log")
-    with quiet_to_log(log_file, verbose=verbose):
+    tag = tag or (split if images is None else f"{split}-{Path(images).name}")
+    out_json = eval_file(checkpoint, tag)
+    with quiet_to_log(eval_file(checkpoint, tag, ".log"), verbose=ev.verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_delta_set(Path(images)):
             point_at_images(dataset, Path(images))
         loader = bind_workers(build_dataloader(dataset, samples_per_gpu=1,
                                                workers_per_gpu=min(2, cfg.data.workers_per_gpu), dist=False,
                                                shuffle=False, persistent_workers=False))
-        net = build_detector_with_weights(cfg, weights, str(checkpoint))
-        net.CLASSES = dataset.CLASSES
-        results = run_inference(net, loader, device, title=f"evaluate {split}")
-        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"), classwise)}
+        if ev.net is None:
+            ev.net = build_detector_with_weights(cfg, ev.weights, str(checkpoint))
+        ev.net.CLASSES = dataset.CLASSES
+        results = run_inference(ev.net, loader, ev.device, title=f"evaluate {tag}")
+        metrics = {"bbox": coco_metrics(dataset, results, "bbox", eval_file(checkpoint, tag, ".bbox.json"), classwise)}
         if has_masks(cfg):
-            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"), classwise)
+            metrics["segm"] = coco_metrics(dataset, results, "segm", eval_file(checkpoint, tag, ".segm.json"),
+                                           classwise)
     report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
-              "num_images": len(dataset), **metrics}
+              "num_images": len(dataset), **(extra or {}), **metrics}
     atomic_write_json(out_json, report)
     print_metrics_table(metrics, title=f"{checkpoint.name} on {tag} ({len(dataset)} images)")
     if classwise:
@@ -195,6 +223,13 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
             print_classwise(values["classwise"], title=f"{iou_type} AP per class (%)")
     console.print(f"metrics: {out_json}")
     return report
+
+
+def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
+                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False) -> dict:
+    ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, data_root=data_root,
+                         device=device, verbose=verbose)
+    return score(ev, split, images=images, classwise=classwise)
 
 
 def print_metrics_table(metrics: dict, title: str) -> None:

@@ -27,7 +27,7 @@ from typing import Iterable
 
 import yaml
 
-from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, eval_file_name
+from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, eval_file_name, robustness_file
 from ikd_cli.config.presets import load_yaml
 from ikd_cli.config.schema import METRICS
 from ikd_cli.core.errors import IkdError
@@ -61,6 +61,7 @@ class Run:
     final_source: str = ""  # the eval file, or "log epoch N"
     final_checkpoint: str = ""  # the checkpoint evaluated, where it is not the run's latest
     stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
+    robustness: dict | None = None  # ROBUSTNESS metric -> fraction (None: not measured), + "corruptions" set
 
 
 def find_runs(paths: Iterable[Path]) -> list[Run]:
@@ -127,6 +128,7 @@ def read_run(folder: Path) -> Run:
         run.final, run.final_source = None, f"unfinished (epoch {last_epoch} of {planned})"
     else:
         run.final, run.final_source, run.final_checkpoint = _final_metrics(folder, kind, run.val)
+        run.robustness = read_robustness(folder, kind)
     if dfa_until and dfa_until < last_epoch:
         run.stage_switch_step = offsets[dfa_until + 1]
     return run
@@ -291,3 +293,26 @@ def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | Non
     if val:
         return {m: val[-1][m] for m in METRICS}, f"log epoch {val[-1]['epoch']}", ""
     return None, "", ""
+
+
+# ``ikd evaluate --robustness``'s summary of the same checkpoint as the eval file: the report's
+# robustness columns, as fractions like METRICS (rPC = mPC / clean AP).
+ROBUSTNESS = ("AP clean", "AP transfer", "AP white-box", "mPC", "rPC")
+
+
+def read_robustness(folder: Path, kind: str) -> dict | None:
+    """The robustness figures of the run's delivered weights, or None when not measured."""
+    path = robustness_file(folder / f"{_LATEST[kind]}.pth")
+    if not path.is_file():
+        return None
+    data = read_json(path, "robustness file")
+    if not isinstance(data, dict) or not isinstance(data.get("corruptions"), dict):
+        raise IkdError(f"{path} is not a robustness summary; run `ikd evaluate --robustness` on the checkpoint again")
+
+    def ap(entry):
+        return _metric(entry.get("AP")) if isinstance(entry, dict) else None
+
+    c = data["corruptions"]
+    return {"AP clean": ap(data.get("clean")), "AP transfer": ap(data.get("transfer")),
+            "AP white-box": ap(data.get("whitebox")), "mPC": _metric(c.get("mPC")), "rPC": _metric(c.get("rPC")),
+            "corruptions": c.get("set")}

@@ -14,7 +14,7 @@ from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, mean_sd
 from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_tables
-from ikd_cli.report.runs import METRICS, Run
+from ikd_cli.report.runs import METRICS, ROBUSTNESS, Run
 
 
 def summarize(runs: list[Run], compare: tuple[str, str] | None = None) -> dict:
@@ -37,6 +37,8 @@ def _run_record(run: Run) -> dict:
             "seed": run.seed, "dfa_until": run.dfa_until,
             "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
             "final_source": run.final_source, "final_checkpoint": run.final_checkpoint,
+            "robustness": ({m: _pct(run.robustness[m]) for m in ROBUSTNESS} | {"corruptions": run.robustness["corruptions"]}
+                           if run.robustness else None),
             "val": [{"epoch": v["epoch"], **{m: _pct(v[m]) for m in METRICS}} for v in run.val]}
 
 
@@ -53,8 +55,23 @@ def arm_table(runs: list[Run]) -> list[dict]:
         done = [r for r in members if r.final]  # unfinished runs are listed, not averaged
         finals = [r.final for r in done]
         rows.append({"arm": arm, "n": len(done), "seeds": [r.seed for r in done],
-                     "metrics": {m: mean_sd([100.0 * f[m] for f in finals if f[m] is not None]) for m in METRICS}})
+                     "metrics": {m: mean_sd([100.0 * f[m] for f in finals if f[m] is not None]) for m in METRICS},
+                     "robustness": _robustness_stats(done)})
     return rows
+
+
+def _robustness_value(run: Run, metric: str) -> float | None:
+    value = (run.robustness or {}).get(metric)
+    return None if value is None else 100.0 * value
+
+
+def _robustness_stats(runs: list[Run]) -> dict:
+    """Per robustness figure, mean ± sd over the runs that measured it (in percent; rPC too),
+    and the corruption sets their mPC came from (a mean over different sets is no mean)."""
+    stats = {m: mean_sd([v for v in (_robustness_value(r, m) for r in runs) if v is not None]) for m in ROBUSTNESS}
+    stats["corruptions"] = sorted({r.robustness["corruptions"] for r in runs if r.robustness
+                                   and r.robustness.get("corruptions")})
+    return stats
 
 
 def _arm_named(name: str, arms: dict[str, list[Run]]) -> str:
@@ -89,6 +106,12 @@ def paired_comparison(runs: list[Run], a: str, b: str) -> dict:
                   and runs_a[s].final[m] is not None and runs_b[s].final[m] is not None]
         diffs = [100.0 * (runs_a[s].final[m] - runs_b[s].final[m]) for s in paired]
         out["metrics"][m] = {"seeds": paired, "differences": diffs, **interval(diffs)}
+    out["robustness"] = {}
+    for m in ROBUSTNESS:
+        paired = [s for s in seeds if _robustness_value(runs_a[s], m) is not None
+                  and _robustness_value(runs_b[s], m) is not None]
+        diffs = [_robustness_value(runs_a[s], m) - _robustness_value(runs_b[s], m) for s in paired]
+        out["robustness"][m] = {"seeds": paired, "differences": diffs, **interval(diffs)}
     if not out["metrics"]["AP"]["n"]:
         raise IkdError(f"no seed has a finished run in both '{a}' (seeds {sorted(runs_a)}) and '{b}' "
                        f"(seeds {sorted(runs_b)}); nothing to pair")
@@ -128,6 +151,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append((f"{comp['a']} − {comp['b']}, paired by seed (AP points)",
                     ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
     out += classwise_tables(summary.get("classwise"))
+    out += robustness_tables(summary)
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
                   *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
@@ -140,6 +164,27 @@ def _final_from(run: dict) -> str:
     if run.get("final_checkpoint"):
         return f"{run['final_checkpoint']} (not latest)"
     return Path(run["final_source"]).name
+
+
+def robustness_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The robustness figures of ``ikd evaluate --robustness`` per arm, and paired, where runs have them."""
+    arms = [a for a in summary["arms"] if any(a["robustness"][m]["n"] for m in ROBUSTNESS)]
+    if not arms:
+        return []
+    rows = [[a["arm"], str(max(a["robustness"][m]["n"] for m in ROBUSTNESS)),
+             *(_mean_sd_cell(a["robustness"][m]) for m in ROBUSTNESS), ", ".join(a["robustness"]["corruptions"])]
+            for a in arms]
+    out = [("Robustness: AP (%) clean, on the teacher's adversarial val set (transfer), under the preset's attack on "
+            "the model itself (white-box), mean AP over corruptions (mPC) and mPC / clean AP (rPC, %); mean ± sd",
+            ["arm", "n", *ROBUSTNESS, "corruptions"], rows)]
+    comp = summary["comparison"]
+    if comp and any(d["n"] for d in comp.get("robustness", {}).values()):
+        rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
+                 "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
+                 "yes" if d["established"] else "no"] for m, d in comp["robustness"].items() if d["n"]]
+        out.append((f"{comp['a']} − {comp['b']}, robustness paired by seed (points)",
+                    ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
+    return out
 
 
 def render_markdown(summary: dict, figures: list[str]) -> str:

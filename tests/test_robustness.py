@@ -1,0 +1,197 @@
+"""`ikd evaluate --robustness` on the real stack with the tiny shapes data: the white-box attack
+raises the evaluated model's own loss inside the budget, corruptions change AP and are the same
+on a re-run, mPC/rPC are the stored per-setting results' means, and `ikd report`'s robustness
+columns are the eval files' numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import DEVICE, run_cli, verify_adversarial_set
+from ikd_cli.config.layout import eval_file, robustness_file
+
+# One attack step, a small budget: the tests check behaviour, not strength.
+ATTACK = ["--set", "attack.steps=2", "--set", "attack.eps=4", "--set", "attack.alpha=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_student(trained_teacher, tmp_path_factory) -> Path:
+    """A student checkpoint with its own (freshly initialised, seeded) weights, not the teacher's,
+    carrying the teacher run's preset as `ikd train` would: any detector, in seconds."""
+    import torch
+    from mmdet.models import build_detector
+
+    from ikd_cli.config.mmdet import build_config
+
+    ckpt = torch.load(trained_teacher, map_location="cpu", weights_only=False)
+    torch.manual_seed(0)
+    model = build_detector(build_config(ckpt["meta"]["ikd_preset"], "student").model)
+    model.init_weights()
+    folder = tmp_path_factory.mktemp("robust-student")
+    for f in trained_teacher.parent.iterdir():  # the run's text files, as a student run has them
+        if f.is_file() and f.suffix != ".pth" and ".eval-" not in f.name:
+            shutil.copy(f, folder / f.name)
+    path = folder / "latest.pth"
+    torch.save({"meta": {**ckpt["meta"], "ikd_role": "student"}, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def _copy_run(ckpt: Path, dest: Path) -> Path:
+    """The run folder's text files and its checkpoint as ``latest.pth``: evaluating writes there."""
+    dest.mkdir(parents=True)
+    for f in ckpt.parent.iterdir():
+        if f.is_file() and f.suffix != ".pth" and ".eval-" not in f.name:
+            shutil.copy(f, dest / f.name)
+    shutil.copy(ckpt, dest / "latest.pth")
+    return dest / "latest.pth"
+
+
+def _val_names(shapes_root: Path) -> list[str]:
+    return [im["file_name"] for im in json.loads((shapes_root / "annotations" / "instances_val.json").read_text())["images"]]
+
+
+def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, trained_teacher, shapes_root, tmp_path):
+    import torch
+
+    from ikd_cli.attack.manifest import read_records
+    from ikd_cli.attack.teacher_loss import Preprocess, TeacherClassificationLoss
+    from ikd_cli.core.fileio import sha256_of
+    from ikd_cli.evaluate.run import load_evaluation
+    from ikd_cli.evaluate.whitebox import whitebox_plan
+    from helpers import read_adversarial_image
+
+    ckpt = _copy_run(tiny_student, tmp_path / "run")
+    run_cli("evaluate", ckpt, "--robustness", "--corruptions", "none", "--device", DEVICE, *ATTACK)
+    summary = json.loads(robustness_file(ckpt).read_text())
+    folder = Path(summary["whitebox"]["images"])
+    assert folder.parent == ckpt.parent and folder.name.startswith("latest.whitebox-val-")
+    settings = json.loads((folder / "attack.json").read_text())
+    assert settings["model_sha256"] == sha256_of(ckpt) != sha256_of(trained_teacher) and "teacher_sha256" not in settings
+    assert settings["model_config"] == "RetinaNet ResNet18"  # the student's own model, attacked
+    assert (settings["method"], settings["eps"], settings["steps"]) == ("difgsm", 4.0, 2)
+    names = _val_names(shapes_root)
+    assert verify_adversarial_set(folder, shapes_root / "val", names, eps=4) == []  # L-inf <= eps, from the files
+    done, failed = read_records(folder)
+    assert set(done) == set(names) and not failed
+    before = [done[n]["loss_before"] for n in names]
+    after = [done[n]["loss_after"] for n in names]
+    assert statistics.fmean(after) > statistics.fmean(before) and sum(a > b for a, b in zip(after, before)) >= 7
+
+    # The loss the records hold is the student's own: recomputed here from the stored pixels.
+    ev = load_evaluation(ckpt, preset=None, model="student", overrides=ATTACK[1::2], data_root=None, device="cpu",
+                         verbose=False)
+    assert whitebox_plan(ev, "val")[0] == folder  # the folder is keyed by these weights and settings
+    from ikd_cli.attack.run import load_teacher
+
+    model = load_teacher(ev.cfg, ckpt, "cpu", ev.weights)
+    prep = Preprocess.from_config(ev.cfg)
+    gt = json.loads((shapes_root / "annotations" / "instances_val.json").read_text())
+    name = next(im for im in gt["images"] if any(a["image_id"] == im["id"] for a in gt["annotations"]))
+    anns = [a for a in gt["annotations"] if a["image_id"] == name["id"]]
+    boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                          for a in anns], dtype=torch.float32)
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    labels = torch.tensor([cat_ids.index(a["category_id"]) for a in anns])
+    adv = read_adversarial_image(folder, shapes_root / "val", name["file_name"])
+    x = torch.from_numpy(adv).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        loss = float(TeacherClassificationLoss(model, prep, [adv.shape[:2]], [boxes], [labels])(x))
+    assert loss == pytest.approx(done[name["file_name"]]["loss_after"], rel=1e-4)
+
+    mtime = eval_file(ckpt, summary["whitebox"]["file"].split(".eval-")[1][:-5]).stat().st_mtime_ns
+    again = run_cli("evaluate", ckpt, "--robustness", "--corruptions", "none", "--device", DEVICE, *ATTACK)
+    assert "finished; reused" in again.output and "stored in" in again.output
+    assert eval_file(ckpt, summary["whitebox"]["file"].split(".eval-")[1][:-5]).stat().st_mtime_ns == mtime
+    # Another budget, or other weights, is another set (and another eval file), never the cached one.
+    other = load_evaluation(ckpt, preset=None, model="student", overrides=[*ATTACK[1::2], "attack.eps=2"],
+                            data_root=None, device="cpu", verbose=False)
+    assert whitebox_plan(other, "val")[0] != folder
+    retrained = ckpt.with_name("retrained.pth")
+    torch.save(dict(torch.load(ckpt, weights_only=False), meta={**torch.load(ckpt, weights_only=False)["meta"],
+                                                                "epoch": 99}), retrained)
+    ev_retrained = load_evaluation(retrained, preset=None, model="student", overrides=ATTACK[1::2], data_root=None,
+                                   device="cpu", verbose=False)
+    assert whitebox_plan(ev_retrained, "val")[0].name.split("-")[-1] != folder.name.split("-")[-1]
+
+
+def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained_teacher, tmp_path):
+    ckpt = _copy_run(trained_teacher, tmp_path / "run")
+    args = ["evaluate", ckpt, "--robustness", "--corruptions", "gaussian_noise,contrast", "--severities", "1,5",
+            "--device", DEVICE, *ATTACK]
+    run_cli(*args)
+    summary = json.loads(robustness_file(ckpt).read_text())
+    clean = json.loads(eval_file(ckpt, "val").read_text())["bbox"]["AP"]
+    assert clean > 0 and summary["clean"]["AP"] == clean
+    stored = {}
+    for name in ("gaussian_noise", "contrast"):
+        for severity in (1, 5):
+            report = json.loads(eval_file(ckpt, f"val-corruption-{name}-{severity}").read_text())
+            assert report["setting"]["corruption"] == name and report["setting"]["severity"] == severity
+            stored[name, severity] = report["bbox"]["AP"]
+    assert stored["gaussian_noise", 5] < clean and stored["contrast", 5] < clean  # the corruptions bite
+    mpc = statistics.fmean([statistics.fmean([stored[n, 1], stored[n, 5]]) for n in ("gaussian_noise", "contrast")])
+    assert summary["corruptions"]["mPC"] == pytest.approx(mpc, abs=1e-12)
+    assert summary["corruptions"]["rPC"] == pytest.approx(mpc / clean, abs=1e-12)
+    assert [(r["corruption"], r["severity"], r["AP"]) for r in summary["corruptions"]["results"]] == \
+        [(n, s, stored[n, s]) for n in ("gaussian_noise", "contrast") for s in (1, 5)]
+    assert summary["transfer"] is None and "ikd attack --split val" in summary["transfer_skipped"]
+
+    # Seeded per image: scored again from scratch, the same detections and the same AP.
+    noisy = eval_file(ckpt, "val-corruption-gaussian_noise-5", ".bbox.json").read_text()
+    eval_file(ckpt, "val-corruption-gaussian_noise-5").unlink()
+    again = run_cli(*args)
+    assert again.output.count("stored in") == 5  # clean, white-box and three corruptions skipped
+    assert eval_file(ckpt, "val-corruption-gaussian_noise-5", ".bbox.json").read_text() == noisy
+    assert json.loads(robustness_file(ckpt).read_text())["corruptions"]["mPC"] == summary["corruptions"]["mPC"]
+
+    # `ikd report` on this run folder: its robustness columns are the eval files' numbers.
+    from ikd_cli.report.run import write_report
+
+    report = write_report([ckpt.parent], tmp_path / "report")
+    (row,) = report["arms"]
+    whitebox = json.loads(eval_file(ckpt, summary["whitebox"]["file"].split(".eval-")[1][:-5]).read_text())
+    expected = {"AP clean": clean, "AP white-box": whitebox["bbox"]["AP"], "mPC": mpc, "rPC": mpc / clean}
+    for metric, value in expected.items():
+        assert row["robustness"][metric]["mean"] == pytest.approx(100 * value, abs=1e-9), metric
+    assert row["robustness"]["AP transfer"]["n"] == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {100 * whitebox['bbox']['AP']:.1f} |" in markdown and "gaussian_noise,contrast @1,5" in markdown
+
+
+def test_corruptions_are_seeded_per_image_and_named_sets():
+    from ikd_cli.core.errors import IkdError
+    from ikd_cli.evaluate.corruptions import COMMON, corrupt_image, corruption_plan
+
+    img = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    state = np.random.get_state()
+    a = corrupt_image(img, "shot_noise", 3, seed=0, filename="a.png")
+    assert np.array_equal(a, corrupt_image(img, "shot_noise", 3, seed=0, filename="a.png"))
+    assert not np.array_equal(a, corrupt_image(img, "shot_noise", 3, seed=0, filename="b.png"))
+    assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global generator left as it was
+    for name in COMMON:  # all 15 run on this scikit-image (glass blur's argument included)
+        out = corrupt_image(img, name, 5, seed=1, filename="a.png")
+        assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img), name
+    label, plan = corruption_plan("default")
+    assert label == "default" and len(plan) == 15 and {s for _, s in plan} == {1, 3, 5}
+    assert len(corruption_plan("all")[1]) == 75 and corruption_plan("none")[1] == []
+    with pytest.raises(IkdError, match="unknown corruption 'fogg'"):
+        corruption_plan("fog,fogg")
+    with pytest.raises(IkdError, match="--severities takes numbers 1-5"):
+        corruption_plan("fog", "0,6")
+    with pytest.raises(IkdError, match="at least 32 x 32"):
+        corrupt_image(img[:20], "fog", 1, seed=0, filename="small.png")
+
+
+def test_bad_robustness_options_are_one_line(trained_teacher):
+    result = run_cli("evaluate", trained_teacher, "--robustness", "--corruptions", "fogg", expect=1)
+    assert "unknown corruption 'fogg'" in result.output and "Traceback" not in result.output
+    result = run_cli("evaluate", trained_teacher, "--robustness", "--images", trained_teacher.parent, expect=1)
+    assert "leave out --images" in result.output
+    result = run_cli("evaluate", trained_teacher, "--corruptions", "fog", expect=1)
+    assert "go with --robustness" in result.output
