@@ -1,0 +1,84 @@
+"""Runs that continue where they should, and settings and messages in one clear line (issue 18,
+sections 2 and 3): each test is a case that once misbehaved, on real files and processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from helpers import DEVICE, IKD_EXE, kill_after, run_cli
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds a few rows (a bomb's shape)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(1 + 3 * width) * 2)) + chunk(b"IEND", b""))
+
+
+# ------------------------------------------------------------------------------ data check
+def test_data_check_names_each_bad_entry_for_what_it_is(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    ann = root / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    images, boxes = data["images"], data["annotations"]
+    boxes[0]["bbox"] = [float("nan"), 1.0, 10.0, 10.0]
+    boxes[1]["bbox"] = "wide"
+    images.append(dict(images[1], file_name="copy-of-" + images[1]["file_name"]))  # the id of another image
+    images.append(7)  # no object
+    (root / "train" / images[2]["file_name"]).write_bytes(_png_header(30000, 30000))
+    ann.write_text(json.dumps(data))  # json writes NaN as NaN, as Python's COCO tools do
+    result = run_cli("data", "check", "--set", f"data.root={root}", "--set", "data.shapes=null",
+                     "--json", tmp_path / "check.json", expect=1)
+    problems = {p["what"]: p for p in json.loads((tmp_path / "check.json").read_text())[0]["problems"]}
+    assert problems["boxes with a NaN or infinite number (dropped)"]["count"] == 1
+    assert f"image {images[1]['id']}:" in problems["image ids used by more than one image"]["examples"][0]
+    assert "boxes of images not in the file (dropped)" not in problems
+    assert problems["entries of 'images' that are not objects"]["examples"] == [f"images[{len(images) - 1}]: 7"]
+    assert "30000x30000 px" in problems["images too large to decode"]["examples"][0]
+    assert "unreadable or truncated images" not in problems
+    assert "boxes that are not [x," in result.output  # not swallowed as rich markup
+    usable = json.loads((tmp_path / "check.json").read_text())[0]["boxes"]
+    assert usable == len(boxes) - 2
+
+
+# ----------------------------------------------------------------------- presets and --set
+@pytest.mark.parametrize("text, message", [
+    ("name: x\n1: 2\n", "unknown key '1'"),
+    ("name: x\ntrain:\n  3: x\n", "unknown key 'train.3'"),
+    (b"name: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 9)"),
+])
+def test_a_bad_preset_file_is_one_sentence(text, message, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = run_cli("presets", "show", path, expect=1)
+    assert message in result.output and "Error" not in result.output and "debug" not in result.output
+
+
+@pytest.mark.parametrize("value", ["teacher.epochs=2.5", "train.epochs=2.5", "attack.steps=1.5"])
+def test_integer_keys_take_integers(value):
+    result = run_cli("presets", "show", "shapes", "--set", value, expect=1)
+    assert "must be an integer" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_classes_auto_is_accepted_as_documented():
+    result = run_cli("presets", "show", "shapes", "--set", "data.classes=auto")
+    assert "classes: auto" in result.output
+
+
+def test_version():
+    import subprocess
+
+    from ikd_cli import __version__
+
+    proc = subprocess.run([IKD_EXE, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ikd {__version__}", proc.stdout + proc.stderr
