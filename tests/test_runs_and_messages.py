@@ -82,3 +82,35 @@ def test_version():
 
     proc = subprocess.run([IKD_EXE, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"ikd {__version__}", proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------- ikd resume DIR
+def test_resume_continues_the_copy_from_its_newest_complete_checkpoint(tiny_sets, tmp_path):
+    """A copied run folder continues in the copy (the original, whose path its files hold, is
+    left alone); its latest.pth dangles (epoch_2.pth gone), so it continues after epoch 1 and
+    says so; the best of the epoch 2 no longer on disk does not survive beside the new one."""
+    import os
+    import time
+
+    original = tmp_path / "w" / "teacher"
+    run_cli("train", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets, "--set", "train.epochs=2")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)
+    for best in copy.glob("best_*.pth"):
+        best.unlink()
+    os.replace(copy / "epoch_2.pth", copy / "best_bbox_mAP_epoch_2.pth")  # a best of weights now gone
+    stale = (copy / "best_bbox_mAP_epoch_2.pth").stat().st_ino
+    before = {p.name: p.stat().st_mtime_ns for p in original.iterdir()}
+    time.sleep(0.01)
+
+    result = run_cli("resume", copy, "--device", DEVICE)
+    out = " ".join(result.output.split())
+    assert "latest.pth points to epoch_2.pth, which is gone: continuing from epoch_1.pth" in out, out
+    assert f"continuing the train teacher run in {copy} after epoch 1 of 2" in out
+    assert {p.name: p.stat().st_mtime_ns for p in original.iterdir()} == before  # the original untouched
+    import torch
+
+    assert torch.load(copy / "latest.pth", map_location="cpu", weights_only=False)["meta"]["epoch"] == 2
+    bests = list(copy.glob("best_*.pth"))
+    assert all(p.stat().st_ino != stale for p in bests) and len(bests) <= 1, bests
+    assert "after epoch 1 of 2" not in run_cli("resume", copy, "--device", DEVICE).output  # now finished

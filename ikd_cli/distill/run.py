@@ -52,8 +52,9 @@ def counts_for_distill(preset: dict):
 
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
-                must_resume: bool = False):
-    """Distil (or continue distilling) with ``preset``; ``must_resume`` insists on continuing."""
+                must_resume: bool = False, work_dir: Path | None = None):
+    """Distil (or continue distilling) with ``preset``; ``must_resume`` insists on continuing;
+    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
     import mmcv
 
     from ikd_cli.core.checkpoints import teacher_checkpoint
@@ -61,6 +62,8 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
 
     session = TrainingSession(preset, device=device, launcher=launcher)
     cfg = build_distill_config(preset)
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
     teacher_checkpoint(preset)  # fail early, before any model is built
     mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
     from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook

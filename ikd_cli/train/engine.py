@@ -40,7 +40,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
 
     from ikd_cli.core import compat
     from ikd_cli.core.processes import bind_workers
-    from ikd_cli.train.hooks import FiniteLossHook, RichProgressHook
+    from ikd_cli.train.hooks import BestOfThisRunHook, FiniteLossHook, RichProgressHook
     from ikd_cli.train.runner import wrap_model
 
     compat.apply()
@@ -79,6 +79,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
                                    cfg.get("momentum_config"))
     runner.register_hook(FiniteLossHook(), priority="HIGH")  # before OptimizerHook (ABOVE_NORMAL)
+    runner.register_hook(BestOfThisRunHook(), priority="VERY_HIGH")  # before EvalHook's before_run
     for hook, priority in extra_hooks:
         runner.register_hook(hook, priority=priority)
 

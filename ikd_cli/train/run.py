@@ -17,12 +17,15 @@ def training_keys(preset: dict, role: str):
 
 
 def train_detector(preset: dict, role: str, *, device: str | None, launcher: str, verbose: bool,
-                   restart: bool = False, must_resume: bool = False):
-    """Train (or continue training) ``role`` of ``preset``; ``must_resume`` insists on continuing."""
+                   restart: bool = False, must_resume: bool = False, work_dir: Path | None = None):
+    """Train (or continue training) ``role`` of ``preset``; ``must_resume`` insists on continuing;
+    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
     from ikd_cli.config.mmdet import build_config
 
     session = TrainingSession(preset, device=device, launcher=launcher)
     cfg = build_config(preset, role)
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
     work_dir, resume_from = session.prepare(cfg, {"command": "train", "role": role}, restart=restart,
                                             counts=training_keys(preset, role))
     if must_resume and resume_from is None:
