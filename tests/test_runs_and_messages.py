@@ -114,3 +114,60 @@ def test_resume_continues_the_copy_from_its_newest_complete_checkpoint(tiny_sets
     bests = list(copy.glob("best_*.pth"))
     assert all(p.stat().st_ino != stale for p in bests) and len(bests) <= 1, bests
     assert "after epoch 1 of 2" not in run_cli("resume", copy, "--device", DEVICE).output  # now finished
+
+
+# ----------------------------------------------------------- --gpus 2: the launcher killed
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc (children of children included)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_launcher_of_two_ranks_stops_them_all(tiny_sets, tmp_path):
+    """kill -9 of the `ikd` that started torchrun (SIGTERM takes the same path: Python's default
+    handler ends the launcher, and torchrun hears of it from the kernel)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import two_ranks_or_skip
+
+    two_ranks_or_skip()
+    work = tmp_path / "teacher"
+    cmd = [IKD_EXE, "train", "--gpus", "2", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
+           "--set", "train.epochs=3"]
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 300
+    while not (work / "epoch_1.pth").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run stopped or took too long"
+        time.sleep(0.1)
+    below = _descendants(proc.pid)
+    assert len(below) >= 3, below  # torchrun and its two ranks
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while any(_alive(p) for p in below) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in below if _alive(p)], "processes outlived their launcher"
+    assert not (work / "epoch_3.pth").exists()
+    result = run_cli("resume", work, "--device", DEVICE)  # and the folder continues where it stopped
+    assert "continuing the train teacher run" in result.output
+    assert (work / "epoch_3.pth").exists()
