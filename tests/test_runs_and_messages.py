@@ -171,3 +171,17 @@ def test_killing_the_launcher_of_two_ranks_stops_them_all(tiny_sets, tmp_path):
     result = run_cli("resume", work, "--device", DEVICE)  # and the folder continues where it stopped
     assert "continuing the train teacher run" in result.output
     assert (work / "epoch_3.pth").exists()
+
+
+# ------------------------------------------------------------------------- train.threads
+def test_train_threads_pins_the_count_and_is_recorded(tiny_sets, tmp_path):
+    import subprocess
+
+    work = tmp_path / "teacher"
+    proc = subprocess.run([IKD_EXE, "train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
+                           "--set", "train.threads=2"], capture_output=True, text=True, timeout=600,
+                          env=dict(__import__("os").environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 2
+    result = run_cli("presets", "show", "shapes", "--set", "train.threads=0", expect=1)
+    assert "train.threads must be an integer >= 1 or null, got 0" in result.output

@@ -163,6 +163,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     from ikd_cli.config.mmdet import build_config
     from ikd_cli.core.checkpoints import teacher_checkpoint
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
+    from ikd_cli.core.machine import pin_threads
     from ikd_cli.core.processes import WorkerInit
     from ikd_cli.data.check import run_data_check
     from ikd_cli.data.setup import ensure_dataset
@@ -170,6 +171,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     opts = preset["attack"]
     attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
     fmt = opts["format"]
+    pin_threads(preset)
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
     if rank == 0:

@@ -107,6 +107,7 @@ NULLABLE: dict[str, tuple[str, Any]] = {
     "data.shapes": ("a mapping or null", lambda v: isinstance(v, dict)),
     "attack.decay": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     "attack.random_start": ("true/false", lambda v: isinstance(v, bool)),
+    "train.threads": ("an integer >= 1", lambda v: _ints(v, 1)),
     "backdoor.victim_epochs": ("an integer >= 1", lambda v: _ints(v, 1)),
     "backdoor.victim_lr_steps": ("a list of epochs (integers)", _int_list),
 }
@@ -249,6 +250,10 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": False,  # also log to TensorBoard (<work dir>/tf_logs; needs `pip install tensorboard`)
         "seed": 0,
         "gpus": 1,
+        # torch's intra-op thread count for train, distill and attack (float sums are reordered by
+        # it, so a run is repeatable to the last digit only at one count); null: leave it as is
+        # (OMP_NUM_THREADS, or torch's default). Each run's run.json records the count it used.
+        "threads": None,
     },
     # `ikd backdoor`: a BadNets-style trigger poisons a share of the training set (the attacker
     # trains the victim on it); the defences get the victim and a small clean share of the data.

@@ -16,7 +16,7 @@ from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_symlink, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from ikd_cli.core.lock import lock_folder
-from ikd_cli.core.machine import compute_fingerprint, fingerprint_change
+from ikd_cli.core.machine import compute_fingerprint, fingerprint_change, pin_threads
 from ikd_cli.core.ui import console, quiet_to_log
 from ikd_cli.data.check import run_data_check
 from ikd_cli.data.setup import ensure_dataset
@@ -34,7 +34,9 @@ def load_saved_preset(work_dir: Path) -> dict:
 
 # Settings that say how a run is kept and logged, not what it learns: a run continues whatever
 # they are (keep fewer checkpoints from now on, log more often).
-BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard"}
+# train.threads too: a continuation at another count says so (run.json's compute), as it does
+# for OMP_NUM_THREADS.
+BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard", "train.threads"}
 
 
 def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
@@ -103,6 +105,7 @@ class TrainingSession:
 
     def __init__(self, preset: dict, *, device: str | None, launcher: str):
         self.preset = preset
+        pin_threads(preset)
         self.device = pick_device(device)
         self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
         if self.rank == 0:
