@@ -185,3 +185,12 @@ def test_train_threads_pins_the_count_and_is_recorded(tiny_sets, tmp_path):
     assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 2
     result = run_cli("presets", "show", "shapes", "--set", "train.threads=0", expect=1)
     assert "train.threads must be an integer >= 1 or null, got 0" in result.output
+
+
+# ------------------------------------------------------------------ backdoor poison
+def test_a_failed_poisoning_start_does_not_block_the_corrected_command(tiny_sets, tmp_path):
+    out = tmp_path / "poisoned"
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", out, "--rate", "0.01", expect=1)
+    assert "triggers no image" in result.output
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", out, "--rate", "0.25")
+    assert "poisoned set ready" in result.output and not (out / ".backdoor-partial.json").exists()
