@@ -194,3 +194,26 @@ def test_a_failed_poisoning_start_does_not_block_the_corrected_command(tiny_sets
     assert "triggers no image" in result.output
     result = run_cli("backdoor", "poison", *tiny_sets, "--out", out, "--rate", "0.25")
     assert "poisoned set ready" in result.output and not (out / ".backdoor-partial.json").exists()
+
+
+# ------------------------------------------------------- a file name that is not UTF-8
+def test_an_image_name_that_is_not_utf8_is_attacked_and_shown(trained_teacher, tmp_path):
+    import os
+
+    from ikd_cli.data.shapes import generate_shapes
+
+    root = tmp_path / "shapes"
+    generate_shapes(root, seed=0, num_train=4, num_val=2, image_size=64)
+    ann = root / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    first = data["images"][0]["file_name"]
+    os.rename(root / "train" / first, os.fsencode(root / "train") + b"/caf\xe9.png")  # Latin-1 on disk
+    data["images"][0]["file_name"] = os.fsdecode(b"caf\xe9.png")  # as Python reads such a name
+    ann.write_text(json.dumps(data))
+    args = ["attack", "--checkpoint", trained_teacher, "--out", tmp_path / "adv", "--device", DEVICE,
+            "--workers", "0", "--steps", "1", "--set", f"data.root={root}", "--set", "data.shapes=null",
+            "--set", "data.img_scale=[64, 64]", "--set", "data.workers_per_gpu=0"]
+    result = run_cli(*args)
+    assert "preview:" in result.output and (tmp_path / "adv" / "preview.png").is_file()
+    assert os.path.exists(os.fsencode(tmp_path / "adv") + b"/caf\xe9.png.ikdd")
+    assert "nothing to do" in run_cli(*args).output
