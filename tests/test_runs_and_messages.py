@@ -217,3 +217,24 @@ def test_an_image_name_that_is_not_utf8_is_attacked_and_shown(trained_teacher, t
     assert "preview:" in result.output and (tmp_path / "adv" / "preview.png").is_file()
     assert os.path.exists(os.fsencode(tmp_path / "adv") + b"/caf\xe9.png.ikdd")
     assert "nothing to do" in run_cli(*args).output
+
+
+# ------------------------------------------------------------------ hints that work
+def test_a_hint_repeats_the_preset_path_and_the_set_values(shapes_root, tmp_path):
+    import shlex
+
+    from ikd_cli.config.presets import CONFIG_DIR
+
+    preset = tmp_path / "my presets" / "tiny.yaml"  # a path, with a space: quoted in the hint
+    preset.parent.mkdir()
+    preset.write_text((CONFIG_DIR / "shapes.yaml").read_text().replace("description:", "name: tiny\ndescription:"))
+    sets = ["--set", f"data.root={shapes_root}", "--set", "data.shapes=null", "--set", "data.img_scale=[96, 96]",
+            "--set", f"teacher.checkpoint={tmp_path / 'none.pth'}"]
+    result = run_cli("attack", "--preset", preset, *sets, "--out", tmp_path / "adv", "--device", DEVICE, expect=1)
+    hint = " ".join(result.output.split()).split("`")[1]
+    assert hint.startswith("ikd train --preset "), hint
+    args = shlex.split(hint)
+    assert args[args.index("--preset") + 1] == str(preset)
+    given = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    assert given == [s for s in sets if s != "--set"], given
+    assert "--model teacher" in hint

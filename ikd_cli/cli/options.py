@@ -72,7 +72,11 @@ def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str]
     for key, value in (extra or {}).items():
         if value is not None:
             overrides[key] = value.value if isinstance(value, Enum) else value
-    return presets.load(preset, overrides)
+    from ikd_cli.core.invocation import remember
+
+    tree = presets.load(preset, overrides)
+    remember(tree, preset, overrides)  # hints repeat the preset as given, with these values
+    return tree
 
 
 def relaunch(gpus: int, launcher: Launcher) -> str:

@@ -43,6 +43,9 @@ def resume_run(work_dir: Path, *, preset_name: str | None, device, launcher: str
         raise IkdError(f"{work_dir} is the '{run.get('step', run.get('command'))}' step of `ikd {run.get('command')}`; "
                        f"run that same command again to continue it")
     saved = presets.load(str(work_dir / PRESET_FILE))
+    from ikd_cli.core.invocation import remember
+
+    remember(saved, str(work_dir / PRESET_FILE), {})  # hints name the preset this run was saved with
     if preset_name and preset_name != saved["name"]:
         raise IkdError(f"{work_dir} is a run of preset '{saved['name']}', not '{preset_name}'")
     from ikd_cli.train.session import resume_point

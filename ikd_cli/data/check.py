@@ -285,7 +285,7 @@ def check_preset(preset: dict, splits=("train", "val"), *, images: bool = True) 
 
 def require_usable(reports: list[SplitReport], preset_name: str = "") -> list[SplitReport]:
     """Stop with one line on the first error; return the reports (warnings are the caller's)."""
-    hint = f"; see `ikd data check --preset {preset_name}`" if preset_name else ""
+    hint = f"; see `ikd data check {preset_name}`" if preset_name else ""
     for report in reports:
         for problem in report.errors:
             more = f" (+{problem.count - 1} more)" if problem.count > 1 else ""
@@ -299,12 +299,14 @@ def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True
 
     from ikd_cli.core.ui import console
 
-    reports = require_usable(check_preset(preset, splits, images=images), preset["name"])
+    from ikd_cli.core.invocation import preset_args
+
+    reports = require_usable(check_preset(preset, splits, images=images), preset_args(preset))
     for report in reports:
         if report.warnings:
             shown = escape("; ".join(f"{p.what}: {p.count}" for p in report.warnings[:3]))
             console.print(f"[yellow]data check[/] ({report.split}): {shown}; details: "
-                          f"`ikd data check --preset {preset['name']}`", soft_wrap=True)
+                          f"`{escape(f'ikd data check {preset_args(preset)}')}`", soft_wrap=True)
     return reports
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.attack.manifest import missing_or_stale
+from ikd_cli.core.invocation import preset_args
 from ikd_cli.core.errors import IkdError
 from ikd_cli.train.session import FINISHED, TrainingSession
 
@@ -24,13 +25,13 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     diff = settings_difference(adv_dir, wanted, ignore=TRAINING_INDIFFERENT)
     if diff:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
-                       f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
+                       f"make it again with `ikd attack {preset_args(preset)} --overwrite`, or point "
                        "attack.out at a set made with these settings")
     missing = missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
     if missing:
         raise IkdError(
             f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
-            f"(first: {missing[0]}); make them with `ikd attack --preset {preset['name']} --eps {a['eps']:g} "
+            f"(first: {missing[0]}); make them with `ikd attack {preset_args(preset)} --eps {a['eps']:g} "
             f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
 
 
