@@ -238,3 +238,27 @@ def test_a_hint_repeats_the_preset_path_and_the_set_values(shapes_root, tmp_path
     given = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     assert given == [s for s in sets if s != "--set"], given
     assert "--model teacher" in hint
+
+
+# ------------------------------------------------------- evaluate from a read-only folder
+def test_evaluate_writes_its_metrics_where_out_says(trained_teacher, tiny_sets, tmp_path):
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    ckpt = folder / "teacher.pth"
+    shutil.copy(trained_teacher, ckpt)
+    # read-only even for root (the suite may run as root, which chmod does not stop)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here: no folder is read-only for this user")
+    try:
+        result = run_cli("evaluate", ckpt, "--device", DEVICE, *tiny_sets, expect=1)
+        assert "is not writable" in result.output and "--out" in result.output
+        result = run_cli("evaluate", ckpt, "--device", DEVICE, *tiny_sets, "--out", tmp_path / "m" / "teacher.json")
+        report = json.loads((tmp_path / "m" / "teacher.json").read_text())
+        assert report["checkpoint"] == str(ckpt) and 0 <= report["bbox"]["AP"] <= 1
+        run_cli("evaluate", ckpt, "--device", DEVICE, *tiny_sets, "--out", tmp_path / "dir")
+        assert (tmp_path / "dir" / "teacher.eval-val.json").is_file()
+        assert sorted(p.name for p in folder.iterdir()) == ["teacher.pth"]
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json
+from ikd_cli.core.fileio import atomic_write_json, ensure_writable_dir
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
@@ -140,8 +140,25 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path) -> dict:
     return metrics
 
 
+def metrics_path(checkpoint: Path, tag: str, out: Path | None) -> Path:
+    """``<checkpoint stem>.eval-<tag>.json`` beside the checkpoint, or in the folder ``out``, or
+    ``out`` itself when it names a .json file; its folder proven writable before any inference
+    (a read-only checkpoint folder is said in one line, with the way out)."""
+    name = f"{checkpoint.stem}.eval-{tag}.json"
+    if out is None:
+        path = checkpoint.with_name(name)
+    else:
+        out = Path(out)
+        path = out if out.suffix == ".json" and not out.is_dir() else out / name
+    try:
+        ensure_writable_dir(path.parent, "metrics folder")
+    except IkdError as err:
+        raise IkdError(f"{err}; write the metrics elsewhere with --out FILE.json or --out FOLDER") from None
+    return path
+
+
 def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
-                        overrides, data_root, device: str | None, verbose: bool) -> dict:
+                        overrides, data_root, device: str | None, verbose: bool, out: Path | None = None) -> dict:
     from mmdet.datasets import build_dataloader
 
     from ikd_cli.config.mmdet import has_masks
@@ -162,8 +179,8 @@ def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, im
     require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
                                        classes)], "")
     tag = split if images is None else f"{split}-{Path(images).name}"
-    out_json = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.json")
-    log_file = checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}.log")
+    out_json = metrics_path(checkpoint, tag, out)
+    log_file = out_json.with_suffix(".log")
     with quiet_to_log(log_file, verbose=verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_delta_set(Path(images)):
