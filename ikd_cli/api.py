@@ -43,7 +43,11 @@ def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] =
             raise IkdError(f"unknown setting '{key}'{where}: {presets.nearest(dotted, SETTINGS)}")
         if value is not None:
             overrides[dotted] = value.value if isinstance(value, Enum) else value
-    return presets.load(preset, overrides)
+    from ikd_cli.core.invocation import remember
+
+    tree = presets.load(preset, overrides)
+    remember(tree, preset, overrides)  # hints repeat the preset as given, with these values
+    return tree
 
 
 def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, settings: Optional[dict] = None,

@@ -334,3 +334,21 @@ def test_robustness_columns_and_their_paired_differences(study, tmp_path):
     assert "robustness paired by seed" in markdown and "| mPC | 3 | 1.0 |" in markdown
     wb = [100 * values["IKD", s]["AP white-box"] for s in SEEDS]
     assert f"{statistics.fmean(wb):.1f} ± {statistics.stdev(wb):.1f}" in markdown
+
+
+@pytest.mark.parametrize("epoch", [300000000, 0, -3])
+def test_a_log_line_with_an_odd_epoch_neither_hangs_nor_breaks_the_report(epoch, real_run, tmp_path):
+    """A log line is data: a bogus epoch (an edited or foreign log) once looped to 300 million,
+    and epoch 0 (mmcv counts from 1) raised KeyError: 0; epochs below 1 are not mmcv's and skipped."""
+    import time
+
+    folder = _copy_run(real_run, tmp_path / "run")
+    (log,) = folder.glob("*.log.json")
+    log.write_text(log.read_text() + json.dumps({"mode": "train", "epoch": epoch, "iter": 1, "lr": 0.01,
+                                                 "loss": 1.0}) + "\n")
+    started = time.time()
+    run = read_run(folder)
+    assert time.time() - started < 10
+    logged = read_run(real_run).train
+    assert run.train[:len(logged)] == logged and len(run.train) == len(logged) + (epoch >= 1)
+    run_cli("report", folder, "--out", tmp_path / "report")

@@ -35,11 +35,18 @@ def draw_detections(ax, detections, class_names: list[str], score_thr: float) ->
                 continue
             colour = f"C{label % 10}"
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.2))
-            name = class_names[label] if label < len(class_names) else str(label)
+            name = printable(class_names[label]) if label < len(class_names) else str(label)
             ax.text(x1, y1, f"{name} {score:.2f}", fontsize=6, color="white", va="bottom",
                     bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.8))
             drawn += 1
     return drawn
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be drawn or printed: one that is not UTF-8 on disk reaches
+    Python with lone surrogates ('caf\\udce9.png'), which matplotlib (and a UTF-8 terminal)
+    refuse; those are written as escapes instead."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_preview(path: Path, items: list[dict], eps: float, class_names: list[str],
@@ -59,7 +66,7 @@ def write_preview(path: Path, items: list[dict], eps: float, class_names: list[s
         for ax, (image, detections, what) in zip(row, panels):
             ax.imshow(image[..., ::-1])  # BGR -> RGB
             count = draw_detections(ax, detections, class_names, score_thr)
-            ax.set_title(f"{item['name']}: {what}, {count} det ≥ {score_thr:g}", fontsize=8)
+            ax.set_title(f"{printable(item['name'])}: {what}, {count} det ≥ {score_thr:g}", fontsize=8)
         row[2].imshow(amplified_perturbation(item["clean"], item["adv"], eps)[..., ::-1])
         row[2].set_title(f"perturbation (±{eps:g} → full range)", fontsize=8)
     for ax in axes.flat:

@@ -198,6 +198,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     from ikd_cli.attack.batch import attack_batch
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
+    from ikd_cli.core.machine import pin_threads
     from ikd_cli.core.processes import WorkerInit
     from ikd_cli.data.check import run_data_check
     from ikd_cli.data.setup import ensure_dataset
@@ -205,6 +206,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     opts = preset["attack"]
     attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
     fmt = opts["format"]
+    pin_threads(preset)
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
     bad = {}  # image -> why, for --skip-bad: not attacked, recorded as skipped

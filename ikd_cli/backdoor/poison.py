@@ -136,6 +136,8 @@ def _check_folder(out: Path, settings: dict) -> str:
                        "--out (backdoor.out) or delete that folder")
     if (out / PARTIAL).is_file():
         old = read_json(out / PARTIAL, "poisoning progress marker")
+        if all(p.name in (PARTIAL, LOCK_FILE) for p in out.iterdir()):
+            return "new"  # a start that failed before writing any image: nothing to keep or mix
         if old == settings:
             return "continue"
         raise IkdError(f"{out} holds an unfinished poisoned set with other settings ({differs(old)}); use another "
@@ -158,12 +160,14 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     state = _check_folder(out, settings)
     if state == "done":
         return out, read_json(out / MANIFEST, "poisoned set manifest"), False
+    paths = source["paths"]
+    train, val = source["train"], source["val"]
+    # before the marker: settings that cannot start (a rate that triggers no image) leave nothing
+    # behind that would refuse the corrected command as "other settings"
+    triggered = set(choose_triggered(train, settings["rate"], settings["seed"]))
     ensure_writable_dir(out, "poisoned set folder")
     lock_folder(out, "backdoor poison")
     atomic_write_json(out / PARTIAL, settings)
-    paths = source["paths"]
-    train, val = source["train"], source["val"]
-    triggered = set(choose_triggered(train, settings["rate"], settings["seed"]))
     total, done = len(train["images"]) + 2 * len(val["images"]), 0
 
     def tick():

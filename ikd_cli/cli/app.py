@@ -50,8 +50,12 @@ def _fail(message: str, code: int, interrupted: bool = False):
     from ikd_cli.core.distributed import record_error
     from ikd_cli.core.ui import console
 
+    from rich.markup import escape
+
     if not record_error(message, code, interrupted=interrupted):
-        console.print(INTERRUPTED if interrupted else f"[bold red]error:[/] {message}", soft_wrap=True)
+        # escaped: a message quotes file names and values ("[x, y, w, h]"), which rich would
+        # otherwise take for markup and drop
+        console.print(INTERRUPTED if interrupted else f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -97,15 +101,20 @@ def _run_releasing_locks(func, *args, **kwargs):
             lock.release_all()
 
 
-@app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.",
-                                       is_eager=True)):
-    if version:
+def _print_version(value: bool) -> None:
+    """``ikd --version``: an eager option's own callback, so it answers before click asks for a
+    command (a plain option of the group's callback is only read once a command is given)."""
+    if value:
         from ikd_cli import __version__
 
         typer.echo(f"ikd {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                       is_eager=True, callback=_print_version)):
     _state["debug"] = debug
     _silence_import_notices()
 

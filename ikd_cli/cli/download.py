@@ -10,6 +10,7 @@ import typer
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import SetOpt, load_preset
 from ikd_cli.config.presets import DEFAULT_PRESET
+from ikd_cli.core.invocation import preset_args
 from ikd_cli.core.errors import IkdError
 
 
@@ -50,7 +51,7 @@ def download(
         registry_name = p[name]["download"]
         if not registry_name:
             raise IkdError(f"preset '{p['name']}' has no {name} to download "
-                           f"(its {name} is trained with `ikd train --preset {p['name']} --model {name}`)")
+                           f"(its {name} is trained with `ikd train {preset_args(p)} --model {name}`)")
         name = registry_name
     ckpt = resolve(name)
     if not ckpt.verifiable:

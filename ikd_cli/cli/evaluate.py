@@ -26,6 +26,9 @@ def evaluate(
     split: Split = typer.Option(Split.val, help="The split's annotations to score against."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="Where the metrics JSON goes: a .json file, or a folder (default: "
+                                            "beside the checkpoint; for a read-only checkpoint folder)."),
     device: Device = DeviceOpt,
     verbose: bool = VerboseOpt,
     trust_checkpoint: bool = TrustCheckpointOpt,
@@ -61,4 +64,5 @@ def evaluate(
     from ikd_cli.evaluate.run import evaluate_checkpoint
 
     evaluate_checkpoint(checkpoint, preset=preset_tree, model=model.value, images=images, split=split.value,
-                        overrides=sets, data_root=data_root, device=device, verbose=verbose, classwise=classwise)
+                        overrides=sets, data_root=data_root, device=device, verbose=verbose, classwise=classwise,
+                        out=out)

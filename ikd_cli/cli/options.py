@@ -90,7 +90,12 @@ def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str]
                 work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
     """The preset with --set, --data-root, --work-dir and a command's own options applied
     (``extra``: dotted key -> value, None = not given)."""
-    return presets.load(preset, cli_settings(sets, data_root, work_dir, extra))
+    from ikd_cli.core.invocation import remember
+
+    overrides = cli_settings(sets, data_root, work_dir, extra)
+    tree = presets.load(preset, overrides)
+    remember(tree, preset, overrides)  # hints repeat the preset as given, with these values
+    return tree
 
 
 def relaunch(gpus: int, launcher: Launcher) -> str:

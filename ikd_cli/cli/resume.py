@@ -43,15 +43,23 @@ def resume_run(work_dir: Path, *, preset_name: str | None, device, launcher: str
         raise IkdError(f"{work_dir} is the '{run.get('step', run.get('command'))}' step of `ikd {run.get('command')}`; "
                        f"run that same command again to continue it")
     saved = presets.load(str(work_dir / PRESET_FILE))
+    from ikd_cli.core.invocation import remember
+
+    remember(saved, str(work_dir / PRESET_FILE), {})  # hints name the preset this run was saved with
     if preset_name and preset_name != saved["name"]:
         raise IkdError(f"{work_dir} is a run of preset '{saved['name']}', not '{preset_name}'")
-    if not (work_dir / "latest.pth").exists():
+    from ikd_cli.train.session import resume_point
+
+    if resume_point(work_dir)[0] is None:
         raise IkdError(f"nothing to resume in {work_dir}: no checkpoint was saved yet (start the run again)")
+    # DIR itself is continued, not the folder its saved preset names (a copied run folder
+    # continues the copy; the original is left alone)
     if run["command"] == "distill":
         from ikd_cli.distill.run import run_distill
 
-        run_distill(saved, device=device, launcher=launcher, verbose=verbose, must_resume=True)
+        run_distill(saved, device=device, launcher=launcher, verbose=verbose, must_resume=True, work_dir=work_dir)
     else:
         from ikd_cli.train.run import train_detector
 
-        train_detector(saved, run["role"], device=device, launcher=launcher, verbose=verbose, must_resume=True)
+        train_detector(saved, run["role"], device=device, launcher=launcher, verbose=verbose, must_resume=True,
+                       work_dir=work_dir)

@@ -117,7 +117,7 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
     """Deep-merge ``update`` onto a copy of ``base``; unknown keys and wrong types are errors."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        dotted = prefix + key
+        dotted = f"{prefix}{key}"  # a YAML key may be a number (``1: 2``): named, not concatenated
         if key not in out:
             raise IkdError(f"unknown key '{dotted}': {nearest(dotted, _all_keys(DEFAULTS))}")
         if isinstance(out[key], dict) and isinstance(value, dict):
@@ -194,6 +194,9 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = 
         raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise IkdError(f"cannot read preset {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise IkdError(f"preset {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                       f"{err.start}); save it as UTF-8") from None
     except _YamlTooLarge as err:
         raise IkdError(f"preset {path}: {err}") from None
     except yaml.YAMLError as err:

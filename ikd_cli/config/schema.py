@@ -245,6 +245,10 @@ SETTINGS: dict[str, Setting] = {
     "train.seed": _s(0, "random seed of training and of the attack's random draws", low=0, attack_set="seed",
                      distill_ignores=True),
     "train.gpus": _s(1, low=1),
+    # float sums are reordered by the thread count, so a run is repeatable to the last digit only
+    # at one count; each run's run.json records the count it used
+    "train.threads": _s(None, "torch's intra-op threads for train, distill and attack (null: leave it as is, "
+                              "OMP_NUM_THREADS or torch's default)", kind=int, low=1),
     # -- `ikd backdoor` ----------------------------------------------------------------------------
     # A BadNets-style trigger poisons a share of the training set (the attacker trains the victim
     # on it); the defences get the victim and a small clean share of the data.

@@ -8,12 +8,14 @@ Without CUDA the gloo backend is used, which is how the distributed path is test
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
+from ikd_cli.core.processes import DieWithParent
 
 
 class Launcher(str, Enum):
@@ -55,7 +57,9 @@ def maybe_relaunch(gpus: int, launcher: str, *, debug: bool = False) -> None:
     error_file, torchrun_log = folder / "error.json", folder / "torchrun.log"
     env = dict(os.environ, **{ERROR_FILE_ENV: str(error_file)})
     with open(torchrun_log, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stderr=None if debug else log)
+        # torchrun gets SIGTERM when this process dies, however it dies (kill -9 included): it
+        # then stops its ranks, which die with it in any case (init_distributed)
+        proc = subprocess.Popen(cmd, env=env, stderr=None if debug else log, preexec_fn=DieWithParent(signal.SIGTERM))
         try:
             code = proc.wait()
         except KeyboardInterrupt:
@@ -158,6 +162,12 @@ def init_distributed(launcher: str, device: str) -> tuple[bool, int, int]:
         _slurm_environment()
     elif "RANK" not in os.environ:
         raise IkdError("--launcher pytorch expects to run under torchrun (use --gpus N instead)")
+    else:
+        # a rank outlives a torchrun killed with SIGKILL (its agent cannot stop it then), and
+        # would go on training into the folder: it dies with its parent instead
+        from ikd_cli.core.processes import die_with_parent
+
+        die_with_parent()
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     if not dist.is_initialized():

@@ -45,3 +45,12 @@ def fingerprint_change(started: dict, now: dict) -> str:
     """'' when a continued run computes as it started, else what changed ('threads 1 -> 2')."""
     keys = [k for k in ("threads", "cpu", "isa", "torch") if k in started and started[k] != now.get(k)]
     return ", ".join(f"{k} {started[k]} -> {now.get(k)}" for k in keys)
+
+
+def pin_threads(preset: dict) -> None:
+    """Apply ``train.threads`` (null: leave torch's count as it is), before any model is built."""
+    threads = (preset.get("train") or {}).get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))

@@ -11,19 +11,33 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when its parent dies (Linux; a no-op elsewhere)."""
+def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux; a no-op
+    elsewhere). ``parent``: the pid the parent had (a child started through fork + exec knows
+    it), so that a parent gone before the request took effect is noticed too."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig))
     except OSError:
         return
-    if os.getppid() == 1:  # the parent died before the request took effect
-        os._exit(1)
+    if os.getppid() == 1 or (parent is not None and os.getppid() != parent):
+        os._exit(1)  # the parent died before the request took effect
+
+
+class DieWithParent:
+    """A ``preexec_fn`` for subprocess.Popen: the child gets ``sig`` when this process dies, also
+    by SIGKILL (a class, to carry the parent's pid into the forked child)."""
+
+    def __init__(self, sig: int = signal.SIGTERM):
+        self.sig = sig
+        self.parent = os.getpid()
+
+    def __call__(self) -> None:
+        die_with_parent(self.sig, self.parent)
 
 
 class WorkerInit:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ EXAMPLES = 3  # examples shown per problem
 # The errors of single image files: a run can go on without those images (``--skip-bad``), and
 # ``ikd data check`` lists every one of them.
 BAD_IMAGES = ("missing images", "unreadable or truncated images")
-CHECK_VERSION = 3  # bump when the checks change: cached results of older checks are ignored
+CHECK_VERSION = 5  # bump when the checks change: cached results of older checks are ignored
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -85,12 +86,36 @@ class _Problems:
 _ENDS = {"JPEG": (b"\xff\xd9", 1024), "PNG": (b"IEND", 16)}  # end marker, and how far from the end to look
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than Pillow decodes (a decompression bomb, or
+    a real but huge scan): refused for its size, which is not the same as unreadable."""
+
+    def __init__(self, width: int, height: int, limit: int):
+        super().__init__(f"{width}x{height} px, over the {limit:,}-pixel limit")
+
+
+def _open_image(path: Path):
+    """``Image.open`` (header only); a size over Pillow's bomb limit raises ImageTooLarge with
+    the declared size, read from the header again with the limit lifted (nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        raise ImageTooLarge(width, height, 2 * limit) from None
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) as the image will be seen after EXIF rotation, from its header alone; a
     JPEG or PNG cut short (no end marker near its end) is refused like an unreadable one."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with _open_image(path) as im:
         marker = _ENDS.get(im.format)
         if marker is not None:
             with open(path, "rb") as fh:
@@ -121,6 +146,22 @@ def _load(ann_file: Path) -> dict:
     return data
 
 
+def _objects(data: dict, key: str, problems: _Problems) -> list[dict]:
+    """The entries of ``data[key]`` that are JSON objects; each other one is an error."""
+    kept = []
+    for i, entry in enumerate(data[key]):
+        if isinstance(entry, dict):
+            kept.append(entry)
+        else:
+            problems("error", f"entries of '{key}' that are not objects").add(f"{key}[{i}]: {_short(entry)}")
+    return kept
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> SplitReport:
     """Check one split. ``classes`` is the preset's class list (None: every category of the
     file is used). ``image_dir`` None skips the image files (annotations only)."""
@@ -139,7 +180,11 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
     used = {cid for cid, name in cats.items() if classes is None or name in classes}
 
     images, bad = {}, {}
-    for info in data["images"]:
+    for info in _objects(data, "images", problems):
+        if info.get("id") in images:  # COCO's index keeps the last entry of an id: one image lost
+            problems("error", "image ids used by more than one image").add(
+                f"image {info.get('id')}: {images[info.get('id')].get('file_name')!r} and {info.get('file_name')!r}")
+            continue
         images[info.get("id")] = info
         name = str(info.get("file_name", ""))
         if name and not is_inside(name):
@@ -156,6 +201,9 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
             continue
         try:
             size = image_size(path)
+        except ImageTooLarge as err:
+            problems("error", "images too large to decode").add(f"{info.get('file_name')}: {err}")
+            continue
         except Exception:  # PIL raises several types for a file that is no image
             problems("error", "unreadable or truncated images").add(str(info.get("file_name")))
             bad[str(info.get("file_name"))] = "unreadable or truncated"
@@ -165,7 +213,7 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
                 f"{info.get('file_name')}: JSON {info.get('width')}x{info.get('height')}, file {size[0]}x{size[1]}")
 
     usable, per_class = 0, {cid: 0 for cid in used}
-    for ann in data["annotations"]:
+    for ann in _objects(data, "annotations", problems):
         where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
         cid = ann.get("category_id")
         if cid not in cats:
@@ -177,6 +225,9 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
             x, y, w, h = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
             problems("warning", "boxes that are not [x, y, w, h] (dropped)").add(where)
+            continue
+        if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every < and >= test below
+            problems("warning", "boxes with a NaN or infinite number (dropped)").add(f"{where}: {ann['bbox']}")
             continue
         info = images.get(ann.get("image_id"))
         if info is None:
@@ -243,7 +294,7 @@ def require_usable(reports: list[SplitReport], preset_name: str = "", *, skip_ba
     """Stop with one line on the first error; return the reports (warnings are the caller's).
     Bad image files (:data:`BAD_IMAGES`) are counted together and named where all of them are
     listed; ``skip_bad`` (True, or a set of file names) lets those images through."""
-    hint = f"; see `ikd data check --preset {preset_name}`" if preset_name else ""
+    hint = f"; see `ikd data check {preset_name}`" if preset_name else ""
     for report in reports:
         for problem in report.errors:
             if problem.what in BAD_IMAGES:
@@ -256,7 +307,7 @@ def require_usable(reports: list[SplitReport], preset_name: str = "", *, skip_ba
             continue
         kinds = ", ".join(f"{p.what}: {p.count}" for p in report.errors if p.what in BAD_IMAGES)
         shown = ", ".join(list(bad)[:EXAMPLES]) + (", ..." if len(bad) > EXAMPLES else "")
-        where = (f"; all of them: `ikd data check --preset {preset_name}`" if preset_name else "")
+        where = (f"; all of them: `ikd data check {preset_name}`" if preset_name else "")
         raise IkdError(f"data check: {report.split}: {len(bad)} of {report.images} images cannot be read "
                        f"({kinds}): {shown}{where}{skip_hint}")
     return reports
@@ -265,15 +316,19 @@ def require_usable(reports: list[SplitReport], preset_name: str = "", *, skip_ba
 def run_data_check(preset: dict, splits=("train", "val"), *, images: bool = True, skip_bad=False,
                    skip_hint: str = "") -> list[SplitReport]:
     """The check before a long command: stop on errors (one line), one line for warnings."""
+    from rich.markup import escape
+
     from ikd_cli.core.ui import console
 
-    reports = require_usable(check_preset(preset, splits, images=images), preset["name"], skip_bad=skip_bad,
+    from ikd_cli.core.invocation import preset_args
+
+    reports = require_usable(check_preset(preset, splits, images=images), preset_args(preset), skip_bad=skip_bad,
                              skip_hint=skip_hint)
     for report in reports:
         if report.warnings:
-            shown = "; ".join(f"{p.what}: {p.count}" for p in report.warnings[:3])
+            shown = escape("; ".join(f"{p.what}: {p.count}" for p in report.warnings[:3]))
             console.print(f"[yellow]data check[/] ({report.split}): {shown}; details: "
-                          f"`ikd data check --preset {preset['name']}`", soft_wrap=True)
+                          f"`{escape(f'ikd data check {preset_args(preset)}')}`", soft_wrap=True)
     return reports
 
 
@@ -284,15 +339,16 @@ def print_reports(reports: list[SplitReport]) -> None:
 
     from ikd_cli.core.ui import console
 
+    # names and problems are text, not markup: "[x, y, w, h]" or a file "a[1].png" stays as written
     counts = Table("split", "annotation file", "images", "usable boxes", "classes", title="data check")
     for r in reports:
-        counts.add_row(r.split, r.ann_file, str(r.images), str(r.boxes), str(r.classes))
+        counts.add_row(escape(r.split), escape(r.ann_file), str(r.images), str(r.boxes), str(r.classes))
     console.print(counts)
     problems = Table("split", "", "problem", "count", "first examples")
     for r in reports:
         for p in r.errors + r.warnings:
             mark = "[bold red]error[/]" if p.severity == "error" else "[yellow]warning[/]"
-            problems.add_row(r.split, mark, p.what, str(p.count), "\n".join(p.examples))
+            problems.add_row(escape(r.split), mark, escape(p.what), str(p.count), escape("\n".join(p.examples)))
     problems.columns[-1].overflow = "fold"  # a file name is worth more than a tidy table
     if problems.row_count:
         console.print(problems)

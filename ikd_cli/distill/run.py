@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ikd_cli.attack.manifest import missing_or_stale, read_skipped
 from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
+from ikd_cli.core.invocation import preset_args
 from ikd_cli.core.errors import IkdError
 from ikd_cli.train import template
 
@@ -26,7 +27,7 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     diff = settings_difference(adv_dir, wanted, ignore=distill_ignored())
     if diff:
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
-                       f"make it again with `ikd attack --preset {preset['name']} --overwrite`, or point "
+                       f"make it again with `ikd attack {preset_args(preset)} --overwrite`, or point "
                        "attack.out at a set made with these settings")
     skipped = read_skipped(adv_dir)  # trained without an adversarial copy (ikd attack --skip-bad)
     missing = [n for n in missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
@@ -34,7 +35,7 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     if missing:
         raise IkdError(
             f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
-            f"(first: {missing[0]}); make them with `ikd attack --preset {preset['name']} --eps {a['eps']:g} "
+            f"(first: {missing[0]}); make them with `ikd attack {preset_args(preset)} --eps {a['eps']:g} "
             f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
 
 
@@ -56,8 +57,9 @@ def counts_for_distill(preset: dict):
 
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
-                must_resume: bool = False) -> Path:
-    """Distil (or continue distilling) with ``preset``; returns the student's latest checkpoint."""
+                must_resume: bool = False, work_dir: Path | None = None) -> Path:
+    """Distil (or continue distilling) with ``preset``; returns the student's latest checkpoint.
+    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
     from ikd_cli.distill.config import skipped_images
 
     method = preset["distill"]["method"].upper()
@@ -93,11 +95,11 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         preset, build=build, run_info={"command": "distill"}, title="distill", role="distill",
         result=STUDENT_LATEST, counts=counts_for_distill(preset), hooks=hooks, find_unused=True, done=done,
         session=dict(skip_bad=frozenset(skipped),
-                     skip_hint=f"; `ikd attack --preset {preset['name']} --skip-bad` records them as skipped, "
+                     skip_hint=f"; `ikd attack {preset_args(preset)} --skip-bad` records them as skipped, "
                                "and distill then goes on without them"),
         announce=lambda session, cfg: f"distilling [bold]{preset['name']}[/] on {session.where}: "
                                       f"{stages_text(cfg.dfa_until, cfg.runner.max_epochs, method)}"),
-        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
+        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume, work_dir=work_dir)
 
 
 def diagnostics_hooks(preset: dict) -> list:

@@ -16,7 +16,7 @@ from ikd_cli.config.layout import eval_file
 from ikd_cli.config.schema import METRICS
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json
+from ikd_cli.core.fileio import atomic_write_json, ensure_writable_dir
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
@@ -151,6 +151,21 @@ def coco_metrics(dataset, results, iou_type: str, json_path: Path, classwise: bo
     return metrics
 
 
+def metrics_path(checkpoint: Path, tag: str, out: Path | None) -> Path:
+    """``<checkpoint stem>.eval-<tag>.json`` beside the checkpoint, or in the folder ``out``, or
+    ``out`` itself when it names a .json file; its folder proven writable before any inference
+    (a read-only checkpoint folder is said in one line, with the way out)."""
+    path = eval_file(checkpoint, tag)
+    if out is not None:
+        out = Path(out)
+        path = out if out.suffix == ".json" and not out.is_dir() else out / path.name
+    try:
+        ensure_writable_dir(path.parent, "metrics folder")
+    except IkdError as err:
+        raise IkdError(f"{err}; write the metrics elsewhere with --out FILE.json or --out FOLDER") from None
+    return path
+
+
 @dataclass
 class Evaluation:
     """A checkpoint made ready to score, once, for any number of settings (``ikd evaluate
@@ -180,9 +195,10 @@ def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overri
 
 
 def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | None = None, extra_steps=(),
-          extra: dict | None = None, classwise: bool = False) -> dict:
+          extra: dict | None = None, classwise: bool = False, out: Path | None = None) -> dict:
     """Run ``ev``'s model over ``split`` (another copy of its images with ``images``; with
-    ``extra_steps`` inserted after the image is read) and write ``<stem>.eval-<tag>.json``."""
+    ``extra_steps`` inserted after the image is read) and write ``<stem>.eval-<tag>.json``
+    beside the checkpoint (or where ``out`` says, see :func:`metrics_path`)."""
     from mmdet.datasets import build_dataloader
 
     from ikd_cli.config.mmdet import has_masks
@@ -196,8 +212,8 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
     require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
                                        classes)], "")
     tag = tag or (split if images is None else f"{split}-{Path(images).name}")
-    out_json = eval_file(checkpoint, tag)
-    with quiet_to_log(eval_file(checkpoint, tag, ".log"), verbose=ev.verbose):
+    out_json = metrics_path(checkpoint, tag, out)  # the detections and the log go beside it
+    with quiet_to_log(out_json.with_suffix(".log"), verbose=ev.verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_delta_set(Path(images)):
             point_at_images(dataset, Path(images))
@@ -208,10 +224,9 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
             ev.net = build_detector_with_weights(cfg, ev.weights, str(checkpoint))
         ev.net.CLASSES = dataset.CLASSES
         results = run_inference(ev.net, loader, ev.device, title=f"evaluate {tag}")
-        metrics = {"bbox": coco_metrics(dataset, results, "bbox", eval_file(checkpoint, tag, ".bbox.json"), classwise)}
+        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"), classwise)}
         if has_masks(cfg):
-            metrics["segm"] = coco_metrics(dataset, results, "segm", eval_file(checkpoint, tag, ".segm.json"),
-                                           classwise)
+            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"), classwise)
     report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
               "num_images": len(dataset), **(extra or {}), **metrics}
     atomic_write_json(out_json, report)
@@ -226,10 +241,11 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
 
 
 def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
-                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False) -> dict:
+                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False,
+                        out: Path | None = None) -> dict:
     ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, data_root=data_root,
                          device=device, verbose=verbose)
-    return score(ev, split, images=images, classwise=classwise)
+    return score(ev, split, images=images, classwise=classwise, out=out)
 
 
 def print_metrics_table(metrics: dict, title: str) -> None:

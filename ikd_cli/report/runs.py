@@ -130,7 +130,7 @@ def read_run(folder: Path) -> Run:
         run.final, run.final_source, run.final_checkpoint = _final_metrics(folder, kind, run.val)
         run.robustness = read_robustness(folder, kind)
     if dfa_until and dfa_until < last_epoch:
-        run.stage_switch_step = offsets[dfa_until + 1]
+        run.stage_switch_step = offsets[min(e for e in offsets if e > dfa_until)]
     return run
 
 
@@ -206,8 +206,10 @@ def _read_log_file(path: Path) -> tuple[dict, list[dict]]:
             continue  # a torn line from a crash, or a half-written last line of a running job
         if not isinstance(obj, dict):
             continue
-        if obj.get("mode") in ("train", "val") and isinstance(obj.get("epoch"), int):
-            records.append(obj)
+        epoch = obj.get("epoch")
+        if obj.get("mode") in ("train", "val") and isinstance(epoch, int) and not isinstance(epoch, bool):
+            if epoch >= 1 and isinstance(obj.get("iter", 0), int):  # mmcv counts epochs from 1
+                records.append(obj)
         elif "mode" not in obj and not meta and not records:
             meta = obj
     return meta, records
@@ -229,10 +231,14 @@ def _epoch_offsets(folder: Path, train: list[dict]) -> dict[int, int]:
                 match = _EPOCH_LENGTH.search(line)
                 if match:
                     lengths[int(match[1])] = int(match[2])
+    # over the epochs present only: a log line's epoch is data (a bogus 300000000 must not
+    # become a loop of that length); an epoch missing in between counts no iterations
     offsets, total = {}, 0
-    for epoch in range(1, max(lengths, default=0) + 2):
+    epochs = sorted(e for e in lengths if e >= 1)
+    for epoch in epochs:
         offsets[epoch] = total
-        total += lengths.get(epoch, 0)
+        total += lengths[epoch]
+    offsets[(epochs[-1] if epochs else 0) + 1] = total
     return offsets
 
 

@@ -33,7 +33,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     from mmdet.apis import set_random_seed
 
     from ikd_cli.core import compat
-    from ikd_cli.train.hooks import FiniteLossHook, RichProgressHook
+    from ikd_cli.train.hooks import BestOfThisRunHook, FiniteLossHook, RichProgressHook
 
     compat.apply()
     # Seed before the model is built: its random initialisation (a distiller's student backbone
@@ -43,6 +43,7 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     loader = build_train_loader(dataset, cfg, distributed)
     runner = _runner(cfg, model, dataset, device, distributed, find_unused, meta)
     runner.register_hook(FiniteLossHook(), priority="HIGH")  # before OptimizerHook (ABOVE_NORMAL)
+    runner.register_hook(BestOfThisRunHook(), priority="VERY_HIGH")  # before EvalHook's before_run
     for hook, priority in extra_hooks:
         runner.register_hook(hook, priority=priority)
     if cfg.evaluation.get("interval", 0) > 0:

@@ -65,3 +65,42 @@ class FiniteLossHook(Hook):
             keep = f"; the last good checkpoint is {latest}" if latest.exists() else ""
             raise IkdError(f"the loss became {loss} at epoch {runner.epoch + 1}, iteration "
                            f"{runner.inner_iter + 1}{keep}; lower the learning rate (--set train.lr=...)")
+
+
+def _best_epoch(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+@HOOKS.register_module(force=True)
+class BestOfThisRunHook(Hook):
+    """Before mmcv's EvalHook reads which checkpoint is best (its ``before_run``), make that the
+    newest ``best_*_epoch_N.pth`` of THIS work dir at or before the epoch the run continues from,
+    and remove the others: a best of epochs after that point (an earlier continuation, a
+    dangling latest.pth) is of weights no longer on disk and would survive beside the new best;
+    and a copied run folder's checkpoints name the original's best, which EvalHook would delete."""
+
+    def before_run(self, runner):
+        from ikd_cli.core.checkpoints import read_checkpoint
+
+        if runner.meta is None:
+            runner.meta = {}
+        msgs = runner.meta.setdefault("hook_msgs", {})
+        files = sorted(Path(runner.work_dir).glob("best_*_epoch_*.pth"), key=_best_epoch)
+        kept = [path for path in files if _best_epoch(path) <= runner.epoch]
+        newest = kept[-1] if kept else None
+        if get_dist_info()[0] == 0:
+            for path in files:
+                if path != newest:
+                    path.unlink()
+                    runner.logger.info(f"removed {path.name}: its epoch is not part of this run")
+        if newest is None:
+            msgs.pop("best_ckpt", None)
+            msgs.pop("best_score", None)
+            return
+        saved = (read_checkpoint(newest).get("meta") or {}).get("hook_msgs") or {}
+        msgs["best_ckpt"] = str(newest)
+        if "best_score" in saved:
+            msgs["best_score"] = saved["best_score"]

@@ -17,8 +17,9 @@ def training_keys(preset: dict, role: str):
 
 
 def train_detector(preset: dict, role: str, *, device: str | None, launcher: str, verbose: bool,
-                   restart: bool = False, must_resume: bool = False) -> Path:
-    """Train (or continue training) ``role`` of ``preset``; returns its latest checkpoint."""
+                   restart: bool = False, must_resume: bool = False, work_dir: Path | None = None) -> Path:
+    """Train (or continue training) ``role`` of ``preset``; returns its latest checkpoint.
+    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
     from ikd_cli.config.mmdet import build_config
 
     return template.run(template.Run(
@@ -27,7 +28,7 @@ def train_detector(preset: dict, role: str, *, device: str | None, launcher: str
         announce=lambda session, cfg: f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on "
                                       f"{session.where}",
         done=lambda work_dir: f"{work_dir / LATEST}{_best_line(work_dir)}"),
-        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume)
+        device=device, launcher=launcher, verbose=verbose, restart=restart, must_resume=must_resume, work_dir=work_dir)
 
 
 def _best_line(work_dir: Path) -> str:

@@ -5,6 +5,7 @@ and say where the result is."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 from pathlib import Path
@@ -13,9 +14,9 @@ from ikd_cli.config.layout import CONFIG_FILE, LOG_FILE, PRESET_FILE, RUN_FILE
 from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
+from ikd_cli.core.fileio import atomic_symlink, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from ikd_cli.core.lock import lock_folder
-from ikd_cli.core.machine import compute_fingerprint, fingerprint_change
+from ikd_cli.core.machine import compute_fingerprint, fingerprint_change, pin_threads
 from ikd_cli.core.ui import console, quiet_to_log
 from ikd_cli.data.check import run_data_check
 from ikd_cli.data.setup import ensure_dataset
@@ -33,8 +34,10 @@ def load_saved_preset(work_dir: Path) -> dict:
 
 # Settings that say how a run is kept and logged, not what it learns: a run continues whatever
 # they are (keep fewer checkpoints from now on, log more often).
+# train.threads too: a continuation at another count says so (run.json's compute), as it does
+# for OMP_NUM_THREADS.
 BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.tensorboard",
-               "train.wandb", "distill.diagnostics"}
+               "train.wandb", "distill.diagnostics", "train.threads"}
 
 
 def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
@@ -56,6 +59,41 @@ def checkpoint_epoch(path: Path) -> int:
     return int((read_checkpoint(path).get("meta") or {}).get("epoch", 0))
 
 
+def resume_point(work_dir: Path) -> tuple[Path | None, str]:
+    """The checkpoint a run in ``work_dir`` continues from, and a note when it is not latest.pth:
+    a latest.pth whose target is gone (deleted, or a folder copied without it) gives way to the newest epoch_N.pth that reads (never a silent restart at epoch 1 that
+    overwrites the epochs on disk). (None, '') when nothing was saved yet."""
+    from ikd_cli.core.checkpoints import read_checkpoint
+
+    latest = work_dir / LATEST
+    if latest.is_file():  # written atomically: whole, or not there
+        return latest, ""
+    if latest.is_symlink():
+        why = f"{LATEST} points to {os.readlink(latest)}, which is gone"
+    else:
+        why = f"there is no {LATEST}"
+    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: _epoch_of(p.name), reverse=True)
+    for path in epochs:
+        if path.resolve() == latest.resolve():
+            continue
+        try:
+            read_checkpoint(path)
+        except IkdError:
+            why += f"; {path.name} cannot be read either"
+            continue
+        return path, f"{why}: continuing from {path.name}, the newest complete checkpoint"
+    if latest.is_symlink() or latest.exists():
+        raise IkdError(f"{why} and no earlier epoch_N.pth of {work_dir} reads; start over with --restart")
+    return None, ""
+
+
+def _epoch_of(name: str) -> int:
+    try:
+        return int(name.split("_", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return -1
+
+
 def clear_run(work_dir: Path) -> None:
     """What --restart removes: checkpoints, their links and the run's logs."""
     for pattern in ("*.pth", "*.log.json", LOG_FILE):
@@ -69,6 +107,7 @@ class TrainingSession:
     def __init__(self, preset: dict, *, device: str | None, launcher: str, skip_bad=frozenset(),
                  skip_hint: str = ""):
         self.preset = preset
+        pin_threads(preset)
         self.device = pick_device(device)
         self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
         if self.rank == 0:
@@ -111,8 +150,8 @@ class TrainingSession:
         return work_dir, resume_from
 
     def _continue_from(self, work_dir: Path, cfg, run_info: dict, counts: Callable[[str], bool] | None) -> str | None:
-        latest = work_dir / LATEST
-        if not latest.exists():
+        latest, note = resume_point(work_dir)
+        if latest is None:
             return None  # nothing saved yet: (re)start
         saved_run = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
         what = " ".join(str(v) for v in run_info.values())
@@ -129,6 +168,10 @@ class TrainingSession:
             self.say(f"{what} run in {work_dir} already finished ({epoch} of {epochs} epochs): nothing to do "
                      "(--restart trains it again)")
             return FINISHED
+        if note:
+            self.say(f"[yellow]note[/]: {note}")
+            if self.rank == 0:  # what reads latest.pth next (a distill's teacher, ikd evaluate) finds it
+                atomic_symlink(work_dir, latest.name, LATEST)
         self.say(f"continuing the {what} run in {work_dir} after epoch {epoch} of {epochs} (--restart starts over)")
         return str(latest)
 

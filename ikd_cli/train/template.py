@@ -37,11 +37,15 @@ class Run:
 
 
 def run(spec: Run, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
-        must_resume: bool = False) -> Path:
+        must_resume: bool = False, work_dir: Path | None = None) -> Path:
     """Train (or continue, or find finished) the run ``spec`` describes; returns its result file.
-    ``must_resume`` insists on continuing (``ikd resume``, ``ikd train --resume``)."""
+    ``must_resume`` insists on continuing (``ikd resume``, ``ikd train --resume``); ``work_dir``
+    replaces the config's run folder (``ikd resume DIR`` continues DIR, not the folder its saved
+    preset names)."""
     session = TrainingSession(spec.preset, device=device, launcher=launcher, **spec.session)
     cfg = spec.build()
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
     work_dir, resume_from = session.prepare(cfg, spec.run_info, restart=restart, counts=spec.counts)
     result = work_dir / spec.result
     if must_resume and resume_from is None:
