@@ -43,9 +43,9 @@ def test_readme_example_runs(tmp_path, tiny_sets, capsys):
 def test_api_refuses_unknown_and_bad_settings():
     with pytest.raises(IkdError, match="unknown setting 'epz' of attack"):
         api.load_preset("shapes", section="attack", epz=4)
-    with pytest.raises(IkdError, match=r"attack.eps must be > 0 and <= 255, got 300"):
+    with pytest.raises(IkdError, match=r"attack.eps must be a number > 0 and <= 255, got 300"):
         api.load_preset("shapes", section="attack", eps=300)
-    with pytest.raises(IkdError, match="distill.dfa_until must be >= 0"):
+    with pytest.raises(IkdError, match="distill.dfa_until must be an integer >= 0"):
         api.load_preset("shapes", {"distill.dfa_until": -1})
     tree = api.load_preset("shapes", {"train.seed": 3}, "distill", method="mgd")
     assert tree["distill"]["method"] == "mgd" and tree["train"]["seed"] == 3

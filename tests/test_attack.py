@@ -126,11 +126,11 @@ def test_bad_input(trained_teacher, tiny_sets, tmp_path):
     result = _attack(tmp_path / "none.pth", tiny_sets, tmp_path / "a", expect=1)
     assert "teacher checkpoint not found" in result.output
     result = _attack(trained_teacher, tiny_sets, tmp_path / "b", "--eps", "300", expect=1)
-    assert "eps must be <= 255, got 300" in result.output
+    assert "attack.eps must be a number > 0 and <= 255, got 300" in result.output
     result = _attack(trained_teacher, tiny_sets, tmp_path / "c", "--steps", "0", expect=1)
-    assert "steps must be >= 1, got 0" in result.output
+    assert "attack.steps must be an integer >= 1, got 0" in result.output
     result = _attack(trained_teacher, tiny_sets, tmp_path / "c", "--batch-size", "0", expect=1)
-    assert "attack.batch_size must be at least 1, got 0" in result.output
+    assert "attack.batch_size must be an integer >= 1, got 0" in result.output
     # --method is a choice: the usage error lists the methods (click's exit status 2).
     result = _attack(trained_teacher, tiny_sets, tmp_path / "d", "--method", "cw", expect=2)
     assert "'cw' is not one of" in result.output and "difgsm" in result.output

@@ -243,7 +243,7 @@ def test_build_attack_refuses_what_no_attack_takes():
         build_attack("difgsm", None, epz=4)
     with pytest.raises(IkdError, match="unknown attack options batch_size, out"):
         build_attack("difgsm", None, batch_size=2, out="x")
-    with pytest.raises(IkdError, match=r"attack.steps must be an integer, got 2.5"):
+    with pytest.raises(IkdError, match=r"attack.steps must be an integer >= 1, got 2.5"):
         build_attack("pgd", None, steps=2.5)
 
 

@@ -155,8 +155,8 @@ def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "hexagon"], "unknown target class 'hexagon'"),
-    (["--rate", "0"], "backdoor.rate must be > 0 and <= 1, got 0"),
-    (["--set", "backdoor.rate=1.5"], "backdoor.rate must be > 0 and <= 1, got 1.5"),
+    (["--rate", "0"], "backdoor.rate must be a number > 0 and <= 1, got 0"),
+    (["--set", "backdoor.rate=1.5"], "backdoor.rate must be a number > 0 and <= 1, got 1.5"),
     (["--rate", "0.01"], "triggers no image"),
 ])
 def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
@@ -164,10 +164,12 @@ def test_bad_poison_inputs_are_one_line(args, message, tiny_sets, tmp_path):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_closed_bounds_are_typer_ranges(tiny_sets, tmp_path):
-    # the schema's closed bounds become Typer's max=/min=: refused while the command line is read
-    result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", "--rate", "1.5", expect=2)
-    assert "less than or equal to 1" in result.output
+def test_an_option_out_of_bounds_is_the_schema_s_one_line(tiny_sets, tmp_path):
+    # --rate is backdoor.rate: the same check and line as --set backdoor.rate=1.5 or a preset file
+    result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", "--rate", "1.5", expect=1)
+    assert result.output.strip() == "error: backdoor.rate must be a number > 0 and <= 1, got 1.5"
+    helptext = " ".join(run_cli("backdoor", "poison", "--help").output.replace("│", " ").split())
+    assert "> 0 and <= 1 (backdoor.rate; preset default: 0.1)" in helptext
 
 
 def test_empty_clean_subset_is_one_line(bd):

@@ -355,7 +355,7 @@ def test_mgd_mask_is_seeded_and_drops_lambda_of_the_pixels():
 
 
 def test_mgd_rejects_bad_settings_and_shapes():
-    with pytest.raises(IkdError, match=r"distill.mgd.lambda must be >= 0 and < 1"):
+    with pytest.raises(IkdError, match=r"distill.mgd.lambda must be a number >= 0 and < 1"):
         L.MGDLoss(4, 4, lambda_mgd=1.0)
     loss = L.MGDLoss(4, 8)
     with pytest.raises(ValueError, match="student features have 3 channels"):

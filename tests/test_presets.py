@@ -153,13 +153,13 @@ def test_presets_show_prints_the_resolved_distiller():
 
 def test_schema_checks_types_choices_and_bounds_once():
     """Each key's rules come from config/schema.py, on a preset file and on --set alike."""
-    cases = {"teacher.epochs=2.5": "teacher.epochs must be an integer or null, got 2.5",
-             "attack.eps=0": "attack.eps must be > 0 and <= 255, got 0",
+    cases = {"teacher.epochs=2.5": "teacher.epochs must be an integer >= 1 or null, got 2.5",
+             "attack.eps=0": "attack.eps must be a number > 0 and <= 255, got 0",
              "attack.method=cw": "attack.method must be one of difgsm, mifgsm",
-             "distill.dfa_until=-1": "distill.dfa_until must be >= 0, got -1",
-             "distill.mgd.lambda=1": r"distill.mgd.lambda must be >= 0 and < 1, got 1",
+             "distill.dfa_until=-1": "distill.dfa_until must be an integer >= 0, got -1",
+             "distill.mgd.lambda=1": r"distill.mgd.lambda must be a number >= 0 and < 1, got 1",
              "train.lr_steps=[8, x]": r"train.lr_steps must be a list of epochs \(integers\)",
-             "data.shapes.num_val=0": "data.shapes.num_val must be >= 1, got 0"}
+             "data.shapes.num_val=0": "data.shapes.num_val must be an integer >= 1, got 0"}
     for item, message in cases.items():
         with pytest.raises(IkdError, match=message):
             presets.load("shapes", presets.parse_set([item]))

@@ -336,7 +336,7 @@ def test_small_yaml_aliases_still_work(tmp_path):
     ("data.img_scale", "big", "data.img_scale must be width and height in pixels"),
     ("backdoor.victim_lr_steps", "8", "backdoor.victim_lr_steps must be a list of epochs"),
     ("backdoor.victim_epochs", "1.5", "backdoor.victim_epochs must be an integer >= 1"),
-    ("attack.decay", "fast", "attack.decay must be a number or null"),
+    ("attack.decay", "fast", "attack.decay must be a number >= 0 or null"),
     ("attack.random_start", "[1]", "attack.random_start must be true/false or null"),
     ("data.classes", "{a: b}", "data.classes must be a list of names, auto or null"),
 ])

@@ -54,21 +54,17 @@ LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) o
 
 def setting_option(key: str, *names: str, help: str = ""):
     """The command-line option of preset key ``key``, from the settings schema: its help (or
-    ``help``), the preset default shown, its choices (the option's Enum type) and closed bounds
-    as Typer's ``min``/``max``. Its value is None when not given: the preset's applies."""
+    ``help``), its bounds, the preset default shown, its choices (the option's Enum type). Its
+    value is None when not given: the preset's applies. The bounds are checked by the schema
+    with the preset (one line, exit 1), not as Typer's min=/max= (a usage box, exit 2), so a
+    value is refused the same way on the command line, in --set and in a preset file."""
     s = schema.SETTINGS[key]
     value = s.default
     shown = "per method" if value is None else (f"{value:g}" if isinstance(value, float) else value)
     text = (help or s.help[:1].upper() + s.help[1:]).rstrip(".")
-    bounds = {}
-    if s.type in (int, float) and s.choices is None:
-        if s.low is not None and not s.low_open:
-            bounds["min"] = s.type(s.low)
-        if s.high is not None and not s.high_open:
-            bounds["max"] = s.type(s.high)
-        if s.low_open or s.high_open:  # Typer shows closed ranges itself, not open ones
-            text += f"; {s.bounds_text()}"
-    return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False, **bounds)
+    if s.bounds_text() and s.choices is None:
+        text += f"; {s.bounds_text()}"
+    return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False)
 
 
 def cli_settings(sets: Optional[List[str]], data_root: Optional[str] = None, work_dir: Optional[str] = None,

@@ -168,7 +168,7 @@ SETTINGS: dict[str, Setting] = {
     "data.val_images": _s(""),
     "data.classes": _s(None, "class names; auto: the training file's categories in id order; null: the "
                              "model config's", kind=list,
-                       valid=("a list of names or auto", lambda v: v == "auto" or _names(v))),
+                       valid=("a list of names, auto", lambda v: v == "auto" or _names(v))),
     "data.img_scale": _s(None, "[w, h] replacing the configs' resize scale (null keeps theirs)", kind=list,
                          valid=("width and height in pixels (a list of two integers >= 1)",
                                 lambda v: isinstance(v, list) and len(v) == 2 and _int_list(v) and min(v) >= 1)),
@@ -375,8 +375,13 @@ def _typed(key: str, value: Any, s: Setting) -> Any:
         return int(value)  # 3.0 from "3e0" is 3; 2.5 is refused below
     if kind not in (bool, int, float) and isinstance(value, kind):
         return value
-    null = " or null" if s.default is None else ""
-    raise IkdError(f"{key} must be {_type_name(kind)}{null}, got {shown(value)}")
+    raise IkdError(f"{key} must be {_kind_text(s)}{' or null' if s.default is None else ''}, got {shown(value)}")
+
+
+def _kind_text(s: Setting) -> str:
+    """'an integer >= 1', 'a number > 0 and <= 255', 'true/false': what a value must be."""
+    bounds = s.bounds_text()
+    return f"{_type_name(s.type)} {bounds}" if bounds else _type_name(s.type)
 
 
 def _check_bounds(key: str, value: float, s: Setting) -> None:
@@ -385,4 +390,4 @@ def _check_bounds(key: str, value: float, s: Setting) -> None:
     low_bad = s.low is not None and (value <= s.low if s.low_open else value < s.low)
     high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
     if low_bad or high_bad:
-        raise IkdError(f"{key} must be {s.bounds_text()}, got {value:g}")
+        raise IkdError(f"{key} must be {_kind_text(s)}, got {value:g}")
