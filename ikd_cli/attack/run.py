@@ -5,7 +5,9 @@ through the folder's manifest (:mod:`.manifest`) and sharded over torch.distribu
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ikd_cli.attack.manifest import check_settings, read_records, summarise
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_name, adversarial_set_dir
@@ -152,26 +154,62 @@ def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> N
                               "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
 
 
+@dataclass
+class AttackRun:
+    """What every batch of one ``ikd attack`` process needs, built once by :func:`run_attack`
+    (and by ``scripts/bench_attack.py``, which times :func:`attack_images` with it)."""
+    preset: dict
+    attack: Any
+    teacher: Any
+    prep: Any
+    dataset: Any
+    out_dir: Path
+    device: str
+    rank: int = 0
+    world: int = 1
+    workers: int = 2
+    record_loss: bool = True
+
+
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
                out: Path | None = None, workers: int = 2, record_loss: bool = True,
                verbose: bool = False) -> dict:
-    import torch
-
-    from ikd_cli.attack.batch import attack_batch
     from ikd_cli.attack.teacher_loss import Preprocess
+    from ikd_cli.core.distributed import barrier, init_distributed, pick_device
+
+    attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
+    device = pick_device(device)
+    distributed, rank, world = init_distributed(launcher, device)
+    cfg, ckpt_path, out_dir = _prepare(preset, split, checkpoint, out, distributed, rank)
+    settings = set_settings(preset, attack, ckpt_path, split)
+    log = out_dir / f"attack-{rank}.log"
+    with quiet_to_log(log, verbose=verbose):
+        dataset = attack_dataset(cfg, split)
+        run = AttackRun(preset, attack, load_teacher(cfg, ckpt_path, device), Preprocess.from_config(cfg), dataset,
+                        out_dir, device, rank, world, workers, record_loss)
+        todo_all, todo = _todo(run, settings, overwrite, limit, distributed)
+        if todo:
+            attack_images(run, todo[rank::world], total=len(todo))
+        barrier(distributed)
+    summary = _finish(run, cfg, settings, todo_all, log, verbose) if rank == 0 else {}
+    barrier(distributed)
+    if summary.get("failed"):
+        shown = ", ".join(summary["failed_images"][:5])
+        raise IkdError(f"{summary['failed']} image(s) could not be read and were skipped: {shown}")
+    return summary
+
+
+def _prepare(preset: dict, split: str, checkpoint: Path | None, out: Path | None, distributed: bool,
+             rank: int):
+    """The data checked (rank 0), the teacher's config and checkpoint, the output folder locked:
+    (cfg, checkpoint path, output folder)."""
     from ikd_cli.config.mmdet import build_config
     from ikd_cli.core.checkpoints import teacher_checkpoint
-    from ikd_cli.core.distributed import barrier, init_distributed, pick_device
-    from ikd_cli.core.processes import WorkerInit
+    from ikd_cli.core.distributed import barrier
     from ikd_cli.data.check import run_data_check
     from ikd_cli.data.setup import ensure_dataset
 
-    opts = preset["attack"]
-    attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
-    fmt = opts["format"]
-    device = pick_device(device)
-    distributed, rank, world = init_distributed(launcher, device)
     if rank == 0:
         ensure_dataset(preset)
         run_data_check(preset, (split,))
@@ -181,66 +219,78 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
     if rank == 0:  # one attack per folder: a second one stops here, naming this one
         lock_folder(out_dir, "attack")
-    settings = set_settings(preset, attack, ckpt_path, split)
-    with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
-        dataset = attack_dataset(cfg, split)
-        teacher = load_teacher(cfg, ckpt_path, device)
-        if rank == 0:
-            check_settings(out_dir, settings, overwrite)
-        barrier(distributed)  # settings checked (the folder cleared on --overwrite) first
-        done, _ = read_records(out_dir)
-        # Every rank must shard the same to-do list: none may write a record before all have read.
-        barrier(distributed)
-        names = [info["filename"] for info in dataset.data_infos]
-        todo_all = list(range(len(names)))[: limit if limit else None]
-        todo = [i for i in todo_all if names[i] not in done]
-        mine = todo[rank::world]
-        prep = Preprocess.from_config(cfg)
-        loader = torch.utils.data.DataLoader(_AttackData(dataset, mine), batch_size=opts["batch_size"],
-                                             num_workers=workers, collate_fn=list, worker_init_fn=WorkerInit())
-        show = rank == 0
-        already = len(todo_all) - len(todo)
-        if show and already and not todo:
-            console.print(f"all {already} images already attacked in {out_dir}: nothing to do "
-                          "(--overwrite attacks them again)", soft_wrap=True)
-        elif show and already:
-            console.print(f"resuming: {already} of {len(todo_all)} images already done in {out_dir}")
-        if todo:
-            with progress_bar(disable=not show) as progress, \
-                    open(out_dir / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
-                task = progress.add_task(f"attack {attack.name}", total=len(todo) if show else 0,
-                                         completed=0, info="", unit="img")
-                for batch in loader:
-                    for item in [b for b in batch if "error" in b]:
-                        records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
-                    batch = [b for b in batch if "error" not in b]
-                    if not batch:
-                        continue
-                    results = attack_batch(attack, teacher, prep, [b["img"] for b in batch],
-                                           [b["bboxes"] for b in batch], [b["labels"] for b in batch],
-                                           device=device, seed=batch_seed(preset, batch[0]["index"]),
-                                           record_loss=record_loss, amp=opts["amp"])
-                    for item, result in zip(batch, results):
-                        _save(out_dir, item, result, attack.eps, fmt, records)
-                    records.flush()
-                    first = results[0]
-                    progress.update(task, advance=len(batch) * world if show else 0,
-                                    info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if record_loss
-                                    else "")
-        barrier(distributed)
-    summary = {}
-    if rank == 0:
-        summary = summarise(out_dir, {names[i] for i in todo_all}, settings)
-        _report(summary, out_dir)
-        shown = [names[i] for i in todo_all if names[i] in read_records(out_dir)[0]][:PREVIEW_IMAGES]
-        if shown:
-            with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
-                write_attack_preview(out_dir / ATTACK_PREVIEW_FILE, teacher, cfg, dataset, shown, attack.eps)
-            console.print(f"preview: {out_dir / ATTACK_PREVIEW_FILE}")
+    return cfg, ckpt_path, out_dir
+
+
+def _todo(run: AttackRun, settings: dict, overwrite: bool, limit: int | None, distributed: bool):
+    """(the indices this run is asked for, those of them not yet done), the settings checked
+    against the folder's first; rank 0 says what an earlier run already did."""
+    from ikd_cli.core.distributed import barrier
+
+    if run.rank == 0:
+        check_settings(run.out_dir, settings, overwrite)
+    barrier(distributed)  # settings checked (the folder cleared on --overwrite) first
+    done, _ = read_records(run.out_dir)
+    # Every rank must shard the same to-do list: none may write a record before all have read.
     barrier(distributed)
-    if summary.get("failed"):
-        shown = ", ".join(summary["failed_images"][:5])
-        raise IkdError(f"{summary['failed']} image(s) could not be read and were skipped: {shown}")
+    names = [info["filename"] for info in run.dataset.data_infos]
+    todo_all = list(range(len(names)))[: limit if limit else None]
+    todo = [i for i in todo_all if names[i] not in done]
+    already = len(todo_all) - len(todo)
+    if run.rank == 0 and already and not todo:
+        console.print(f"all {already} images already attacked in {run.out_dir}: nothing to do "
+                      "(--overwrite attacks them again)", soft_wrap=True)
+    elif run.rank == 0 and already:
+        console.print(f"resuming: {already} of {len(todo_all)} images already done in {run.out_dir}")
+    return todo_all, todo
+
+
+def attack_images(run: AttackRun, indices: list[int], total: int | None = None) -> None:
+    """Attack the dataset's images ``indices`` in batches and write each into ``run.out_dir``
+    with its record (``total``: the images of all ranks, for rank 0's progress bar)."""
+    import torch
+
+    from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.core.processes import WorkerInit
+
+    opts, show = run.preset["attack"], run.rank == 0
+    loader = torch.utils.data.DataLoader(_AttackData(run.dataset, indices), batch_size=opts["batch_size"],
+                                         num_workers=run.workers, collate_fn=list, worker_init_fn=WorkerInit())
+    with progress_bar(disable=not show) as progress, \
+            open(run.out_dir / f"records-{run.rank}.jsonl", "a", encoding="utf-8") as records:
+        task = progress.add_task(f"attack {run.attack.name}", total=(total or len(indices)) if show else 0,
+                                 completed=0, info="", unit="img")
+        for batch in loader:
+            for item in [b for b in batch if "error" in b]:
+                records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
+            batch = [b for b in batch if "error" not in b]
+            if not batch:
+                continue
+            results = attack_batch(run.attack, run.teacher, run.prep, [b["img"] for b in batch],
+                                   [b["bboxes"] for b in batch], [b["labels"] for b in batch], device=run.device,
+                                   seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
+                                   amp=opts["amp"])
+            for item, result in zip(batch, results):
+                _save(run.out_dir, item, result, run.attack.eps, opts["format"], records)
+            records.flush()
+            first = results[0]
+            progress.update(task, advance=len(batch) * run.world if show else 0,
+                            info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if run.record_loss else "")
+
+
+def _finish(run: AttackRun, cfg, settings: dict, todo_all: list[int], log: Path, verbose: bool) -> dict:
+    """Rank 0, once every rank is done: the summary over the images asked for, its table, and the
+    preview of the first few attacked."""
+    names = [info["filename"] for info in run.dataset.data_infos]
+    summary = summarise(run.out_dir, {names[i] for i in todo_all}, settings)
+    _report(summary, run.out_dir)
+    done, _ = read_records(run.out_dir)
+    shown = [names[i] for i in todo_all if names[i] in done][:PREVIEW_IMAGES]
+    if shown:
+        with quiet_to_log(log, verbose=verbose):
+            write_attack_preview(run.out_dir / ATTACK_PREVIEW_FILE, run.teacher, cfg, run.dataset, shown,
+                                 run.attack.eps)
+        console.print(f"preview: {run.out_dir / ATTACK_PREVIEW_FILE}")
     return summary
 
 
