@@ -17,7 +17,7 @@ from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
-class _AttackData:
+class AttackData:
     """Original images (as read, BGR uint8) and their gt boxes, one item per dataset index.
     Unreadable images come back as failures instead of stopping the run."""
 
@@ -142,18 +142,6 @@ def batch_seed(preset: dict, index: int) -> int:
     return int(preset["train"]["seed"]) * 1_000_003 + index
 
 
-def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> None:
-    """One attacked image: its file (written whole or not at all), then its record."""
-    from ikd_cli.attack.storage import encode_adversarial, pixel_digest
-
-    rel = adversarial_name(item["name"], fmt)
-    atomic_write_bytes(inside(out_dir, rel, "image file name"),
-                       encode_adversarial(item["img"], result.pixels, eps, fmt, name=item["name"]))
-    records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
-                              "loss_before": result.loss_before, "loss_after": result.loss_after,
-                              "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
-
-
 @dataclass
 class AttackRun:
     """What every batch of one ``ikd attack`` process needs, built once by :func:`run_attack`
@@ -251,18 +239,18 @@ def attack_images(run: AttackRun, indices: list[int], total: int | None = None) 
     import torch
 
     from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.attack.writer import SetWriter
     from ikd_cli.core.processes import WorkerInit
 
     opts, show = run.preset["attack"], run.rank == 0
-    loader = torch.utils.data.DataLoader(_AttackData(run.dataset, indices), batch_size=opts["batch_size"],
+    loader = torch.utils.data.DataLoader(AttackData(run.dataset, indices), batch_size=opts["batch_size"],
                                          num_workers=run.workers, collate_fn=list, worker_init_fn=WorkerInit())
     with progress_bar(disable=not show) as progress, \
-            open(run.out_dir / f"records-{run.rank}.jsonl", "a", encoding="utf-8") as records:
+            SetWriter(run.out_dir, run.out_dir / f"records-{run.rank}.jsonl", run.attack.eps, opts["format"]) as writer:
         task = progress.add_task(f"attack {run.attack.name}", total=(total or len(indices)) if show else 0,
                                  completed=0, info="", unit="img")
         for batch in loader:
-            for item in [b for b in batch if "error" in b]:
-                records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
+            writer.fail([b for b in batch if "error" in b])
             batch = [b for b in batch if "error" not in b]
             if not batch:
                 continue
@@ -270,9 +258,7 @@ def attack_images(run: AttackRun, indices: list[int], total: int | None = None) 
                                    [b["bboxes"] for b in batch], [b["labels"] for b in batch], device=run.device,
                                    seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
                                    amp=opts["amp"])
-            for item, result in zip(batch, results):
-                _save(run.out_dir, item, result, run.attack.eps, opts["format"], records)
-            records.flush()
+            writer.save(batch, results)  # encoded and written in the background, while the next batch runs
             first = results[0]
             progress.update(task, advance=len(batch) * run.world if show else 0,
                             info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if run.record_loss else "")
