@@ -68,9 +68,9 @@ def main():
     from ikd_cli.data.shapes import generate_shapes
 
     torch.manual_seed(0)
-    root = Path("/tmp/ikd-bench-shapes")
-    generate_shapes(root, seed=1, num_train=max(8, *batches, *amp_batches, 2 * args.command_images), num_val=1,
-                    image_size=160)
+    num_train = max(8, *batches, *amp_batches, 2 * args.command_images)
+    root = Path(f"/tmp/ikd-bench-shapes-{num_train}")  # one folder per size: the generator refuses another
+    generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
     cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
     model = build_detector(cfg.model)
     if Path(args.checkpoint).is_file():
@@ -226,7 +226,7 @@ def coco_projection(args) -> None:
     """--coco: seconds per image of the command's per-batch work (attack, loss before/after,
     delta encoding) with the retinanet preset's teacher on the vendored COCO photos (the
     teacher resizes them to 1333 x 800 as in training), and train2017's hours from it. On a CPU
-    one run per photo (minutes each), on a GPU a warm-up and three."""
+    one run of the first photo (minutes), on a GPU a warm-up and three rounds of all of them."""
     import torch
     from mmdet.models import build_detector
 
@@ -245,6 +245,7 @@ def coco_projection(args) -> None:
     dataset = attack_dataset(cfg, "train")
     items = [AttackData(dataset, [i])[0] for i in range(len(dataset))]
     times = []
+    items = items[:1] if args.device == "cpu" else items
     for item in items if args.device == "cpu" else [items[0]] + items * 3:
         start = time.perf_counter()
         result = attack_batch(attack, teacher, prep, [item["img"]], [item["bboxes"]], [item["labels"]],
@@ -258,7 +259,7 @@ def coco_projection(args) -> None:
     hours = {n: COCO_TRAIN_IMAGES * per_image / n / 3600 for n in (1, 8)}
     sizes = ", ".join(f"{i['img'].shape[1]}x{i['img'].shape[0]}" for i in items)
     print(f"{args.device}, torch threads {torch.get_num_threads()}: retinanet preset teacher (X101-64x4d), "
-          f"{args.steps} steps, batch 1, {len(items)} COCO photos ({sizes}), median of {len(times)}")
+          f"{args.steps} steps, batch 1, COCO photo(s) of {sizes}, median of {len(times)}")
     print(f"  per-batch work {per_image:.2f} s/img = {1 / per_image:.3f} img/s; train2017 ({COCO_TRAIN_IMAGES} "
           f"images): {hours[1]:.1f} h on 1 device, {hours[8]:.1f} h on 8")
     if args.json:
