@@ -7,9 +7,20 @@ noisy, so only ratios are meaningful; every variant is timed interleaved, the me
   2. batching: images/s at batch 4 vs batch 1.
   3. --amp: the whole per-batch work with bf16 autocast of the teacher's passes vs fp32 (on CPU
      bf16 is only faster where the CPU has native bf16 units; the GPU figure needs a GPU).
+  4. the command vs its per-batch work: `ikd attack`'s batch loop (`attack_images`: the loader's
+     workers reading and decoding, the attack, encoding, atomic writes and records into a fresh
+     folder) over --command-images images, per image, against the per-batch work alone (attack
+     + encoding, no loading, no file system) on the same images, batches and seeds. What is left
+     of the command (imports, data check, teacher load, summary, preview) is a fixed cost per
+     command, not per image, and not timed here.
 
 Usage: .venv/bin/python scripts/bench_attack.py [--checkpoint work_dirs/shapes/teacher/latest.pth]
-       [--repeats 5] [--device cuda] [--batches 1,4,8] [--amp-batches 1,4,8] [--json OUT.json].
+       [--repeats 5] [--device cuda] [--batches 1,4,8] [--amp-batches 1,4,8] [--json OUT.json]
+       [--command-images 16] [--workers 2].
+       .venv/bin/python scripts/bench_attack.py --coco [--device cuda] [--json OUT.json]: instead of the
+       above, the per-image cost of the reference experiment's attack (the retinanet preset: X101-64x4d
+       teacher, 1333 x 800, DI-FGSM 5 steps, batch 1, random weights: the same cost) on the vendored
+       COCO photos, and the hours it makes for train2017 (118,287 images) on 1 and on 8 devices.
 Without a checkpoint the teacher is randomly initialised (same cost). --json writes images/s per
 batch (fp32 and bf16) and the peak GPU memory, for scripts/gpu_check.sh's summary.
 """
@@ -33,7 +44,13 @@ def main():
     parser.add_argument("--batches", default="1,4", help="batch sizes timed in fp32")
     parser.add_argument("--amp-batches", default="4", help="batch sizes also timed with --amp (bf16)")
     parser.add_argument("--json", help="write the images/s and peak GPU memory here")
+    parser.add_argument("--command-images", type=int, default=16,
+                        help="images of the command's loop per timing (0: skip part 4)")
+    parser.add_argument("--workers", type=int, default=2, help="the command's loader workers (ikd attack's default)")
+    parser.add_argument("--coco", action="store_true", help="only the COCO-scale projection (see above)")
     args = parser.parse_args()
+    if args.coco:
+        return coco_projection(args)
     batches = [int(b) for b in args.batches.split(",")]
     amp_batches = [int(b) for b in args.amp_batches.split(",") if b]
     device = args.device
@@ -51,8 +68,9 @@ def main():
     from ikd_cli.data.shapes import generate_shapes
 
     torch.manual_seed(0)
-    root = Path("/tmp/ikd-bench-shapes")
-    generate_shapes(root, seed=1, num_train=max(8, *batches, *amp_batches), num_val=1, image_size=160)
+    num_train = max(8, *batches, *amp_batches, 2 * args.command_images)
+    root = Path(f"/tmp/ikd-bench-shapes-{num_train}")  # one folder per size: the generator refuses another
+    generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
     cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
     model = build_detector(cfg.model)
     if Path(args.checkpoint).is_file():
@@ -112,6 +130,8 @@ def main():
         variants.update({f"floor b{b}": (floor, b), f"attack b{b}": (attack_only, b), f"ikd attack b{b}": (whole, b)})
     for b in amp_batches:
         variants[f"ikd attack b{b} amp"] = (whole_amp, b)
+    if args.command_images:
+        variants.update(command_variants(args, root, teacher, prep, batches, device, clock))
     for fn, n in variants.values():  # warm-up
         fn(n)
     times = {name: [] for name in variants}
@@ -129,6 +149,9 @@ def main():
     for b in batches[1:]:
         print(f"throughput batch {b} / batch {batches[0]}: "
               f"{med[f'ikd attack b{batches[0]}'] / med[f'ikd attack b{b}']:.2f}x images/s")
+    for b in batches if args.command_images else ():
+        print(f"command / per-batch work (b{b}): {med[f'command b{b}'] / med[f'work b{b}']:.3f}  "
+              f"({args.command_images} images, {args.workers} loader workers)")
     for b in amp_batches:
         if f"ikd attack b{b}" in med:
             print(f"--amp (bf16) / fp32 time (b{b}): {med[f'ikd attack b{b} amp'] / med[f'ikd attack b{b}']:.2f}")
@@ -138,7 +161,111 @@ def main():
             "device": device,
             "img_per_s": {str(b): 1 / med[f"ikd attack b{b}"] for b in batches},
             "img_per_s_amp": {str(b): 1 / med[f"ikd attack b{b} amp"] for b in amp_batches},
+            "command_img_per_s": {str(b): 1 / med[f"command b{b}"] for b in batches if args.command_images},
             "peak_gpu_gib": peak}, indent=1))
+
+
+def command_variants(args, root, teacher, prep, batches, device, clock) -> dict:
+    """Part 4: for each batch size, ``command bN`` (the command's batch loop, files and all) and
+    ``work bN`` (its per-batch work on the same images, batches and seeds), seconds per image."""
+    import shutil
+    import tempfile
+
+    from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.attack.run import AttackData, AttackRun, attack_dataset, attack_images, batch_seed, preset_attack
+    from ikd_cli.attack.storage import encode_adversarial
+    from ikd_cli.config import presets
+    from ikd_cli.config.mmdet import build_config
+    from ikd_cli.core.ui import console
+
+    runs = {}
+    for b in batches:
+        preset = presets.load("shapes", {"data.root": str(root), "attack.batch_size": b, "attack.steps": args.steps})
+        dataset = attack_dataset(build_config(preset, "teacher"), "train")
+        runs[b] = AttackRun(preset, preset_attack(preset), teacher, prep, dataset, Path(), device,
+                            workers=args.workers)
+    indices = list(range(args.command_images))
+    items = [AttackData(runs[batches[0]].dataset, indices)[i] for i in indices]
+    scratch = Path(tempfile.mkdtemp(prefix="ikd-bench-command-"))
+
+    def command(b):
+        run = runs[b]
+        run.out_dir = Path(tempfile.mkdtemp(dir=scratch))
+        console.quiet = True  # no progress bar in the bench's output
+        try:
+            start = clock()
+            attack_images(run, indices)
+            seconds = clock() - start
+        finally:
+            console.quiet = False
+        shutil.rmtree(run.out_dir)
+        return seconds / len(indices)
+
+    def work(b):
+        run, fmt = runs[b], runs[b].preset["attack"]["format"]
+        start = clock()
+        for k in range(0, len(items), b):
+            batch = items[k:k + b]
+            results = attack_batch(run.attack, teacher, prep, [i["img"] for i in batch], [i["bboxes"] for i in batch],
+                                   [i["labels"] for i in batch], device=device,
+                                   seed=batch_seed(run.preset, batch[0]["index"]), amp=run.preset["attack"]["amp"])
+            for item, result in zip(batch, results):
+                encode_adversarial(item["img"], result.pixels, run.attack.eps, fmt)
+        return (clock() - start) / len(items)
+
+    variants = {}
+    for b in batches:
+        variants.update({f"work b{b}": (work, b), f"command b{b}": (command, b)})
+    return variants
+
+
+COCO_TRAIN_IMAGES = 118_287  # train2017
+
+
+def coco_projection(args) -> None:
+    """--coco: seconds per image of the command's per-batch work (attack, loss before/after,
+    delta encoding) with the retinanet preset's teacher on the vendored COCO photos (the
+    teacher resizes them to 1333 x 800 as in training), and train2017's hours from it. On a CPU
+    one run of the first photo (minutes), on a GPU a warm-up and three rounds of all of them."""
+    import torch
+    from mmdet.models import build_detector
+
+    from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.attack.run import AttackData, attack_dataset, batch_seed, preset_attack
+    from ikd_cli.attack.storage import encode_adversarial
+    from ikd_cli.attack.teacher_loss import Preprocess, prepare_teacher
+    from ikd_cli.config import presets
+    from ikd_cli.config.mmdet import build_config
+
+    root = Path(__file__).resolve().parent.parent / "tests" / "data" / "coco"
+    preset = presets.load("retinanet", {"data.root": str(root), "attack.steps": args.steps})
+    cfg = build_config(preset, "teacher")
+    teacher = prepare_teacher(build_detector(cfg.model)).to(args.device)
+    prep, attack = Preprocess.from_config(cfg), preset_attack(preset)
+    dataset = attack_dataset(cfg, "train")
+    items = [AttackData(dataset, [i])[0] for i in range(len(dataset))]
+    times = []
+    items = items[:1] if args.device == "cpu" else items
+    for item in items if args.device == "cpu" else [items[0]] + items * 3:
+        start = time.perf_counter()
+        result = attack_batch(attack, teacher, prep, [item["img"]], [item["bboxes"]], [item["labels"]],
+                              device=args.device, seed=batch_seed(preset, item["index"]))[0]
+        encode_adversarial(item["img"], result.pixels, attack.eps, "delta")
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times = times if args.device == "cpu" else times[1:]  # the GPU's first call pays for its warm-up
+    per_image = statistics.median(times)
+    hours = {n: COCO_TRAIN_IMAGES * per_image / n / 3600 for n in (1, 8)}
+    sizes = ", ".join(f"{i['img'].shape[1]}x{i['img'].shape[0]}" for i in items)
+    print(f"{args.device}, torch threads {torch.get_num_threads()}: retinanet preset teacher (X101-64x4d), "
+          f"{args.steps} steps, batch 1, COCO photo(s) of {sizes}, median of {len(times)}")
+    print(f"  per-batch work {per_image:.2f} s/img = {1 / per_image:.3f} img/s; train2017 ({COCO_TRAIN_IMAGES} "
+          f"images): {hours[1]:.1f} h on 1 device, {hours[8]:.1f} h on 8")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": args.device, "coco_s_per_img": per_image,
+                                               "coco_img_per_s": 1 / per_image, "train2017_hours_1": hours[1],
+                                               "train2017_hours_8": hours[8]}, indent=1))
 
 
 if __name__ == "__main__":

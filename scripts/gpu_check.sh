@@ -4,8 +4,8 @@
 #      build with nvcc from PATH or PyPI: ~2 CPU-hours, so ~8 min on 16 cores),
 #   2. the test suite on the GPU (IKD_TEST_DEVICE=cuda; the --gpus 2 tests run NCCL where two GPUs
 #      are visible, and skip otherwise),
-#   3. scripts/bench_attack.py (batch 1/4/8, fp32 and bf16) and scripts/bench_distill.py (FGD, IKD,
-#      fp32 and bf16),
+#   3. scripts/bench_attack.py (batch 1/4/8, fp32 and bf16; the command vs its per-batch work), its
+#      --coco projection (train2017 hours) and scripts/bench_distill.py (FGD, IKD, fp32 and bf16),
 # then one summary table. Each stage has a time limit so the table always comes; logs and JSON in
 # $IKD_GPU_CHECK_OUT (default /tmp/ikd-gpu-check).
 #
@@ -59,6 +59,8 @@ stage tests "${IKD_GPU_CHECK_TESTS_S:-420}" "$PY" -m pytest -p no:cacheprovider 
 # 3. Benchmarks (each variant interleaved with the others, medians; see the scripts' docstrings).
 stage bench_attack "${IKD_GPU_CHECK_BENCH_S:-150}" "$PY" scripts/bench_attack.py --device cuda \
   --batches 1,4,8 --amp-batches 1,4,8 --json "$OUT/bench_attack.json"
+stage bench_attack_coco "${IKD_GPU_CHECK_BENCH_S:-150}" "$PY" scripts/bench_attack.py --device cuda --coco \
+  --json "$OUT/bench_attack_coco.json"
 stage bench_distill "${IKD_GPU_CHECK_BENCH_S:-150}" "$PY" scripts/bench_distill.py --device cuda --amp \
   --json "$OUT/bench_distill.json"
 
@@ -88,6 +90,12 @@ if attack:
         amp = attack["img_per_s_amp"].get(b)
         rows.append((f"attack images/s, batch {b}",
                      f"fp32 {ips:.1f}" + (f", bf16 {amp:.1f}, bf16/fp32 time {ips / amp:.2f}" if amp else "")))
+    for b, ips in attack.get("command_img_per_s", {}).items():
+        rows.append((f"attack command / per-batch work, batch {b}", f"{attack['img_per_s'][b] / ips:.3f}x time"))
+coco = load("bench_attack_coco.json")
+if coco:
+    rows.append(("COCO attack (X101, 5 steps, batch 1)", f"{coco['coco_img_per_s']:.2f} img/s; train2017 "
+                 f"{coco['train2017_hours_1']:.1f} h on 1 GPU, {coco['train2017_hours_8']:.1f} h on 8"))
 distill = load("bench_distill.json")
 if distill:
     it = distill["it_per_s"]

@@ -14,6 +14,7 @@ import pytest
 from helpers import (DEVICE, IKD_EXE, adversarial_files, read_adversarial_image, run_cli, two_ranks_or_skip,
                      verify_adversarial_set)
 from ikd_cli.attack.manifest import read_records
+from ikd_cli.config.layout import adversarial_name
 
 
 def _attack(teacher, tiny_sets, out, *extra, expect=0):
@@ -120,6 +121,28 @@ def test_unreadable_images_are_skipped_and_listed(trained_teacher, tiny_sets, sh
     result = _attack(trained_teacher, tiny_sets, out, *args, expect=1)
     assert "could not be read" in result.output and names[1] in result.output
     assert not verify_adversarial_set(out, root / "train", [names[0], names[2]], eps=8)
+
+
+def test_a_failed_write_stops_the_run_in_one_line(trained_teacher, tiny_sets, shapes_root, tmp_path):
+    """The files are written by a background thread: its first error (here a folder standing where
+    the second image's file goes) ends the run in one line, and the records list only the files
+    really written, so the same command continues once the cause is gone."""
+    names = _train_names(shapes_root, 8)
+    out = tmp_path / "adv"
+    blocker = out / adversarial_name(names[1])
+    blocker.mkdir(parents=True)
+    args = ("--limit", "8", "--steps", "1")
+    result = _attack(trained_teacher, tiny_sets, out, *args, expect=1)
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output, result.output
+    assert f"cannot write {blocker}" in result.output and "directory" in result.output.lower()
+    lines = (out / "records-0.jsonl").read_text().splitlines()
+    assert [json.loads(line)["image"] for line in lines] == [names[0]]  # the image before it, and no other
+    assert [p.name for p in adversarial_files(out) if p.is_file()] == [adversarial_name(names[0]).name]
+    assert not (out / "summary.json").exists() and not list(out.glob(".*.tmp"))
+    blocker.rmdir()
+    result = _attack(trained_teacher, tiny_sets, out, *args)
+    assert "resuming: 1 of 8 images already done" in result.output
+    assert not verify_adversarial_set(out, shapes_root / "train", names, eps=8)
 
 
 def test_bad_input(trained_teacher, tiny_sets, tmp_path):

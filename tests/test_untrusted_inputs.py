@@ -83,7 +83,7 @@ def test_attack_save_refuses_a_name_that_leaves_the_output_folder(tmp_path):
     """The attack's own guard, below the data check: no image is written outside ``out``."""
     import numpy as np
 
-    from ikd_cli.attack.run import _save
+    from ikd_cli.attack.writer import SetWriter
 
     class Result:
         pixels = np.zeros((4, 4, 3), np.uint8)
@@ -92,7 +92,8 @@ def test_attack_save_refuses_a_name_that_leaves_the_output_folder(tmp_path):
     (tmp_path / "out").mkdir()
     item = dict(name="../clean.png", img=np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(IkdError, match="'../clean.png' leaves its folder"):
-        _save(tmp_path / "out", item, Result(), 8, "png", open(tmp_path / "records", "w"))
+        with SetWriter(tmp_path / "out", tmp_path / "out" / "records-0.jsonl", 8, "png") as writer:
+            writer.save([item], [Result()])
     assert not (tmp_path / "clean.png").exists()
 
 

@@ -18,7 +18,7 @@ from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
-class _AttackData:
+class AttackData:
     """Original images (as read, BGR uint8) and their gt boxes, one item per dataset index.
     Unreadable images come back as failures instead of stopping the run."""
 
@@ -174,16 +174,21 @@ def batch_seed(preset: dict, index: int) -> int:
     return int(preset["train"]["seed"]) * 1_000_003 + index
 
 
-def _save(out_dir: Path, item: dict, result, eps: float, fmt: str, records) -> None:
-    """One attacked image: its file (written whole or not at all), then its record."""
-    from ikd_cli.attack.storage import encode_adversarial, pixel_digest
-
-    rel = adversarial_name(item["name"], fmt)
-    atomic_write_bytes(inside(out_dir, rel, "image file name"),
-                       encode_adversarial(item["img"], result.pixels, eps, fmt, name=item["name"]))
-    records.write(json.dumps({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),
-                              "loss_before": result.loss_before, "loss_after": result.loss_after,
-                              "linf": result.linf, "seconds": round(result.seconds, 4)}) + "\n")
+@dataclass
+class AttackRun:
+    """What every batch of one ``ikd attack`` process needs, built once by :func:`run_attack`
+    (and by ``scripts/bench_attack.py``, which times :func:`attack_images` with it)."""
+    preset: dict
+    attack: Any
+    teacher: Any
+    prep: Any
+    dataset: Any
+    out_dir: Path
+    device: str
+    rank: int = 0
+    world: int = 1
+    workers: int = 2
+    record_loss: bool = True
 
 
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
@@ -192,103 +197,130 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
                verbose: bool = False, skip_bad: bool = False, target: Target | None = None) -> dict:
     """Attack ``split`` against ``target`` (default: the preset's teacher, ``checkpoint`` or its
     usual file) into ``out`` (default: the preset's adversarial set folder); ``skip_bad`` goes on
-    without the images the data check finds unreadable."""
-    import torch
-
-    from ikd_cli.attack.batch import attack_batch
+    without the images the data check finds unreadable (recorded as skipped)."""
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
     from ikd_cli.core.machine import pin_threads
-    from ikd_cli.core.processes import WorkerInit
-    from ikd_cli.data.check import run_data_check
-    from ikd_cli.data.setup import ensure_dataset
 
-    opts = preset["attack"]
     attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
-    fmt = opts["format"]
     pin_threads(preset)
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
-    bad = {}  # image -> why, for --skip-bad: not attacked, recorded as skipped
-    if rank == 0:
-        ensure_dataset(preset)
-        bad = run_data_check(preset, (split,), skip_bad=skip_bad, skip_hint=SKIP_HINT)[0].bad_images
-    barrier(distributed)
-    if skip_bad and rank != 0:  # every rank shards the same to-do list
-        from ikd_cli.data.check import check_preset
-
-        bad = check_preset(preset, (split,))[0].bad_images
+    bad = _checked_data(preset, split, skip_bad, distributed, rank)
     target = target or teacher_target(preset, checkpoint)
     cfg, ckpt_path = target.cfg, target.checkpoint
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
     if rank == 0:  # one attack per folder: a second one stops here, naming this one
         lock_folder(out_dir, "attack")
     settings = set_settings(preset, attack, ckpt_path, split, role=target.role, config_name=target.config_name)
-    with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
+    log = out_dir / f"attack-{rank}.log"
+    with quiet_to_log(log, verbose=verbose):
         dataset = attack_dataset(cfg, split)
-        teacher = load_teacher(cfg, ckpt_path, device, target.state_dict)
-        if rank == 0:
-            check_settings(out_dir, settings, overwrite)
-        barrier(distributed)  # settings checked (the folder cleared on --overwrite) first
-        done, _ = read_records(out_dir)
-        # Every rank must shard the same to-do list: none may write a record before all have read.
-        barrier(distributed)
-        names = [info["filename"] for info in dataset.data_infos]
-        todo_all = list(range(len(names)))[: limit if limit else None]
-        todo = [i for i in todo_all if names[i] not in done and names[i] not in bad]
-        skipped = {names[i]: bad[names[i]] for i in todo_all if names[i] in bad and names[i] not in done}
-        if rank == 0:
-            record_skipped(out_dir, skipped)
-        mine = todo[rank::world]
-        prep = Preprocess.from_config(cfg)
-        loader = torch.utils.data.DataLoader(_AttackData(dataset, mine), batch_size=opts["batch_size"],
-                                             num_workers=workers, collate_fn=list, worker_init_fn=WorkerInit())
-        show = rank == 0
-        already = len(todo_all) - len(todo) - len(skipped)
-        if show and skipped:
-            console.print(f"skipping {len(skipped)} unreadable images (--skip-bad): recorded as skipped in "
-                          f"{out_dir}'s records; distill trains them without an adversarial copy", soft_wrap=True)
-        if show and already and not todo:
-            console.print(f"all {already} images already attacked in {out_dir}: nothing to do "
-                          "(--overwrite attacks them again)", soft_wrap=True)
-        elif show and already:
-            console.print(f"resuming: {already} of {len(todo_all)} images already done in {out_dir}")
+        run = AttackRun(preset, attack, load_teacher(cfg, ckpt_path, device, target.state_dict),
+                        Preprocess.from_config(cfg), dataset, out_dir, device, rank, world, workers, record_loss)
+        todo_all, todo = _todo(run, settings, overwrite, limit, distributed, bad)
         if todo:
-            with progress_bar(disable=not show) as progress, \
-                    open(out_dir / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
-                task = progress.add_task(f"attack {attack.name}", total=len(todo) if show else 0,
-                                         completed=0, info="", unit="img")
-                for batch in loader:
-                    for item in [b for b in batch if "error" in b]:
-                        records.write(json.dumps({"image": item["name"], "error": item["error"]}) + "\n")
-                    batch = [b for b in batch if "error" not in b]
-                    if not batch:
-                        continue
-                    results = attack_batch(attack, teacher, prep, [b["img"] for b in batch],
-                                           [b["bboxes"] for b in batch], [b["labels"] for b in batch],
-                                           device=device, seed=batch_seed(preset, batch[0]["index"]),
-                                           record_loss=record_loss, amp=opts["amp"])
-                    for item, result in zip(batch, results):
-                        _save(out_dir, item, result, attack.eps, fmt, records)
-                    records.flush()
-                    first = results[0]
-                    progress.update(task, advance=len(batch) * world if show else 0,
-                                    info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if record_loss
-                                    else "")
+            attack_images(run, todo[rank::world], total=len(todo))
         barrier(distributed)
-    summary = {}
-    if rank == 0:
-        summary = summarise(out_dir, {names[i] for i in todo_all}, settings)
-        _report(summary, out_dir)
-        shown = [names[i] for i in todo_all if names[i] in read_records(out_dir)[0]][:PREVIEW_IMAGES]
-        if shown:
-            with quiet_to_log(out_dir / f"attack-{rank}.log", verbose=verbose):
-                write_attack_preview(out_dir / ATTACK_PREVIEW_FILE, teacher, cfg, dataset, shown, attack.eps)
-            console.print(f"preview: {out_dir / ATTACK_PREVIEW_FILE}")
+    summary = _finish(run, cfg, settings, todo_all, log, verbose) if rank == 0 else {}
     barrier(distributed)
     if summary.get("failed"):
         shown = ", ".join(summary["failed_images"][:5])
         raise IkdError(f"{summary['failed']} image(s) could not be read and were skipped: {shown}")
+    return summary
+
+
+def _checked_data(preset: dict, split: str, skip_bad: bool, distributed: bool, rank: int) -> dict:
+    """The split made (built-in data) and checked on rank 0; the images it cannot read, which
+    ``skip_bad`` lets the attack go on without (image -> why; every rank gets the same)."""
+    from ikd_cli.core.distributed import barrier
+    from ikd_cli.data.check import check_preset, run_data_check
+    from ikd_cli.data.setup import ensure_dataset
+
+    bad = {}
+    if rank == 0:
+        ensure_dataset(preset)
+        bad = run_data_check(preset, (split,), skip_bad=skip_bad, skip_hint=SKIP_HINT)[0].bad_images
+    barrier(distributed)
+    if skip_bad and rank != 0:  # every rank shards the same to-do list
+        bad = check_preset(preset, (split,))[0].bad_images
+    return bad
+
+
+def _todo(run: AttackRun, settings: dict, overwrite: bool, limit: int | None, distributed: bool, bad: dict):
+    """(the indices this run is asked for, those of them not yet done), the settings checked
+    against the folder's first; ``bad`` images are recorded as skipped instead (rank 0, which
+    also says what an earlier run already did)."""
+    from ikd_cli.core.distributed import barrier
+
+    if run.rank == 0:
+        check_settings(run.out_dir, settings, overwrite)
+    barrier(distributed)  # settings checked (the folder cleared on --overwrite) first
+    done, _ = read_records(run.out_dir)
+    # Every rank must shard the same to-do list: none may write a record before all have read.
+    barrier(distributed)
+    names = [info["filename"] for info in run.dataset.data_infos]
+    todo_all = list(range(len(names)))[: limit if limit else None]
+    todo = [i for i in todo_all if names[i] not in done and names[i] not in bad]
+    skipped = {names[i]: bad[names[i]] for i in todo_all if names[i] in bad and names[i] not in done}
+    if run.rank == 0:
+        record_skipped(run.out_dir, skipped)
+    if run.rank == 0 and skipped:
+        console.print(f"skipping {len(skipped)} unreadable images (--skip-bad): recorded as skipped in "
+                      f"{run.out_dir}'s records; distill trains them without an adversarial copy", soft_wrap=True)
+    already = len(todo_all) - len(todo) - len(skipped)
+    if run.rank == 0 and already and not todo:
+        console.print(f"all {already} images already attacked in {run.out_dir}: nothing to do "
+                      "(--overwrite attacks them again)", soft_wrap=True)
+    elif run.rank == 0 and already:
+        console.print(f"resuming: {already} of {len(todo_all)} images already done in {run.out_dir}")
+    return todo_all, todo
+
+
+def attack_images(run: AttackRun, indices: list[int], total: int | None = None) -> None:
+    """Attack the dataset's images ``indices`` in batches and write each into ``run.out_dir``
+    with its record (``total``: the images of all ranks, for rank 0's progress bar)."""
+    import torch
+
+    from ikd_cli.attack.batch import attack_batch
+    from ikd_cli.attack.writer import SetWriter
+    from ikd_cli.core.processes import WorkerInit
+
+    opts, show = run.preset["attack"], run.rank == 0
+    loader = torch.utils.data.DataLoader(AttackData(run.dataset, indices), batch_size=opts["batch_size"],
+                                         num_workers=run.workers, collate_fn=list, worker_init_fn=WorkerInit())
+    with progress_bar(disable=not show) as progress, \
+            SetWriter(run.out_dir, run.out_dir / f"records-{run.rank}.jsonl", run.attack.eps, opts["format"]) as writer:
+        task = progress.add_task(f"attack {run.attack.name}", total=(total or len(indices)) if show else 0,
+                                 completed=0, info="", unit="img")
+        for batch in loader:
+            writer.fail([b for b in batch if "error" in b])
+            batch = [b for b in batch if "error" not in b]
+            if not batch:
+                continue
+            results = attack_batch(run.attack, run.teacher, run.prep, [b["img"] for b in batch],
+                                   [b["bboxes"] for b in batch], [b["labels"] for b in batch], device=run.device,
+                                   seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
+                                   amp=opts["amp"])
+            writer.save(batch, results)  # encoded and written in the background, while the next batch runs
+            first = results[0]
+            progress.update(task, advance=len(batch) * run.world if show else 0,
+                            info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if run.record_loss else "")
+
+
+def _finish(run: AttackRun, cfg, settings: dict, todo_all: list[int], log: Path, verbose: bool) -> dict:
+    """Rank 0, once every rank is done: the summary over the images asked for, its table, and the
+    preview of the first few attacked."""
+    names = [info["filename"] for info in run.dataset.data_infos]
+    summary = summarise(run.out_dir, {names[i] for i in todo_all}, settings)
+    _report(summary, run.out_dir)
+    done, _ = read_records(run.out_dir)
+    shown = [names[i] for i in todo_all if names[i] in done][:PREVIEW_IMAGES]
+    if shown:
+        with quiet_to_log(log, verbose=verbose):
+            write_attack_preview(run.out_dir / ATTACK_PREVIEW_FILE, run.teacher, cfg, run.dataset, shown,
+                                 run.attack.eps)
+        console.print(f"preview: {run.out_dir / ATTACK_PREVIEW_FILE}")
     return summary
 
 
