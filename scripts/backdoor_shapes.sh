@@ -42,6 +42,7 @@ print(load("shapes", parse_set(v for k, v in zip(args, args[1:]) if k == "--set"
 PY
 )
 
+result() { .venv/bin/python -c "from ikd_cli.backdoor.layout import step_result; print(step_result('$1'))"; }
 DIRS=()
 for s in ${SEED_LIST//,/ }; do
   W="$ROOT/seed-$s"
@@ -53,11 +54,12 @@ for s in ${SEED_LIST//,/ }; do
   for method in finetune nad ikd; do
     "$IKD" backdoor defend --method "$method" "${OPTS[@]}" --work-dir "$W"
   done
-  mkdir -p "$W/backdoor/clean"  # a hard link where it can (no copy of the weights), else a copy
-  ln -fL "$CLEAN" "$W/backdoor/clean/latest.pth" 2>/dev/null || cp -L "$CLEAN" "$W/backdoor/clean/latest.pth"
-  "$IKD" backdoor evaluate "$W/backdoor/clean/latest.pth" "${OPTS[@]}"  # against this seed's trigger
-  for ckpt in victim/latest.pth finetune/latest.pth nad/student_latest.pth ikd/student_latest.pth; do
-    "$IKD" backdoor evaluate "$W/backdoor/$ckpt"  # each checkpoint carries its preset
+  clean="$W/backdoor/$(result clean)"
+  mkdir -p "$(dirname "$clean")"  # a hard link where it can (no copy of the weights), else a copy
+  ln -fL "$CLEAN" "$clean" 2>/dev/null || cp -L "$CLEAN" "$clean"
+  "$IKD" backdoor evaluate "$clean" "${OPTS[@]}"  # against this seed's trigger
+  for step in victim finetune nad ikd; do
+    "$IKD" backdoor evaluate "$W/backdoor/$(result $step)"  # each checkpoint carries its preset
   done
 done
 "$IKD" backdoor table "${DIRS[@]}" --markdown

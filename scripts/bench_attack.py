@@ -14,7 +14,7 @@ noisy, so only ratios are meaningful; every variant is timed interleaved, the me
      of the command (imports, data check, teacher load, summary, preview) is a fixed cost per
      command, not per image, and not timed here.
 
-Usage: .venv/bin/python scripts/bench_attack.py [--checkpoint work_dirs/shapes/teacher/latest.pth]
+Usage: .venv/bin/python scripts/bench_attack.py [--checkpoint CKPT]  (default: the shapes preset's teacher)
        [--repeats 5] [--device cuda] [--batches 1,4,8] [--amp-batches 1,4,8] [--json OUT.json]
        [--command-images 16] [--workers 2].
        .venv/bin/python scripts/bench_attack.py --coco [--device cuda] [--json OUT.json]: instead of the
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", default="work_dirs/shapes/teacher/latest.pth")
+    parser.add_argument("--checkpoint", default=None, help="default: the shapes preset's teacher, if trained")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -73,6 +73,11 @@ def main():
     generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
     cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
     model = build_detector(cfg.model)
+    if args.checkpoint is None:
+        from ikd_cli.config.layout import final_checkpoint
+        from ikd_cli.config.presets import load
+
+        args.checkpoint = str(final_checkpoint(load("shapes"), "teacher"))
     if Path(args.checkpoint).is_file():
         load_weights(model, read_checkpoint(args.checkpoint)["state_dict"], args.checkpoint)
     teacher = prepare_teacher(model).to(device)

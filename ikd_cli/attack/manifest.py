@@ -17,12 +17,13 @@ from pathlib import Path
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, adversarial_name
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, inside, read_json
+from ikd_cli.config.layout import ATTACK_SUMMARY_FILE, RECORDS_GLOB, records_file
 
 
 def read_records(out_dir: Path) -> tuple[dict, dict]:
     """(done, failed): image -> record, from every rank's records file."""
     done, failed = {}, {}
-    for path in sorted(Path(out_dir).glob("records-*.jsonl")):
+    for path in sorted(Path(out_dir).glob(RECORDS_GLOB)):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -72,7 +73,7 @@ def clear_set(out_dir: Path) -> None:
     # Images renamed into place just before a kill, whose record was never written:
     for stray in out_dir.rglob(f"*{adversarial_name('x').suffix}"):
         stray.unlink()
-    for name in ("records-*.jsonl", "summary.json", ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE):
+    for name in (RECORDS_GLOB, ATTACK_SUMMARY_FILE, ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE):
         for path in out_dir.glob(name):
             path.unlink()
 
@@ -80,7 +81,7 @@ def clear_set(out_dir: Path) -> None:
 def read_skipped(out_dir: Path) -> dict:
     """Images the set's records list as skipped (image -> why), less those attacked since."""
     skipped = {}
-    for path in sorted(Path(out_dir).glob("records-*.jsonl")):
+    for path in sorted(Path(out_dir).glob(RECORDS_GLOB)):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -96,7 +97,7 @@ def record_skipped(out_dir: Path, bad: dict, rank: int = 0) -> None:
     """Append a "skipped" record for each of ``bad`` (image -> why) the set does not list yet."""
     new = {name: why for name, why in bad.items() if name not in read_skipped(out_dir)}
     if new:
-        with open(Path(out_dir) / f"records-{rank}.jsonl", "a", encoding="utf-8") as records:
+        with open(Path(out_dir) / records_file(rank), "a", encoding="utf-8") as records:
             records.write("".join(json.dumps({"image": name, "skipped": why}) + "\n" for name, why in new.items()))
 
 
@@ -122,5 +123,5 @@ def summarise(out_dir: Path, wanted: set, settings: dict) -> dict:
         loss_after_mean=sum(r["loss_after"] for r in measured) / len(measured) if measured else None,
         seconds_per_image=sum(r["seconds"] for r in got) / max(len(got), 1),
     )
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / ATTACK_SUMMARY_FILE, summary)
     return summary

@@ -16,6 +16,7 @@ from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_bytes, ensure_writable_dir, inside, sha256_of
 from ikd_cli.core.lock import lock_folder
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
+from ikd_cli.config.layout import records_file
 
 
 class AttackData:
@@ -290,7 +291,7 @@ def attack_images(run: AttackRun, indices: list[int], total: int | None = None) 
     loader = torch.utils.data.DataLoader(AttackData(run.dataset, indices), batch_size=opts["batch_size"],
                                          num_workers=run.workers, collate_fn=list, worker_init_fn=WorkerInit())
     with progress_bar(disable=not show) as progress, \
-            SetWriter(run.out_dir, run.out_dir / f"records-{run.rank}.jsonl", run.attack.eps, opts["format"]) as writer:
+            SetWriter(run.out_dir, run.out_dir / records_file(run.rank), run.attack.eps, opts["format"]) as writer:
         task = progress.add_task(f"attack {run.attack.name}", total=(total or len(indices)) if show else 0,
                                  completed=0, info="", unit="img")
         for batch in loader:
@@ -362,7 +363,7 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
             atomic_write_bytes(inside(dest, rel, "image file name"), encode_png(adv))
             lines.append(json.dumps(dict(rec, out=str(rel))))
             progress.update(task, advance=1)
-    atomic_write_text(dest / "records-0.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(dest / records_file(0), "\n".join(lines) + "\n")
     atomic_write_json(dest / ATTACK_SETTINGS_FILE, dict(settings, format="png", exported_from=str(src)))
     console.print(f"exported {len(done)} images of {src} as PNG into {dest}")
     return len(done)

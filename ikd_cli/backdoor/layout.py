@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
+from ikd_cli.config.layout import LATEST, STUDENT_LATEST
 
 MANIFEST = "backdoor.json"
 TRAIN_ANN = "annotations/instances_train.json"
@@ -57,16 +58,13 @@ def clean_subset_file(preset: dict) -> Path:
 
 
 def victim_checkpoint(preset: dict) -> Path:
-    return Path(preset["backdoor"]["victim_checkpoint"] or step_dir(preset, "victim") / "latest.pth")
+    return Path(preset["backdoor"]["victim_checkpoint"] or step_dir(preset, "victim") / LATEST)
 
 
-def result_checkpoint(preset: dict, step: str) -> Path:
-    """What a step delivers: the victim, finetune's detector, or NAD's / IKD's student."""
-    if step == "victim":
-        return victim_checkpoint(preset)
-    if step == "finetune":
-        return step_dir(preset, step) / "latest.pth"
-    return step_dir(preset, step) / "student_latest.pth"
+def step_result(step: str) -> str:
+    """What a step delivers, relative to the experiment's backdoor folder: the clean model, the
+    victim or finetune's detector (``<step>/latest.pth``), NAD's or IKD's student."""
+    return f"{step}/{STUDENT_LATEST if step in ('nad', 'ikd') else LATEST}"
 
 
 def result_file(checkpoint: str | Path) -> Path:

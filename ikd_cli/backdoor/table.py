@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.backdoor.layout import STEP_NAMES, result_file
+from ikd_cli.backdoor.layout import STEP_NAMES, result_file, step_result
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.stats import interval, mean_sd
@@ -15,8 +15,6 @@ STEPS = ("clean", "victim", "finetune", "nad", "ikd")
 # "clean": a model trained on the clean data, linked into backdoor/clean/ (scripts/backdoor_shapes.sh
 # links the preset's teacher, the victim's starting point): the reference for the victim's clean
 # AP and for the ASR a model shows without any backdoor.
-_CHECKPOINT = {"clean": "clean/latest.pth", "victim": "victim/latest.pth", "finetune": "finetune/latest.pth",
-               "nad": "nad/student_latest.pth", "ikd": "ikd/student_latest.pth"}
 COLUMNS = ("clean AP", "ASR", "ASR drop", "ASR, objects found", "same rate, clean images")
 
 
@@ -33,7 +31,7 @@ def read_results(work_dirs) -> dict:
         if not folder.is_dir():
             raise IkdError(f"{work_dir} holds no backdoor experiment (no {folder})")
         for step in STEPS:
-            path = result_file(folder / _CHECKPOINT[step])
+            path = result_file(folder / step_result(step))
             if path.is_file():
                 found[step].append((Path(work_dir), read_json(path, "backdoor evaluation")))
     if not any(found.values()):

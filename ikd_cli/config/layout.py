@@ -18,6 +18,13 @@ STUDENT_LATEST = "student_latest.pth"  # a distill run's student alone, loadable
 STUDENT_BEST = "student_best.pth"
 ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written once it can start
 ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
+ATTACK_SUMMARY_FILE = "summary.json"  # an adversarial set's totals, written when a run finishes
+RECORDS_GLOB = "records-*.jsonl"  # every rank's per-image records of an adversarial set
+
+
+def records_file(rank: int) -> str:
+    """One rank's per-image records of an adversarial set: ``records-<rank>.jsonl``."""
+    return f"records-{rank}.jsonl"
 
 
 def eval_file_name(checkpoint_stem: str, tag: str = "val") -> str:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
+from ikd_cli.config.layout import ATTACK_SUMMARY_FILE
 
 
 def model_name(cfg) -> str:
@@ -43,7 +44,7 @@ def finished_summary(folder: Path, settings: dict) -> dict | None:
     from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
     from ikd_cli.core.fileio import read_json
 
-    summary_file = folder / "summary.json"
+    summary_file = folder / ATTACK_SUMMARY_FILE
     if not (summary_file.is_file() and (folder / ATTACK_SETTINGS_FILE).is_file()):
         return None
     if read_json(folder / ATTACK_SETTINGS_FILE, "attack settings") != json.loads(json.dumps(settings)):

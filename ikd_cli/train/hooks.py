@@ -10,6 +10,7 @@ from mmcv.runner import HOOKS, Hook, get_dist_info
 
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.ui import progress_bar
+from ikd_cli.config.layout import LATEST
 
 
 @HOOKS.register_module(force=True)
@@ -61,7 +62,7 @@ class FiniteLossHook(Hook):
     def after_train_iter(self, runner):
         loss = runner.outputs.get("log_vars", {}).get("loss") if runner.outputs else None
         if loss is not None and not math.isfinite(loss):
-            latest = Path(runner.work_dir) / "latest.pth"
+            latest = Path(runner.work_dir) / LATEST
             keep = f"; the last good checkpoint is {latest}" if latest.exists() else ""
             raise IkdError(f"the loss became {loss} at epoch {runner.epoch + 1}, iteration "
                            f"{runner.inner_iter + 1}{keep}; lower the learning rate (--set train.lr=...)")

@@ -12,6 +12,7 @@ from mmcv.runner import RUNNERS, EpochBasedRunner, load_state_dict
 from ikd_cli.core.checkpoints import read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_symlink
+from ikd_cli.config.layout import LATEST
 
 
 @RUNNERS.register_module(force=True)
@@ -39,7 +40,7 @@ class IKDEpochBasedRunner(EpochBasedRunner):
                                "full? The previous checkpoint is intact") from err
             raise
         if create_symlink:
-            atomic_symlink(out_dir, final, "latest.pth")
+            atomic_symlink(out_dir, final, LATEST)
 
     def load_checkpoint(self, filename, map_location="cpu", strict=False, revise_keys=()):
         """Read through :func:`read_checkpoint` (only what checkpoints hold, unless trusted), not

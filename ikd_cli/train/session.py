@@ -10,7 +10,7 @@ import time
 from typing import Callable
 from pathlib import Path
 
-from ikd_cli.config.layout import CONFIG_FILE, LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.config.layout import CONFIG_FILE, LATEST, LOG_FILE, PRESET_FILE, RUN_FILE
 from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
@@ -22,7 +22,6 @@ from ikd_cli.data.check import run_data_check
 from ikd_cli.data.setup import ensure_dataset
 
 
-LATEST = "latest.pth"
 FINISHED = "finished"  # prepare()'s answer when the run in the work dir is complete
 
 
