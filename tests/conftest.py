@@ -77,3 +77,13 @@ def trained_teacher(tmp_path_factory, tiny_sets) -> Path:
     ckpt = work / "teacher" / "latest.pth"
     assert ckpt.exists()
     return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_adv_set(trained_teacher, tiny_sets, tmp_path_factory) -> Path:
+    """The whole tiny training split attacked against the session teacher (1 step: the pixels
+    only need to exist; distill checks the set's settings, so runs pass attack.steps=1)."""
+    out = tmp_path_factory.mktemp("adv")
+    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE,
+            "--workers", "0", "--steps", "1", *tiny_sets)
+    return out

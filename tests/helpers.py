@@ -4,6 +4,8 @@ code lives here, not in the package."""
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import sys
 from pathlib import Path
@@ -124,3 +126,24 @@ def verify_adversarial_set(out_dir: Path, image_dir: Path, names, eps: float) ->
         elif np.abs(adv.astype(np.int16) - src.astype(np.int16)).max() > eps:
             problems.append(f"over budget: {name}")
     return problems
+
+
+@contextlib.contextmanager
+def local_http_server(handler, **attributes):
+    """A real HTTP server on a free local port serving ``handler``, in a thread; ``attributes``
+    are set on the server (the handler reads them as ``self.server.x``), ``base`` is its URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    for name, value in attributes.items():
+        setattr(srv, name, value)
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -16,17 +16,9 @@ from ikd_cli.distill.diagnostics import GRAD_VS_DET, GRAD_VS_DISTILL, TEACHER_DI
 LEVELS = [f"neck_fpn_convs_{i}_conv" for i in range(5)]
 
 
-@pytest.fixture(scope="module")
-def adv_set(trained_teacher, tiny_sets, tmp_path_factory):
-    out = tmp_path_factory.mktemp("adv_diag")
-    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE,
-            "--workers", "0", "--steps", "1", *tiny_sets)
-    return out
-
-
-def _distill(work, trained_teacher, tiny_sets, adv_set, diagnostics: bool):
+def _distill(work, trained_teacher, tiny_sets, tiny_adv_set, diagnostics: bool):
     run_cli("distill", "--preset", "shapes", "--work-dir", work, "--device", DEVICE, *tiny_sets,
-            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}",
+            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={tiny_adv_set}",
             "--set", "attack.steps=1", "--set", f"distill.diagnostics={str(diagnostics).lower()}",
             "--epochs", "2", "--dfa-until", "1")
     (log,) = (work / "distill").glob("*.log.json")
@@ -35,12 +27,12 @@ def _distill(work, trained_teacher, tiny_sets, adv_set, diagnostics: bool):
     return [r for r in records if r.get("mode") == "train"], weights["state_dict"]
 
 
-def test_diagnostics_are_logged_in_stage_1_and_change_nothing(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_diagnostics_are_logged_in_stage_1_and_change_nothing(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same float sums in the same order, run to run
     try:
-        on, weights_on = _distill(tmp_path / "on", trained_teacher, tiny_sets, adv_set, True)
-        off, weights_off = _distill(tmp_path / "off", trained_teacher, tiny_sets, adv_set, False)
+        on, weights_on = _distill(tmp_path / "on", trained_teacher, tiny_sets, tiny_adv_set, True)
+        off, weights_off = _distill(tmp_path / "off", trained_teacher, tiny_sets, tiny_adv_set, False)
     finally:
         torch.set_num_threads(threads)
     assert weights_on.keys() == weights_off.keys()

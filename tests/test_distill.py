@@ -11,23 +11,14 @@ import torch
 from helpers import DEVICE, IKD_EXE, kill_after, run_cli, two_ranks_or_skip
 
 
-@pytest.fixture(scope="module")
-def adv_set(trained_teacher, tiny_sets, tmp_path_factory):
-    """The whole tiny training split attacked (1 step: the pixels only need to exist here)."""
-    out = tmp_path_factory.mktemp("adv")
-    run_cli("attack", "--preset", "shapes", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE,
-            "--workers", "0", "--steps", "1", *tiny_sets)
-    return out
-
-
-def _distill_args(trained_teacher, tiny_sets, adv_set, work):
+def _distill_args(trained_teacher, tiny_sets, tiny_adv_set, work):
     return ["--preset", "shapes", "--work-dir", str(work), "--device", DEVICE, *tiny_sets,
-            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv_set}",
+            "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={tiny_adv_set}",
             "--set", "attack.steps=1"]  # the set's settings (distill checks them)
 
 
-def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
-    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+def test_both_stages_in_one_run(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
+    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path),
                      "--epochs", "2", "--dfa-until", "1")
     assert "epoch 1: stage 1" in result.output and "epoch 2: stage 2" in result.output
     work = tmp_path / "distill"
@@ -58,19 +49,19 @@ def test_both_stages_in_one_run(trained_teacher, tiny_sets, adv_set, tmp_path):
     assert "AP50" in ev.output
 
 
-def test_same_seed_same_student(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_same_seed_same_student(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     """Two runs with one seed train the same student: the student's random initialisation is
     seeded too, so a comparison between runs (student alone, FGD, IKD) compares methods, not luck."""
     students = []
     for name in ("a", "b"):
-        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path / name), "--epochs", "1")
+        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path / name), "--epochs", "1")
         students.append(torch.load(tmp_path / name / "distill" / "student_latest.pth", map_location="cpu",
                                    weights_only=False)["state_dict"])
     assert students[0].keys() == students[1].keys()
     assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
 
 
-def test_init_student_copies_the_teachers_neck_and_head(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_init_student_copies_the_teachers_neck_and_head(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     from ikd_cli.config import presets
     from mmdet.models import build_detector
 
@@ -99,16 +90,16 @@ def test_preflight_counts_missing_adversarial_images(trained_teacher, tiny_sets,
     run_cli("distill", *_distill_args(trained_teacher, tiny_sets, empty, tmp_path / "w"), "--dfa-until", "0")
 
 
-def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, adv_set, tmp_path):
-    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+def test_nan_loss_stops_with_a_clear_message(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
+    result = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path),
                      "--set", "distill.fgd.alpha=1e300", "--set", "distill.fgd.beta=1e300", expect=1)
     assert "the loss became" in result.output and "Traceback" not in result.output
     assert not list((tmp_path / "distill").glob("*epoch_*.pth"))  # nothing non-finite was saved
 
 
 @pytest.mark.parametrize("kill_after_epoch,stage", [(1, "stage 1"), (2, "stage 2")])
-def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, adv_set, tmp_path):
-    args = _distill_args(trained_teacher, tiny_sets, adv_set, tmp_path)
+def test_resume_a_killed_run(kill_after_epoch, stage, trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
+    args = _distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path)
     work = tmp_path / "distill"
     kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2", "--set", "train.max_keep_ckpts=2"],
                 work / f"epoch_{kill_after_epoch}.pth")
@@ -132,10 +123,10 @@ def test_resume_refuses_other_presets_and_non_runs(tmp_path, trained_teacher):
     assert "is a run of preset 'shapes', not 'retinanet'" in result.output
 
 
-def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_two_gloo_processes(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     two_ranks_or_skip()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([IKD_EXE, "distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path),
+    proc = subprocess.run([IKD_EXE, "distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path),
                            "--epochs", "1", "--gpus", "2"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -146,19 +137,19 @@ def test_two_gloo_processes(trained_teacher, tiny_sets, adv_set, tmp_path):
     assert "Epoch(val) [1]" in (tmp_path / "distill" / "train.log").read_text()  # gathered over gloo
 
 
-def test_amp_distillation_trains(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_amp_distillation_trains(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     """--amp on the CPU: each step under bf16 autocast, weights and optimiser in fp32."""
-    run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path), "--epochs", "1", "--amp")
+    run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path), "--epochs", "1", "--amp")
     full = torch.load(tmp_path / "distill" / "latest.pth", map_location="cpu", weights_only=False)
     assert full["meta"]["epoch"] == 1
     weights = [v for v in full["state_dict"].values() if v.is_floating_point()]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights)
 
 
-def test_mgd_both_stages_killed_in_stage_1_then_continued(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_mgd_both_stages_killed_in_stage_1_then_continued(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     """IKD on MGD end to end: MGD on the clean image in both stages, the adversarial feature loss
     in stage 1 only; a kill -9 after epoch 1 (stage 1) continues in stage 1."""
-    args = [*_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path), "--method", "mgd"]
+    args = [*_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path), "--method", "mgd"]
     work = tmp_path / "distill"
     kill_after([IKD_EXE, "distill", *args, "--epochs", "3", "--dfa-until", "2"], work / "epoch_1.pth")
     assert not (work / "epoch_2.pth").exists()
@@ -175,17 +166,17 @@ def test_mgd_both_stages_killed_in_stage_1_then_continued(trained_teacher, tiny_
     generation = "distill_losses.loss_mgd_neck_fpn_convs_0_conv.generation.0.weight"
     assert full["state_dict"][generation].shape == (64, 64, 3, 3)
     # A finished MGD run is not continued, or silently replaced, as FGD.
-    refused = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path), "--epochs", "3",
+    refused = run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path), "--epochs", "3",
                       "--dfa-until", "2", expect=1)
     assert "other settings (distill.method 'mgd' -> 'fgd')" in refused.output
 
 
-def test_mgd_same_seed_same_student(trained_teacher, tiny_sets, adv_set, tmp_path):
+def test_mgd_same_seed_same_student(trained_teacher, tiny_sets, tiny_adv_set, tmp_path):
     """MGD's random masks come from the run's seeded generator: one seed, the same student."""
     students = []
     for name in ("a", "b", "c"):
         seed = "1" if name == "c" else "0"
-        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, adv_set, tmp_path / name), "--epochs", "1",
+        run_cli("distill", *_distill_args(trained_teacher, tiny_sets, tiny_adv_set, tmp_path / name), "--epochs", "1",
                 "--method", "mgd", "--set", f"train.seed={seed}")
         students.append(torch.load(tmp_path / name / "distill" / "student_latest.pth", map_location="cpu",
                                    weights_only=False)["state_dict"])

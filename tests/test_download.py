@@ -6,12 +6,12 @@ import hashlib
 import os
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from helpers import local_http_server
 from ikd_cli.core.distributed import free_port
 from ikd_cli.zoo import download as dl
 from ikd_cli.core.errors import IkdError
@@ -61,18 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.requests = []
-    srv.files = {f"/{FILENAME}", "/plain.pth"}  # the raw request paths served (DATA each)
-    srv.ignore_range = False
-    srv.cut_first_after = None
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_http_server(_Handler, requests=[], files={f"/{FILENAME}", "/plain.pth"}, ignore_range=False,
+                           cut_first_after=None) as srv:  # files: the raw request paths served (DATA each)
+        yield srv
 
 
 def _toy(srv, filename=FILENAME) -> dl.Checkpoint:

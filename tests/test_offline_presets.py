@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from helpers import DEVICE, REPO, run_cli
+from helpers import DEVICE, REPO, local_http_server, run_cli
 
 
 class _Files(BaseHTTPRequestHandler):
@@ -34,14 +33,8 @@ class _Files(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    srv.daemon_threads, srv.files, srv.requests = True, {}, []
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_http_server(_Files, files={}, requests=[]) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -20,18 +20,26 @@ from ikd_cli.core.fileio import atomic_write_json, inside, read_json
 from ikd_cli.config.layout import ATTACK_SUMMARY_FILE, RECORDS_GLOB, records_file
 
 
-def read_records(out_dir: Path) -> tuple[dict, dict]:
-    """(done, failed): image -> record, from every rank's records file."""
-    done, failed = {}, {}
+def _records(out_dir: Path):
+    """Every record of every rank's records file, in order; a torn line (a kill mid-write) is
+    passed over."""
     for path in sorted(Path(out_dir).glob(RECORDS_GLOB)):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if "skipped" in rec:
-                continue
-            (failed if "error" in rec else done)[rec["image"]] = rec
+            if isinstance(rec, dict):
+                yield rec
+
+
+def read_records(out_dir: Path) -> tuple[dict, dict]:
+    """(done, failed): image -> record, from every rank's records file."""
+    done, failed = {}, {}
+    for rec in _records(out_dir):
+        if "skipped" in rec:
+            continue
+        (failed if "error" in rec else done)[rec["image"]] = rec
     done = {k: v for k, v in done.items() if (inside(out_dir, v["out"], "record's file name")).is_file()}
     for key in done:
         failed.pop(key, None)
@@ -80,15 +88,7 @@ def clear_set(out_dir: Path) -> None:
 
 def read_skipped(out_dir: Path) -> dict:
     """Images the set's records list as skipped (image -> why), less those attacked since."""
-    skipped = {}
-    for path in sorted(Path(out_dir).glob(RECORDS_GLOB)):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "skipped" in rec:
-                skipped[rec["image"]] = rec["skipped"]
+    skipped = {rec["image"]: rec["skipped"] for rec in _records(out_dir) if "skipped" in rec}
     done, _ = read_records(out_dir) if skipped else ({}, {})
     return {name: why for name, why in skipped.items() if name not in done}
 
