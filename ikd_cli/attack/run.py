@@ -399,10 +399,13 @@ def _report(summary: dict, out_dir: Path) -> None:
     from rich.table import Table
 
     s = summary["settings"]
-    table = Table("images", "attacked", "failed", "skipped", "max L-inf", "cls loss clean", "cls loss adv", "s/img",
+    skipped = summary["skipped"] > 0  # a column only where --skip-bad left images out (80 columns are few)
+    table = Table("images", "attacked", "failed", *(["skipped"] if skipped else []), "max L-inf", "cls loss clean",
+                  "cls loss adv", "s/img",
                   title=f"{s['method']} eps {s['eps']:g} alpha {s['alpha']:g} steps {s['steps']} -> {out_dir}")
-    table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]), str(summary["skipped"]),
-                  f"{summary['linf_max']}", _fmt(summary["loss_before_mean"]), _fmt(summary["loss_after_mean"]),
+    table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]),
+                  *([str(summary["skipped"])] if skipped else []), f"{summary['linf_max']}",
+                  _fmt(summary["loss_before_mean"]), _fmt(summary["loss_after_mean"]),
                   f"{summary['seconds_per_image']:.3f}")
     console.print(table)
 
