@@ -235,7 +235,7 @@ SETTINGS: dict[str, Setting] = {
     "train.warmup_iters": _s(500, low=0),
     "train.warmup_ratio": _s(0.001, low=0.0),
     "train.checkpoint_interval": _s(1, "epochs between checkpoints", low=1),
-    "train.eval_interval": _s(1, "epochs between val evaluations", low=1),
+    "train.eval_interval": _s(1, "epochs between val evaluations (0: no validation)", low=0),
     "train.max_keep_ckpts": _s(-1, "checkpoints kept (-1: all)", low=-1),
     "train.log_interval": _s(50, "iterations between log lines", low=1),
     "train.amp": _s(False, "mixed precision: fp16 + loss scaling on GPU (mmcv), bf16 autocast on CPU"),
