@@ -390,4 +390,4 @@ def _check_bounds(key: str, value: float, s: Setting) -> None:
     low_bad = s.low is not None and (value <= s.low if s.low_open else value < s.low)
     high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
     if low_bad or high_bad:
-        raise IkdError(f"{key} must be {_kind_text(s)}, got {value:g}")
+        raise IkdError(f"{key} must be {_kind_text(s)}{' or null' if s.default is None else ''}, got {value:g}")
