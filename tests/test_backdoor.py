@@ -227,9 +227,9 @@ def test_asr_misclassification():
 
 
 def _write_result(work: Path, step: str, clean_ap: float, asr: float) -> None:
-    from ikd_cli.backdoor.table import _CHECKPOINT
+    from ikd_cli.backdoor.layout import step_result
 
-    ckpt = work / "backdoor" / _CHECKPOINT[step]
+    ckpt = work / "backdoor" / step_result(step)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     result = dict(attack="misclassify", clean=dict(AP=clean_ap), asr=dict(asr=asr, asr_detected=asr),
                   clean_rate=dict(asr=0.1))
