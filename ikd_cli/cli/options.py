@@ -86,12 +86,9 @@ def load_preset(preset: str, sets: Optional[List[str]], data_root: Optional[str]
                 work_dir: Optional[str] = None, extra: Optional[dict] = None) -> dict:
     """The preset with --set, --data-root, --work-dir and a command's own options applied
     (``extra``: dotted key -> value, None = not given)."""
-    from ikd_cli.core.invocation import remember
+    from ikd_cli.api import load_preset as api_load_preset
 
-    overrides = cli_settings(sets, data_root, work_dir, extra)
-    tree = presets.load(preset, overrides)
-    remember(tree, preset, overrides)  # hints repeat the preset as given, with these values
-    return tree
+    return api_load_preset(preset, cli_settings(sets, data_root, work_dir, extra))
 
 
 def relaunch(gpus: int, launcher: Launcher) -> str:

@@ -174,19 +174,6 @@ def _number_or_text(value: Any) -> Any:
     return value
 
 
-def _nest(dotted: dict[str, Any]) -> dict:
-    tree: dict = {}
-    for key, value in dotted.items():
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise IkdError(f"conflicting overrides for '{key}'")
-        node[parts[-1]] = value
-    return tree
-
-
 def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> dict:
     """Load a preset and apply dotted overrides; returns the full, checked preset tree."""
     path = _preset_path(name_or_path)
@@ -219,7 +206,7 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
         for key in overrides:
             if key not in flat_keys:
                 raise IkdError(f"unknown key '{key}': {nearest(key, flatten(DEFAULTS))}")
-        preset = _merge(preset, _nest(overrides))
+        preset = _merge(preset, schema.nest(overrides))
     if not preset["work_dir"]:
         preset["work_dir"] = str(Path("work_dirs") / preset["name"])
     preset["data"]["shapes"] = _resolve_shapes(preset["data"]["shapes"], shapes_overrides)

@@ -288,13 +288,16 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-def _nest(flat: dict[str, Any]) -> dict:
+def nest(flat: dict[str, Any]) -> dict:
+    """``{'a.b': 1}`` -> ``{'a': {'b': 1}}``; a key that is also another's section is an error."""
     tree: dict = {}
     for key, value in flat.items():
         node = tree
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise IkdError(f"conflicting overrides for '{key}'")
         node[leaf] = value
     return tree
 
@@ -303,7 +306,7 @@ def defaults() -> dict:
     """The tree of every default (a fresh copy): what a preset YAML is merged onto."""
     import copy
 
-    return _nest({k: copy.deepcopy(s.default) for k, s in SETTINGS.items()})
+    return nest({k: copy.deepcopy(s.default) for k, s in SETTINGS.items()})
 
 
 def default(key: str) -> Any:
