@@ -134,7 +134,12 @@ def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained
             report = json.loads(eval_file(ckpt, f"val-corruption-{name}-{severity}").read_text())
             assert report["setting"]["corruption"] == name and report["setting"]["severity"] == severity
             stored[name, severity] = report["bbox"]["AP"]
-    assert stored["gaussian_noise", 5] < clean and stored["contrast", 5] < clean  # the corruptions bite
+    # The corruptions reach the model: each changes the detections and the AP. (Not "lowers": the
+    # session's teacher is at a few AP after 8 tiny epochs, where noise can nudge AP either way.)
+    clean_dets = eval_file(ckpt, "val", ".bbox.json").read_text()
+    for name in ("gaussian_noise", "contrast"):
+        assert eval_file(ckpt, f"val-corruption-{name}-5", ".bbox.json").read_text() != clean_dets
+        assert stored[name, 5] != clean
     mpc = statistics.fmean([statistics.fmean([stored[n, 1], stored[n, 5]]) for n in ("gaussian_noise", "contrast")])
     assert summary["corruptions"]["mPC"] == pytest.approx(mpc, abs=1e-12)
     assert summary["corruptions"]["rPC"] == pytest.approx(mpc / clean, abs=1e-12)
