@@ -54,7 +54,7 @@ fi || { echo "[gpu_check] install failed: see $OUT/install.log" >&2; exit 1; }
 # 2. The suite on the GPU; junit XML for the counts.
 export IKD_TEST_DEVICE=cuda
 stage tests "${IKD_GPU_CHECK_TESTS_S:-420}" "$PY" -m pytest -p no:cacheprovider --junitxml="$OUT/tests.xml" \
-  "${@:--q}"
+  -n "${IKD_TEST_WORKERS:-8}" --dist worksteal "${@:--q}"  # 8 pytest workers share the GPU (xdist)
 
 # 3. Benchmarks (each variant interleaved with the others, medians; see the scripts' docstrings).
 stage bench_attack "${IKD_GPU_CHECK_BENCH_S:-150}" "$PY" scripts/bench_attack.py --device cuda \

@@ -84,7 +84,7 @@ fi
 # numpy<2 for mmcv 1.x; setuptools <81 keeps pkg_resources for mmcv's setup.py; opencv headless
 # goes in before mmcv so mmcv does not pull the GUI build.
 "${PIP[@]}" "numpy<2" "setuptools>=77,<81" wheel ninja "opencv-python-headless<4.12" \
-  addict yapf packaging Pillow pyyaml pycocotools "typer>=0.12" rich pytest
+  addict yapf packaging Pillow pyyaml pycocotools "typer>=0.12" rich pytest "pytest-xdist==3.8.0"
 # imagecorruptions (`ikd evaluate --robustness`) asks for opencv-python, the GUI build, which would
 # install a second cv2 over the headless one: its other needs first, then the package alone.
 "${PIP[@]}" "scikit-image==0.26.0" "numpy<2"

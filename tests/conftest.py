@@ -10,7 +10,12 @@ import pytest
 
 from helpers import DEVICE, run_cli
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One torch thread per pytest-xdist worker (one worker per core; set here, not inherited: the
+# controller process reads this file too), two in a single process.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def pytest_configure(config):

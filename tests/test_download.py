@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import socket
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +17,9 @@ from ikd_cli.core.distributed import free_port
 from ikd_cli.zoo import download as dl
 from ikd_cli.core.errors import IkdError
 
-DATA = os.urandom(300 * 1024)
+# Fixed bytes (not os.urandom): the parametrised test ids below carry their hash, and pytest-xdist's
+# workers must collect the same ids.
+DATA = bytes(random.Random(0).getrandbits(8) for _ in range(300 * 1024))
 PREFIX = hashlib.sha256(DATA).hexdigest()[:8]
 FILENAME = f"toy_model_20200101-{PREFIX}.pth"
 

@@ -254,6 +254,8 @@ def test_data_check_reports_bad_annotations(shapes_root, tmp_path):
                      "--set", f"data.root={root}", "--set", "data.shapes=null", "--set", "data.img_scale=[96, 96]",
                      "--set", "data.workers_per_gpu=0", "--set", "data.samples_per_gpu=4")
     assert "data check (train)" in result.output and "boxes wholly outside their image (dropped): 1" in result.output
+    # --epochs is the teacher's schedule too (the preset's teacher.epochs: 36 would replace it)
+    assert sorted(p.name for p in (tmp_path / "w" / "teacher").glob("epoch_*.pth")) == ["epoch_1.pth"]
 
 
 def test_evaluating_a_split_without_boxes_is_an_error(trained_teacher, shapes_root, tmp_path):
