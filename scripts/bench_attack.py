@@ -106,12 +106,12 @@ def make_bench(args, batches: list, amp_batches: list) -> Bench:
     torch.manual_seed(0)
     num_train = max(8, *batches, *amp_batches, 2 * args.command_images)
     root = Path(f"/tmp/ikd-bench-shapes-{num_train}")  # one folder per size: the generator refuses another
-    generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
+    layout = generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
     cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
     teacher = shapes_teacher(args, cfg)
     prep = Preprocess.from_config(cfg)
     # max() of a list: with one batch size alone, max(*[1]) would be max(1), an error
-    images, boxes, labels = read_images(root, max([*batches, *amp_batches]))
+    images, boxes, labels = read_images(layout, max([*batches, *amp_batches]))
     return Bench(args.device, args.steps, root, teacher, prep, images, boxes, labels)
 
 
@@ -133,15 +133,16 @@ def shapes_teacher(args, cfg):
     return prepare_teacher(model).to(args.device)
 
 
-def read_images(root: Path, n: int) -> tuple[list, list, list]:
-    """The first ``n`` training images of the set (BGR), their gt boxes (x1, y1, x2, y2) and labels."""
+def read_images(layout, n: int) -> tuple[list, list, list]:
+    """The first ``n`` training images of the shapes set at ``layout`` (BGR), their gt boxes
+    (x1, y1, x2, y2) and labels."""
     import cv2
     import torch
 
-    ann = json.loads((root / "annotations" / "instances_train.json").read_text())
+    ann = json.loads(layout.train_ann.read_text())
     images, boxes, labels = [], [], []
     for im in ann["images"][:n]:
-        images.append(cv2.imread(str(root / "train" / im["file_name"])))
+        images.append(cv2.imread(str(layout.train_images / im["file_name"])))
         objs = [a for a in ann["annotations"] if a["image_id"] == im["id"]]
         boxes.append(torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                     a["bbox"][1] + a["bbox"][3]] for a in objs], dtype=torch.float32))

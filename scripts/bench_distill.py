@@ -63,10 +63,10 @@ def distiller_and_batch(batch_size: int, device: str):
     from ikd_cli.distill.config import build_distill_config
 
     root = Path(f"/tmp/ikd-bench-shapes-distill-{batch_size}")  # one folder per size: the generator refuses another
-    generate_shapes(root, seed=2, num_train=batch_size, num_val=1, image_size=160)
+    layout = generate_shapes(root, seed=2, num_train=batch_size, num_val=1, image_size=160)
     adv = root / "adv"  # timing does not depend on the pixels: a copy stands in for the attack
     adv.mkdir(exist_ok=True)
-    for png in (root / "train").glob("*.png"):
+    for png in layout.train_images.glob("*.png"):
         shutil.copy(png, adv / png.name)
     tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0})
     cfg = build_distill_config(tree)
