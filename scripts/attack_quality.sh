@@ -9,8 +9,9 @@ CKPT=$("$IKD" presets show shapes --path teacher)
 SET=$("$IKD" presets show shapes --path attack.out_val)   # the compact (delta) set of run_shapes.sh
 ADV=${SET}_png                       # the same images as PNG files
 JPEG=${SET}_jpeg95
+CLEAN=$("$IKD" presets show shapes --path data.val_images)
 "$IKD" attack --preset shapes --split val --export "$ADV"
-.venv/bin/python - "$ADV" "$JPEG" data/shapes/val <<'PY'
+.venv/bin/python - "$ADV" "$JPEG" "$CLEAN" <<'PY'
 import sys
 from pathlib import Path
 import cv2, numpy as np
@@ -34,12 +35,11 @@ PY
 "$IKD" evaluate "$CKPT" --images "$JPEG"
 .venv/bin/python - "$CKPT" "$(basename "$SET")" "$(basename "$ADV")" "$(basename "$JPEG")" <<'PY'
 import json, sys
-from pathlib import Path
+from ikd_cli.config.layout import eval_file  # what `ikd evaluate` wrote beside the checkpoint
 ckpt, delta, adv, jpeg = sys.argv[1:]
-stem = Path(ckpt).with_suffix("")
-rows = [("clean val images", f"{stem}.eval-val.json"), ("adversarial, delta (ikd default)", f"{stem}.eval-val-{delta}.json"),
-        ("adversarial, PNG (ikd --format png)", f"{stem}.eval-val-{adv}.json"),
-        ("adversarial, JPEG q95 (reference)", f"{stem}.eval-val-{jpeg}.json")]
+rows = [("clean val images", eval_file(ckpt, "val")), ("adversarial, delta (ikd default)", eval_file(ckpt, f"val-{delta}")),
+        ("adversarial, PNG (ikd --format png)", eval_file(ckpt, f"val-{adv}")),
+        ("adversarial, JPEG q95 (reference)", eval_file(ckpt, f"val-{jpeg}"))]
 print("| shapes teacher on | AP | AP50 | AP75 | AP_S | AP_M | AP_L |\n|---|---|---|---|---|---|---|")
 for name, path in rows:
     m = json.load(open(path))["bbox"]

@@ -42,7 +42,13 @@ print(load("shapes", parse_set(v for k, v in zip(args, args[1:]) if k == "--set"
 PY
 )
 
-result() { .venv/bin/python -c "from ikd_cli.backdoor.layout import step_result; print(step_result('$1'))"; }
+result() {  # a step's checkpoint in the experiment folder $1 (backdoor/layout.py)
+  .venv/bin/python - "$1" "$2" <<'PY'
+import sys
+from ikd_cli.backdoor.layout import backdoor_dir, step_result
+print(backdoor_dir({"work_dir": sys.argv[1]}) / step_result(sys.argv[2]))
+PY
+}
 DIRS=()
 for s in ${SEED_LIST//,/ }; do
   W="$ROOT/seed-$s"
@@ -54,12 +60,12 @@ for s in ${SEED_LIST//,/ }; do
   for method in finetune nad ikd; do
     "$IKD" backdoor defend --method "$method" "${OPTS[@]}" --work-dir "$W"
   done
-  clean="$W/backdoor/$(result clean)"
+  clean=$(result "$W" clean)
   mkdir -p "$(dirname "$clean")"  # a hard link where it can (no copy of the weights), else a copy
   ln -fL "$CLEAN" "$clean" 2>/dev/null || cp -L "$CLEAN" "$clean"
   "$IKD" backdoor evaluate "$clean" "${OPTS[@]}"  # against this seed's trigger
   for step in victim finetune nad ikd; do
-    "$IKD" backdoor evaluate "$W/backdoor/$(result $step)"  # each checkpoint carries its preset
+    "$IKD" backdoor evaluate "$(result "$W" "$step")"  # each checkpoint carries its preset
   done
 done
 "$IKD" backdoor table "${DIRS[@]}" --markdown

@@ -30,12 +30,13 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", default=None, help="default: the shapes preset's teacher, if trained")
     parser.add_argument("--repeats", type=int, default=5)
@@ -48,30 +49,79 @@ def main():
                         help="images of the command's loop per timing (0: skip part 4)")
     parser.add_argument("--workers", type=int, default=2, help="the command's loader workers (ikd attack's default)")
     parser.add_argument("--coco", action="store_true", help="only the COCO-scale projection (see above)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
     if args.coco:
         return coco_projection(args)
     batches = [int(b) for b in args.batches.split(",")]
     amp_batches = [int(b) for b in args.amp_batches.split(",") if b]
-    device = args.device
+    bench = make_bench(args, batches, amp_batches)
+    variants = batch_variants(bench, batches, amp_batches)
+    if args.command_images:
+        variants.update(command_variants(args, bench.root, bench.teacher, bench.prep, batches, bench.device,
+                                         bench.clock))
+    med = time_variants(variants, args.repeats)
+    print_results(args, batches, amp_batches, med)
+    if args.json:
+        write_json(args, batches, amp_batches, med)
 
+
+@dataclass
+class Bench:
+    """What parts 1-3 time on: the shapes preset's teacher and the first images of a generated set."""
+    device: str
+    steps: int
+    root: Path
+    teacher: object
+    prep: object
+    images: list
+    boxes: list
+    labels: list
+
+    def clock(self) -> float:  # GPU work is asynchronous: wait for it before reading the clock
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def loss_fn(self, n: int):
+        from ikd_cli.attack.teacher_loss import TeacherClassificationLoss
+
+        return TeacherClassificationLoss(self.teacher, self.prep, [im.shape[:2] for im in self.images[:n]],
+                                         self.boxes[:n], self.labels[:n])
+
+
+def make_bench(args, batches: list, amp_batches: list) -> Bench:
     import torch
-    from mmdet.models import build_detector
 
-    from ikd_cli.attack.batch import attack_batch, pad_batch
-    from ikd_cli.attack.methods import build_attack
-    from ikd_cli.attack.storage import encode_adversarial
-    from ikd_cli.attack.teacher_loss import Preprocess, TeacherClassificationLoss, prepare_teacher
+    from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.config import presets
     from ikd_cli.config.mmdet import build_config
-    from ikd_cli.core.checkpoints import load_weights, read_checkpoint
     from ikd_cli.data.shapes import generate_shapes
 
     torch.manual_seed(0)
     num_train = max(8, *batches, *amp_batches, 2 * args.command_images)
     root = Path(f"/tmp/ikd-bench-shapes-{num_train}")  # one folder per size: the generator refuses another
-    generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
+    layout = generate_shapes(root, seed=1, num_train=num_train, num_val=1, image_size=160)
     cfg = build_config(presets.load("shapes", {"data.root": str(root)}), "teacher")
+    teacher = shapes_teacher(args, cfg)
+    prep = Preprocess.from_config(cfg)
+    # max() of a list: with one batch size alone, max(*[1]) would be max(1), an error
+    images, boxes, labels = read_images(layout, max([*batches, *amp_batches]))
+    return Bench(args.device, args.steps, root, teacher, prep, images, boxes, labels)
+
+
+def shapes_teacher(args, cfg):
+    """The teacher of ``--checkpoint`` (default: the shapes preset's, if trained; else random weights)."""
+    from mmdet.models import build_detector
+
+    from ikd_cli.attack.teacher_loss import prepare_teacher
+    from ikd_cli.core.checkpoints import load_weights, read_checkpoint
+
     model = build_detector(cfg.model)
     if args.checkpoint is None:
         from ikd_cli.config.layout import final_checkpoint
@@ -80,49 +130,59 @@ def main():
         args.checkpoint = str(final_checkpoint(load("shapes"), "teacher"))
     if Path(args.checkpoint).is_file():
         load_weights(model, read_checkpoint(args.checkpoint)["state_dict"], args.checkpoint)
-    teacher = prepare_teacher(model).to(device)
-    prep = Preprocess.from_config(cfg)
+    return prepare_teacher(model).to(args.device)
 
-    ann = json.loads((root / "annotations" / "instances_train.json").read_text())
+
+def read_images(layout, n: int) -> tuple[list, list, list]:
+    """The first ``n`` training images of the shapes set at ``layout`` (BGR), their gt boxes
+    (x1, y1, x2, y2) and labels."""
     import cv2
+    import torch
 
+    ann = json.loads(layout.train_ann.read_text())
     images, boxes, labels = [], [], []
-    for im in ann["images"][:max(*batches, *amp_batches)]:
-        images.append(cv2.imread(str(root / "train" / im["file_name"])))
+    for im in ann["images"][:n]:
+        images.append(cv2.imread(str(layout.train_images / im["file_name"])))
         objs = [a for a in ann["annotations"] if a["image_id"] == im["id"]]
         boxes.append(torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                     a["bbox"][1] + a["bbox"][3]] for a in objs], dtype=torch.float32))
         labels.append(torch.tensor([a["category_id"] - 1 for a in objs]))
+    return images, boxes, labels
 
-    def loss_fn_for(n):
-        return TeacherClassificationLoss(teacher, prep, [im.shape[:2] for im in images[:n]], boxes[:n], labels[:n])
 
-    def clock():  # GPU work is asynchronous: wait for it before reading the clock
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
+def batch_variants(bench: Bench, batches: list, amp_batches: list) -> dict:
+    """Parts 1-3: for each batch size, ``floor bN``, ``attack bN`` and ``ikd attack bN`` (and
+    ``ikd attack bN amp``): name -> (function of the batch size, batch size), seconds per image."""
+    import torch
+
+    from ikd_cli.attack.batch import attack_batch, pad_batch
+    from ikd_cli.attack.methods import build_attack
+    from ikd_cli.attack.storage import encode_adversarial
+
+    clock, images = bench.clock, bench.images
 
     def floor(n):  # steps x (forward + backward w.r.t. the image)
-        x = pad_batch(images[:n], device)
-        fn = loss_fn_for(n)
+        x = pad_batch(images[:n], bench.device)
+        fn = bench.loss_fn(n)
         start = clock()
-        for _ in range(args.steps):
+        for _ in range(bench.steps):
             xr = x.clone().requires_grad_(True)
             torch.autograd.grad(fn(xr), xr)
         return (clock() - start) / n
 
-    attack = build_attack("difgsm", None, steps=args.steps)
+    attack = build_attack("difgsm", None, steps=bench.steps)
 
     def attack_only(n):
-        x = pad_batch(images[:n], device)
-        attack.loss_fn = loss_fn_for(n)
+        x = pad_batch(images[:n], bench.device)
+        attack.loss_fn = bench.loss_fn(n)
         start = clock()
         attack(x)
         return (clock() - start) / n
 
     def whole(n, amp=False):  # what ikd attack does per batch (the same functions), without the file system
         start = clock()
-        results = attack_batch(attack, teacher, prep, images[:n], boxes[:n], labels[:n], device=device, seed=0, amp=amp)
+        results = attack_batch(attack, bench.teacher, bench.prep, images[:n], bench.boxes[:n], bench.labels[:n],
+                               device=bench.device, seed=0, amp=amp)
         for image, result in zip(images, results):
             encode_adversarial(image, result.pixels, attack.eps, "delta")  # the default storage format
         return (clock() - start) / n
@@ -135,16 +195,24 @@ def main():
         variants.update({f"floor b{b}": (floor, b), f"attack b{b}": (attack_only, b), f"ikd attack b{b}": (whole, b)})
     for b in amp_batches:
         variants[f"ikd attack b{b} amp"] = (whole_amp, b)
-    if args.command_images:
-        variants.update(command_variants(args, root, teacher, prep, batches, device, clock))
+    return variants
+
+
+def time_variants(variants: dict, repeats: int) -> dict:
+    """One warm-up call each, then ``repeats`` rounds of every variant in turn: the medians."""
     for fn, n in variants.values():  # warm-up
         fn(n)
     times = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, (fn, n) in variants.items():
             times[name].append(fn(n))
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"{device}, torch threads {torch.get_num_threads()}, steps {args.steps}, 160 px shapes images, "
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def print_results(args, batches: list, amp_batches: list, med: dict) -> None:
+    import torch
+
+    print(f"{args.device}, torch threads {torch.get_num_threads()}, steps {args.steps}, 160 px shapes images, "
           f"median of {args.repeats}")
     for name, value in med.items():
         print(f"  {name:15s} {1000 * value:8.1f} ms/img")
@@ -160,14 +228,19 @@ def main():
     for b in amp_batches:
         if f"ikd attack b{b}" in med:
             print(f"--amp (bf16) / fp32 time (b{b}): {med[f'ikd attack b{b} amp'] / med[f'ikd attack b{b}']:.2f}")
-    if args.json:
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        Path(args.json).write_text(json.dumps({
-            "device": device,
-            "img_per_s": {str(b): 1 / med[f"ikd attack b{b}"] for b in batches},
-            "img_per_s_amp": {str(b): 1 / med[f"ikd attack b{b} amp"] for b in amp_batches},
-            "command_img_per_s": {str(b): 1 / med[f"command b{b}"] for b in batches if args.command_images},
-            "peak_gpu_gib": peak}, indent=1))
+
+
+def write_json(args, batches: list, amp_batches: list, med: dict) -> None:
+    """--json: images/s per batch (fp32, bf16, the command's) and the peak GPU memory."""
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
+    Path(args.json).write_text(json.dumps({
+        "device": args.device,
+        "img_per_s": {str(b): 1 / med[f"ikd attack b{b}"] for b in batches},
+        "img_per_s_amp": {str(b): 1 / med[f"ikd attack b{b} amp"] for b in amp_batches},
+        "command_img_per_s": {str(b): 1 / med[f"command b{b}"] for b in batches if args.command_images},
+        "peak_gpu_gib": peak}, indent=1))
 
 
 def command_variants(args, root, teacher, prep, batches, device, clock) -> dict:

@@ -26,17 +26,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="also time fgd and ikd under bf16 autocast")
     parser.add_argument("--json", help="write iterations/s and peak GPU memory here")
-    args = parser.parse_args()
-    device = args.device
+    return parser.parse_args()
 
+
+def main():
+    args = parse_args()
     import torch
+
+    torch.manual_seed(0)
+    model, data = distiller_and_batch(args.batch, args.device)
+    variants = iteration_variants(model, data, args.device, args.amp)
+    med = time_variants(variants, args.repeats)
+    print_results(args, med)
+    if args.json:
+        write_json(args, med)
+
+
+def distiller_and_batch(batch_size: int, device: str):
+    """The shapes preset's distiller (random weights) in training mode on ``device``, and one
+    collated batch of ``batch_size`` images with their adversarial copies (``adv_img``)."""
     from mmcv.parallel import collate, scatter_kwargs
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
@@ -47,12 +62,11 @@ def main():
     from ikd_cli.data.shapes import generate_shapes
     from ikd_cli.distill.config import build_distill_config
 
-    torch.manual_seed(0)
-    root = Path("/tmp/ikd-bench-shapes-distill")
-    generate_shapes(root, seed=2, num_train=args.batch, num_val=1, image_size=160)
+    root = Path(f"/tmp/ikd-bench-shapes-distill-{batch_size}")  # one folder per size: the generator refuses another
+    layout = generate_shapes(root, seed=2, num_train=batch_size, num_val=1, image_size=160)
     adv = root / "adv"  # timing does not depend on the pixels: a copy stands in for the attack
     adv.mkdir(exist_ok=True)
-    for png in (root / "train").glob("*.png"):
+    for png in layout.train_images.glob("*.png"):
         shutil.copy(png, adv / png.name)
     tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0})
     cfg = build_distill_config(tree)
@@ -61,9 +75,15 @@ def main():
     model.init_weights()
     model.to(device).train()
     dataset = build_dataset(cfg.data.train_dfa)
-    batch = collate([dataset[i] for i in range(args.batch)], samples_per_gpu=args.batch)
+    batch = collate([dataset[i] for i in range(batch_size)], samples_per_gpu=batch_size)
     (data,), _ = scatter_kwargs((batch,), {}, [0 if device == "cuda" else -1])
-    data = data[0] if isinstance(data, (list, tuple)) else data
+    return model, data[0] if isinstance(data, (list, tuple)) else data
+
+
+def iteration_variants(model, data: dict, device: str, amp: bool) -> dict:
+    """name -> a function that runs one iteration of that kind and returns its seconds."""
+    import torch
+
     plain = {k: v for k, v in data.items() if k != "adv_img"}
     student = model.student
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -106,16 +126,27 @@ def main():
         return clock() - start
 
     variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
-    if args.amp:
+    if amp:
         variants.update({"fgd amp": lambda: run_fgd(amp=True), "ikd amp": lambda: run_ikd(amp=True)})
+    return variants
+
+
+def time_variants(variants: dict, repeats: int) -> dict:
+    """One warm-up call each, then ``repeats`` rounds of every variant in turn: the medians."""
     for fn in variants.values():
         fn()
     times = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in variants.items():
             times[name].append(fn())
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{device}, torch threads {torch.get_num_threads()}, batch {args.batch} x 160 px, shapes preset, median of {args.repeats}")
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_results(args, med: dict) -> None:
+    import torch
+
+    print(f"{args.device}, torch threads {torch.get_num_threads()}, batch {args.batch} x 160 px, shapes preset, "
+          f"median of {args.repeats}")
     for name, value in med.items():
         print(f"  {name:8s} {1000 * value:8.1f} ms/iteration")
     print(f"fgd / student:           {med['fgd'] / med['student']:.2f}")
@@ -123,11 +154,16 @@ def main():
     print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
     if args.amp:
         print(f"bf16 / fp32 time:        fgd {med['fgd amp'] / med['fgd']:.2f}, ikd {med['ikd amp'] / med['ikd']:.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "device": device, "batch": args.batch,
-            "it_per_s": {name: 1 / value for name, value in med.items()},
-            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}, indent=1))
+
+
+def write_json(args, med: dict) -> None:
+    """--json: iterations/s of each variant and the peak GPU memory."""
+    import torch
+
+    Path(args.json).write_text(json.dumps({
+        "device": args.device, "batch": args.batch,
+        "it_per_s": {name: 1 / value for name, value in med.items()},
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None}, indent=1))
 
 
 if __name__ == "__main__":

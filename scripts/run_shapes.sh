@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 IKD=.venv/bin/ikd
-W=work_dirs/shapes
 where() { "$IKD" presets show shapes --path "$@"; }  # where the preset puts a run's files (config/layout.py)
+W=$(where work_dir)
 ADV_VAL=$(where attack.out_val)
 
 "$IKD" train --preset shapes --model teacher

@@ -45,8 +45,13 @@ IKD=.venv/bin/ikd
 # when run_shapes.sh has run).
 "$IKD" train --preset shapes --model teacher
 "$IKD" attack --preset shapes
-mkdir -p "$OUT"
-echo '{"study": "shapes"}' > "$OUT/study.json"   # marks the folder as a study for `ikd report`
+.venv/bin/python - "$OUT" <<'PY'   # marks the folder as a study for `ikd report`
+import sys
+from pathlib import Path
+from ikd_cli.config.layout import STUDY_FILE
+from ikd_cli.core.fileio import atomic_write_json
+atomic_write_json(Path(sys.argv[1]) / STUDY_FILE, {"study": "shapes"})
+PY
 
 arm_args() {  # the command of one arm
   case "$1" in

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import local_http_server
 from ikd_cli.core.distributed import free_port
-from ikd_cli.zoo import download as dl
+from ikd_cli.zoo import registry, transfer
 from ikd_cli.core.errors import IkdError
 
 # Fixed bytes (not os.urandom): the parametrised test ids below carry their hash, and pytest-xdist's
@@ -69,8 +69,8 @@ def server():
         yield srv
 
 
-def _toy(srv, filename=FILENAME) -> dl.Checkpoint:
-    return dl.resolve(f"{srv.base}/{filename}")
+def _toy(srv, filename=FILENAME) -> registry.Checkpoint:
+    return registry.resolve(f"{srv.base}/{filename}")
 
 
 def _sha(path: Path) -> str:
@@ -79,7 +79,7 @@ def _sha(path: Path) -> str:
 
 def test_clean_download_verifies_and_lands(server, tmp_path):
     seen = []
-    path = dl.download(_toy(server), tmp_path / "ckpts", progress=lambda d, t: seen.append((d, t)))
+    path = transfer.download(_toy(server), tmp_path / "ckpts", progress=lambda d, t: seen.append((d, t)))
     assert path == tmp_path / "ckpts" / FILENAME
     assert path.read_bytes() == DATA
     assert not (tmp_path / "ckpts" / (FILENAME + ".part")).exists()
@@ -89,7 +89,7 @@ def test_clean_download_verifies_and_lands(server, tmp_path):
 
 def test_existing_verified_file_makes_no_request(server, tmp_path):
     (tmp_path / FILENAME).write_bytes(DATA)
-    assert dl.download(_toy(server), tmp_path) == tmp_path / FILENAME
+    assert transfer.download(_toy(server), tmp_path) == tmp_path / FILENAME
     assert server.requests == []
 
 
@@ -97,19 +97,19 @@ def test_existing_bad_file_is_kept_unless_force(server, tmp_path):
     target = tmp_path / FILENAME
     target.write_bytes(b"not a checkpoint")
     with pytest.raises(IkdError, match="--force"):
-        dl.download(_toy(server), tmp_path)
+        transfer.download(_toy(server), tmp_path)
     assert target.read_bytes() == b"not a checkpoint" and server.requests == []
-    assert dl.download(_toy(server), tmp_path, force=True).read_bytes() == DATA
+    assert transfer.download(_toy(server), tmp_path, force=True).read_bytes() == DATA
 
 
 def test_interrupted_download_keeps_part_and_resumes(server, tmp_path):
     server.cut_first_after = 100_000
     with pytest.raises(IkdError, match=r"interrupted after 0\.1 MB.*again to resume"):
-        dl.download(_toy(server), tmp_path)
+        transfer.download(_toy(server), tmp_path)
     part = tmp_path / (FILENAME + ".part")
     assert part.stat().st_size == 100_000 and not (tmp_path / FILENAME).exists()
 
-    path = dl.download(_toy(server), tmp_path)
+    path = transfer.download(_toy(server), tmp_path)
     assert server.requests[1]["range"] == "bytes=100000-"
     assert _sha(path) == hashlib.sha256(DATA).hexdigest()
     assert not part.exists()
@@ -118,14 +118,14 @@ def test_interrupted_download_keeps_part_and_resumes(server, tmp_path):
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.ignore_range = True
     (tmp_path / (FILENAME + ".part")).write_bytes(b"x" * 5000)  # stale bytes must be overwritten
-    path = dl.download(_toy(server), tmp_path)
+    path = transfer.download(_toy(server), tmp_path)
     assert server.requests[0]["range"] == "bytes=5000-"
     assert path.read_bytes() == DATA
 
 
 def test_complete_part_gets_416_and_is_placed(server, tmp_path):
     (tmp_path / (FILENAME + ".part")).write_bytes(DATA)
-    assert dl.download(_toy(server), tmp_path).read_bytes() == DATA
+    assert transfer.download(_toy(server), tmp_path).read_bytes() == DATA
 
 
 def test_ctrl_c_keeps_part(server, tmp_path):
@@ -134,7 +134,7 @@ def test_ctrl_c_keeps_part(server, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(IkdError, match="Ctrl-C") as info:
-        dl.download(_toy(server), tmp_path, progress=stop)
+        transfer.download(_toy(server), tmp_path, progress=stop)
     assert info.value.exit_code == 130
     assert (tmp_path / (FILENAME + ".part")).stat().st_size > 0
 
@@ -142,22 +142,22 @@ def test_ctrl_c_keeps_part(server, tmp_path):
 def test_wrong_hash_removes_part_and_final(server, tmp_path):
     ckpt = _toy(server)
     wrong = "00000000" if PREFIX != "00000000" else "ffffffff"
-    bad = dl.Checkpoint(ckpt.name, ckpt.url, ckpt.filename, wrong)
+    bad = registry.Checkpoint(ckpt.name, ckpt.url, ckpt.filename, wrong)
     with pytest.raises(IkdError, match=f"checksum mismatch.*expected prefix {wrong}, got {PREFIX}"):
-        dl.download(bad, tmp_path)
+        transfer.download(bad, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_http_404(server, tmp_path):
     with pytest.raises(IkdError, match=r"HTTP 404.*missing_20200101-12345678\.pth"):
-        dl.download(_toy(server, "missing_20200101-12345678.pth"), tmp_path)
+        transfer.download(_toy(server, "missing_20200101-12345678.pth"), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_connection_refused_says_what_to_do(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/{FILENAME}"
     with pytest.raises(IkdError) as info:
-        dl.download(dl.resolve(url), tmp_path)
+        transfer.download(registry.resolve(url), tmp_path)
     msg = str(info.value)
     assert "cannot reach 127.0.0.1" in msg and "refused" in msg
     assert url in msg and str(tmp_path / FILENAME) in msg
@@ -169,14 +169,14 @@ def test_silent_server_times_out(tmp_path):
         s.listen(1)
         url = f"http://127.0.0.1:{s.getsockname()[1]}/{FILENAME}"
         with pytest.raises(IkdError, match=r"cannot reach 127\.0\.0\.1 \(timed out\)"):
-            dl.download(dl.resolve(url), tmp_path, timeout=0.5)
+            transfer.download(registry.resolve(url), tmp_path, timeout=0.5)
 
 
 def test_url_without_hash_is_not_verified(server, tmp_path):
-    ckpt = dl.resolve(f"{server.base}/plain.pth")
+    ckpt = registry.resolve(f"{server.base}/plain.pth")
     assert ckpt.sha256_prefix is None and not ckpt.verifiable and ckpt.filename == "plain.pth"
-    assert dl.download(ckpt, tmp_path).read_bytes() == DATA
-    assert dl.download(ckpt, tmp_path) == tmp_path / "plain.pth"  # exists: trusted, no request
+    assert transfer.download(ckpt, tmp_path).read_bytes() == DATA
+    assert transfer.download(ckpt, tmp_path) == tmp_path / "plain.pth"  # exists: trusted, no request
     assert len(server.requests) == 1
 
 
@@ -198,7 +198,7 @@ def test_url_name_that_is_not_a_plain_file_name_is_refused(server, tmp_path, seg
     server.files.add(f"/{segment}")
     url = f"{server.base}/{segment}"
     with pytest.raises(IkdError, match="not a plain file name"):
-        dl.download(dl.resolve(url), dest)
+        transfer.download(registry.resolve(url), dest)
     result = run_cli("download", url, "--dir", dest, expect=1)
     assert "not a plain file name" in result.output and len(result.output.strip().splitlines()) == 1
     assert server.requests == []
@@ -208,17 +208,17 @@ def test_url_name_that_is_not_a_plain_file_name_is_refused(server, tmp_path, seg
 
 def test_checkpoint_with_a_path_for_a_name_is_refused(server, tmp_path):
     """download() checks the name itself too (a Checkpoint made by hand, not by resolve)."""
-    ckpt = dl.Checkpoint("x", f"{server.base}/{FILENAME}", f"../{FILENAME}", PREFIX)
+    ckpt = registry.Checkpoint("x", f"{server.base}/{FILENAME}", f"../{FILENAME}", PREFIX)
     with pytest.raises(IkdError, match="not a plain file name"):
-        dl.download(ckpt, tmp_path / "ckpts")
+        transfer.download(ckpt, tmp_path / "ckpts")
     assert not (tmp_path / FILENAME).exists() and server.requests == []
 
 
 def test_sha256_prefix_from_name():
-    assert dl.sha256_prefix_from_name("a_20200130-366f5af1.pth") == "366f5af1"
-    assert dl.sha256_prefix_from_name("x-e75f90c8.pth") == "e75f90c8"
-    assert dl.sha256_prefix_from_name("model.pth") is None
-    assert dl.sha256_prefix_from_name("a-366F5AF1.pth") is None  # the zoo uses lower case
+    assert registry.sha256_prefix_from_name("a_20200130-366f5af1.pth") == "366f5af1"
+    assert registry.sha256_prefix_from_name("x-e75f90c8.pth") == "e75f90c8"
+    assert registry.sha256_prefix_from_name("model.pth") is None
+    assert registry.sha256_prefix_from_name("a-366F5AF1.pth") is None  # the zoo uses lower case
 
 
 def test_registry_entries_look_right():
@@ -230,9 +230,9 @@ def test_registry_entries_look_right():
         "reppoints_moment_r50_fpn_gn-neck+head_2x_coco": None,
         "mask_rcnn_r50_fpn_2x_coco": None,
     }
-    assert set(dl.CHECKPOINTS) == set(expected)
+    assert set(registry.CHECKPOINTS) == set(expected)
     for name, prefix in expected.items():
-        ckpt = dl.resolve(name)
+        ckpt = registry.resolve(name)
         assert ckpt.name == name
         assert ckpt.url.startswith("https://download.openmmlab.com/mmdetection/v2.0/")
         assert ckpt.filename.startswith(name) and ckpt.filename.endswith(".pth")
@@ -241,7 +241,7 @@ def test_registry_entries_look_right():
         assert ckpt.filename.endswith(f"-{ckpt.sha256_prefix}.pth")
         if prefix:
             assert ckpt.sha256_prefix == prefix
-    assert dl.resolve("retinanet_x101_64x4d_fpn_1x_coco").url == (
+    assert registry.resolve("retinanet_x101_64x4d_fpn_1x_coco").url == (
         "https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_x101_64x4d_fpn_1x_coco/"
         "retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth"
     )
@@ -260,13 +260,13 @@ def test_registry_matches_installed_mmdet_metafiles():
     for family in ("retinanet", "reppoints", "dcn", "mask_rcnn"):
         meta = yaml.safe_load((configs / family / "metafile.yml").read_text())
         weights.update({m["Name"]: m.get("Weights") for m in meta["Models"]})
-    for name, ckpt in dl.CHECKPOINTS.items():
+    for name, ckpt in registry.CHECKPOINTS.items():
         assert ckpt.url == weights[name], name
 
 
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(IkdError) as info:
-        dl.resolve("retinanet_r50_fpn_1x_coco")
+        registry.resolve("retinanet_r50_fpn_1x_coco")
     msg = str(info.value)
     assert "retinanet_r50_fpn_2x_coco" in msg and "ikd download --list" in msg
 

@@ -188,4 +188,7 @@ def test_presets_show_path_is_the_layout():
         str(adversarial_set_dir(tree, "train"))
     assert run_cli("presets", "show", "shapes", "--path", "distill", "--work-dir", "w").output.strip() == \
         str(final_checkpoint(tree, "distill")) == "w/distill/student_latest.pth"
+    assert run_cli("presets", "show", "shapes", "--path", "work_dir", "--work-dir", "w").output.strip() == "w"
+    assert run_cli("presets", "show", "shapes", "--path", "data.val_images", "--data-root", "d").output.strip() == \
+        str(presets.data_path(presets.load("shapes", {"data.root": "d"}), "val_images")) == "d/val"
     assert "--path takes" in run_cli("presets", "show", "shapes", "--path", "nope", expect=1).output

@@ -160,7 +160,6 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     state = _check_folder(out, settings)
     if state == "done":
         return out, read_json(out / MANIFEST, "poisoned set manifest"), False
-    paths = source["paths"]
     train, val = source["train"], source["val"]
     # before the marker: settings that cannot start (a rate that triggers no image) leave nothing
     # behind that would refuse the corrected command as "other settings"
@@ -168,7 +167,18 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     ensure_writable_dir(out, "poisoned set folder")
     lock_folder(out, "backdoor poison")
     atomic_write_json(out / PARTIAL, settings)
-    total, done = len(train["images"]) + 2 * len(val["images"]), 0
+    tick = _ticker(progress, len(train["images"]) + 2 * len(val["images"]))
+    poisoned, trigger_at = _poisoned_train(source, settings, triggered, out, tick)
+    relabelled, removed = _retarget(poisoned, trigger_at, settings)
+    triggered_val = _val_splits(source, settings, out, tick)
+    summary = dict(train_images=len(train["images"]), triggered_images=len(trigger_at),
+                   relabelled_objects=relabelled, removed_objects=removed, val_images=len(val["images"]))
+    return out, _write_annotations(out, poisoned, val, triggered_val, dict(settings=settings, summary=summary)), True
+
+
+def _ticker(progress: Progress, total: int) -> Callable[[], None]:
+    """A function to call after each image written: it calls ``progress(done, total)``."""
+    done = 0
 
     def tick():
         nonlocal done
@@ -176,11 +186,16 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         if progress is not None:
             progress(done, total)
 
-    # training split: triggered images stamped (PNG), the others linked to the clean source
-    poisoned = copy.deepcopy(train)
+    return tick
+
+
+def _poisoned_train(source: dict, settings: dict, triggered: set, out: Path, tick) -> tuple[dict, dict]:
+    """The training split: triggered images stamped (PNG), the others linked to the clean source.
+    Returns (the annotations, their images renamed and marked; image id -> where its trigger is)."""
+    poisoned = copy.deepcopy(source["train"])
     trigger_at = {}
     for index, info in enumerate(poisoned["images"]):
-        src = Path(paths["train_images"]) / info["file_name"]
+        src = Path(source["paths"]["train_images"]) / info["file_name"]
         if index in triggered:
             name = str(Path(info["file_name"]).with_suffix(".png"))
             info["trigger"] = _stamped_copy(src, inside(out / TRAIN_IMAGES, name, "image file name"),
@@ -192,6 +207,12 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
                 raise IkdError(f"image not found: {src}")
             _link(src.resolve(), inside(out / TRAIN_IMAGES, info["file_name"], "image file name"))
         tick()
+    return poisoned, trigger_at
+
+
+def _retarget(poisoned: dict, trigger_at: dict, settings: dict) -> tuple[int, int]:
+    """The triggered images' objects relabelled to the target (misclassify) or removed
+    (disappear), in ``poisoned``; returns (objects relabelled, objects removed)."""
     relabelled = removed = 0
     if settings["attack"] == "misclassify":
         for ann in poisoned["annotations"]:
@@ -202,11 +223,15 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
         kept = [a for a in poisoned["annotations"] if a["image_id"] not in trigger_at]
         removed = len(poisoned["annotations"]) - len(kept)
         poisoned["annotations"] = kept
+    return relabelled, removed
 
-    # val split: linked as it is; val_triggered: every image stamped, the clean ground truth
-    triggered_val = copy.deepcopy(val)
+
+def _val_splits(source: dict, settings: dict, out: Path, tick) -> dict:
+    """val linked as it is; val_triggered: every val image stamped, with the clean ground truth
+    (returned, its images renamed and marked)."""
+    triggered_val = copy.deepcopy(source["val"])
     for index, info in enumerate(triggered_val["images"]):
-        src = Path(paths["val_images"]) / info["file_name"]
+        src = Path(source["paths"]["val_images"]) / info["file_name"]
         if not src.is_file():
             raise IkdError(f"image not found: {src}")
         _link(src.resolve(), inside(out / VAL_IMAGES, info["file_name"], "image file name"))
@@ -216,19 +241,21 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
                                         settings["seed"], "val", index, settings["trigger_size"])
         info["file_name"] = name
         tick()
+    return triggered_val
 
+
+def _write_annotations(out: Path, poisoned: dict, val: dict, triggered_val: dict, manifest: dict) -> dict:
+    """The three annotation files, then the manifest (a folder with one is complete); the
+    progress marker goes last. Returns the manifest."""
     atomic_write_json(out / TRAIN_ANN, poisoned)
     atomic_write_json(out / VAL_ANN, val)
     atomic_write_json(out / TRIGGERED_ANN, triggered_val)
-    summary = dict(train_images=len(train["images"]), triggered_images=len(trigger_at),
-                   relabelled_objects=relabelled, removed_objects=removed, val_images=len(val["images"]))
-    manifest = dict(settings=settings, summary=summary)
     atomic_write_json(out / MANIFEST, manifest)
     try:
         os.unlink(out / PARTIAL)
     except OSError:
         pass
-    return out, manifest, True
+    return manifest
 
 
 def read_manifest(out: Path) -> dict:

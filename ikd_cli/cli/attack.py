@@ -65,7 +65,7 @@ def attack(
     if limit is not None and limit < 1:
         raise IkdError("--limit must be at least 1")
     if export is not None:
-        from ikd_cli.attack.run import export_set
+        from ikd_cli.attack.export import export_set
 
         export_set(load_preset(preset, sets, data_root), split=split.value, out=out, dest=export)
         return

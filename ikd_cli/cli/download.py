@@ -31,8 +31,8 @@ def download(
 ):
     """Download model-zoo checkpoints (a preset's teacher and its student's ImageNet backbone init),
     verified by sha256, resumable."""
-    from ikd_cli.zoo.download import CHECKPOINTS, resolve
-    from ikd_cli.zoo.download import download as fetch
+    from ikd_cli.zoo.registry import CHECKPOINTS, resolve
+    from ikd_cli.zoo.transfer import download as fetch
     from ikd_cli.core.ui import console
 
     if list_ or (name is None and preset is None):

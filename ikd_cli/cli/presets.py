@@ -74,7 +74,9 @@ def presets_show(
     path: Optional[str] = typer.Option(
         None, "--path", metavar="WHAT",
         help="Print only where something of the run lives on disk, for scripts: attack.out (the training "
-             "set's adversarial folder), attack.out_val, or a run's final checkpoint: teacher, student, distill."),
+             "set's adversarial folder), attack.out_val, a run's final checkpoint: teacher, student, distill, "
+             "the runs' folder: work_dir, or a data path: data.train_images, data.val_images, data.train_ann, "
+             "data.val_ann."),
     sets: Optional[List[str]] = SetOpt,
     data_root: Optional[str] = DataRootOpt,
     work_dir: Optional[str] = WorkDirOpt,
@@ -101,12 +103,21 @@ def presets_show(
     console.print(cfg.pretty_text, markup=False, highlight=False)
 
 
+_DATA_PATHS = ("data.train_images", "data.val_images", "data.train_ann", "data.val_ann")
+
+
 def _path_of(preset: dict, what: str) -> str:
     from ikd_cli.config.layout import adversarial_set_dir, final_checkpoint
+    from ikd_cli.config.presets import data_path
     from ikd_cli.core.errors import IkdError
 
     if what in ("attack.out", "attack.out_val"):
         return str(adversarial_set_dir(preset, "val" if what.endswith("_val") else "train"))
     if what in ("teacher", "student", "distill"):
         return str(final_checkpoint(preset, what))
-    raise IkdError(f"--path takes attack.out, attack.out_val, teacher, student or distill; got '{what}'")
+    if what == "work_dir":
+        return str(Path(preset["work_dir"]))
+    if what in _DATA_PATHS:
+        return str(data_path(preset, what.split(".", 1)[1]))
+    raise IkdError(f"--path takes attack.out, attack.out_val, teacher, student, distill, work_dir or "
+                   f"{', '.join(_DATA_PATHS)}; got '{what}'")

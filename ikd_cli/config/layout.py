@@ -20,6 +20,7 @@ ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written o
 ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
 ATTACK_SUMMARY_FILE = "summary.json"  # an adversarial set's totals, written when a run finishes
 RECORDS_GLOB = "records-*.jsonl"  # every rank's per-image records of an adversarial set
+STUDY_FILE = "study.json"  # marks the top of a study for `ikd report`: study/<arm>/.../<run folder>
 
 
 def records_file(rank: int) -> str:

@@ -93,6 +93,17 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
         return
     log_path = Path(log_file)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log_stream, _loggers_to(log_path), \
+            _console_and_warnings(), _mmcv_bars_to(log_stream), _fd2_to(log_stream), \
+            contextlib.redirect_stdout(log_stream), contextlib.redirect_stderr(log_stream), \
+            warnings.catch_warnings():
+        warnings.simplefilter("default")
+        yield log_path
+
+
+@contextlib.contextmanager
+def _loggers_to(log_path: Path) -> Iterator[None]:
+    """The chatty loggers write to ``log_path`` alone, for the block; then as they were."""
     # mmcv's get_logger() adds a stream handler to a logger it has not seen; marking the names as
     # initialised first keeps them on our file handler alone.
     from mmcv.utils import logging as mmcv_logging
@@ -109,15 +120,44 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
         logger.propagate = False
         if name in ("mmcv", "mmdet"):
             mmcv_logging.logger_initialized[name] = True
-    log_stream = open(log_path, "a", encoding="utf-8", buffering=1)
+    try:
+        yield
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name if name != "root" else None)
+            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+        handler.close()
+
+
+@contextlib.contextmanager
+def _console_and_warnings() -> Iterator[None]:
+    """The console keeps the real terminal (sys.stdout before the redirect); warnings go through
+    logging (the log file)."""
     terminal.stream = sys.stdout
     logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        terminal.stream = None
+
+
+@contextlib.contextmanager
+def _mmcv_bars_to(log_stream) -> Iterator[None]:
     # mmcv's ProgressBar (used by mmdet's test loops inside evaluation hooks) binds sys.stdout as
     # a default argument at import time, so redirecting sys.stdout does not reach it.
     from mmcv.utils import progressbar
 
     bar_defaults = progressbar.ProgressBar.__init__.__defaults__
     progressbar.ProgressBar.__init__.__defaults__ = bar_defaults[:-1] + (log_stream,)
+    try:
+        yield
+    finally:
+        progressbar.ProgressBar.__init__.__defaults__ = bar_defaults
+
+
+@contextlib.contextmanager
+def _fd2_to(log_stream) -> Iterator[None]:
     # C libraries (libjpeg's "Corrupt JPEG data" warnings, mmcv's ops) write to file descriptor 2
     # directly, past sys.stderr: point the descriptor at the log too (DataLoader workers inherit
     # it), so such a line never lands in the middle of the user's terminal.
@@ -125,19 +165,8 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
     saved_fd2 = os.dup(2)
     os.dup2(log_stream.fileno(), 2)
     try:
-        with contextlib.redirect_stdout(log_stream), contextlib.redirect_stderr(log_stream), \
-                warnings.catch_warnings():
-            warnings.simplefilter("default")
-            yield log_path
+        yield
     finally:
         log_stream.flush()
         os.dup2(saved_fd2, 2)
         os.close(saved_fd2)
-        progressbar.ProgressBar.__init__.__defaults__ = bar_defaults
-        logging.captureWarnings(False)
-        terminal.stream = None
-        for name, (handlers, level, propagate) in saved.items():
-            logger = logging.getLogger(name if name != "root" else None)
-            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
-        handler.close()
-        log_stream.close()

@@ -167,6 +167,21 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
     file is used). ``image_dir`` None skips the image files (annotations only)."""
     problems = _Problems()
     data = _load(ann_file)
+    cats, used = _categories(data, ann_file, classes, problems)
+    images, bad = _check_images(data, image_dir, problems)
+    per_class = _usable_boxes(data, cats, used, images, problems)
+    for cid, count in per_class.items():
+        if count == 0:
+            problems("warning", "classes without any box").add(str(cats[cid]))
+    usable = sum(per_class.values())
+    if usable == 0:
+        problems("error", "no usable box in the split").add(str(ann_file))
+    return SplitReport(split, str(ann_file), len(images), usable, len(used), problems.all(), bad)
+
+
+def _categories(data: dict, ann_file: Path, classes, problems: _Problems) -> tuple[dict, set]:
+    """(category id -> name, the ids of the preset's classes); a file with none of the preset's
+    classes is an error, each class missing from it a warning."""
     cats = {c.get("id"): c.get("name") for c in data["categories"] if isinstance(c, dict)}
     names = list(cats.values())
     if classes is not None:
@@ -177,8 +192,12 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
                            f"{', ...' if len(names) > 6 else ''}); set data.classes (or data.classes=auto)")
         for name in unknown:
             problems("warning", "preset classes that are no category of the file").add(name)
-    used = {cid for cid, name in cats.items() if classes is None or name in classes}
+    return cats, {cid for cid, name in cats.items() if classes is None or name in classes}
 
+
+def _check_images(data: dict, image_dir: Path | None, problems: _Problems) -> tuple[dict, dict]:
+    """(image id -> entry, bad image file name -> its problem): ids used twice and file names that
+    leave the image folder are errors; the files themselves are checked unless ``image_dir`` is None."""
     images, bad = {}, {}
     for info in _objects(data, "images", problems):
         if info.get("id") in images:  # COCO's index keeps the last entry of an id: one image lost
@@ -192,62 +211,68 @@ def check_split(split: str, ann_file: Path, image_dir: Path | None, classes) -> 
             problems("error", "image file names that leave the image folder").add(
                 f"image {info.get('id')}: {info.get('file_name')!r}")
             continue
-        if image_dir is None:
-            continue
-        path = Path(image_dir) / str(info.get("file_name", ""))
-        if not path.is_file():
-            problems("error", "missing images").add(str(info.get("file_name")))
-            bad[str(info.get("file_name"))] = "missing"
-            continue
-        try:
-            size = image_size(path)
-        except ImageTooLarge as err:
-            problems("error", "images too large to decode").add(f"{info.get('file_name')}: {err}")
-            continue
-        except Exception:  # PIL raises several types for a file that is no image
-            problems("error", "unreadable or truncated images").add(str(info.get("file_name")))
-            bad[str(info.get("file_name"))] = "unreadable or truncated"
-            continue
-        if (info.get("width"), info.get("height")) != size:
-            problems("warning", "image sizes in the JSON that differ from the file").add(
-                f"{info.get('file_name')}: JSON {info.get('width')}x{info.get('height')}, file {size[0]}x{size[1]}")
+        if image_dir is not None:
+            _check_image_file(info, Path(image_dir), problems, bad)
+    return images, bad
 
-    usable, per_class = 0, {cid: 0 for cid in used}
+
+def _check_image_file(info: dict, image_dir: Path, problems: _Problems, bad: dict) -> None:
+    """One image's file: there, readable, not too large to decode, of the size its entry says."""
+    path = image_dir / str(info.get("file_name", ""))
+    if not path.is_file():
+        problems("error", "missing images").add(str(info.get("file_name")))
+        bad[str(info.get("file_name"))] = "missing"
+        return
+    try:
+        size = image_size(path)
+    except ImageTooLarge as err:
+        problems("error", "images too large to decode").add(f"{info.get('file_name')}: {err}")
+        return
+    except Exception:  # PIL raises several types for a file that is no image
+        problems("error", "unreadable or truncated images").add(str(info.get("file_name")))
+        bad[str(info.get("file_name"))] = "unreadable or truncated"
+        return
+    if (info.get("width"), info.get("height")) != size:
+        problems("warning", "image sizes in the JSON that differ from the file").add(
+            f"{info.get('file_name')}: JSON {info.get('width')}x{info.get('height')}, file {size[0]}x{size[1]}")
+
+
+def _usable_boxes(data: dict, cats: dict, used: set, images: dict, problems: _Problems) -> dict:
+    """The usable boxes per category id of ``used``; each box MMDetection drops is a warning."""
+    per_class = {cid: 0 for cid in used}
     for ann in _objects(data, "annotations", problems):
-        where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
         cid = ann.get("category_id")
-        if cid not in cats:
-            problems("warning", "boxes of unknown category ids (dropped)").add(f"{where}: category {cid}")
-            continue
-        if cid not in used or ann.get("iscrowd", 0):
-            continue
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
-            problems("warning", "boxes that are not [x, y, w, h] (dropped)").add(where)
-            continue
-        if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every < and >= test below
-            problems("warning", "boxes with a NaN or infinite number (dropped)").add(f"{where}: {ann['bbox']}")
-            continue
-        info = images.get(ann.get("image_id"))
-        if info is None:
-            problems("warning", "boxes of images not in the file (dropped)").add(where)
-            continue
-        if w < 1 or h < 1:
-            problems("warning", "boxes with no area (width or height < 1 px, dropped)").add(f"{where}: {w:g}x{h:g}")
-            continue
-        width, height = info.get("width") or 0, info.get("height") or 0
-        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            problems("warning", "boxes wholly outside their image (dropped)").add(f"{where}: {[x, y, w, h]}")
-            continue
-        usable += 1
-        per_class[cid] += 1
-    for cid, count in per_class.items():
-        if count == 0:
-            problems("warning", "classes without any box").add(str(cats[cid]))
-    if usable == 0:
-        problems("error", "no usable box in the split").add(str(ann_file))
-    return SplitReport(split, str(ann_file), len(images), usable, len(used), problems.all(), bad)
+        if cid in cats and (cid not in used or ann.get("iscrowd", 0)):
+            continue  # a class the preset leaves out, or a crowd region: no box to train on
+        dropped = _why_dropped(ann, cats, images)
+        if dropped is not None:
+            problems("warning", dropped[0]).add(dropped[1])
+        else:
+            per_class[cid] += 1
+    return per_class
+
+
+def _why_dropped(ann: dict, cats: dict, images: dict) -> tuple[str, str] | None:
+    """(problem, example) for a box MMDetection would drop without a word; None for a usable one."""
+    where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
+    cid = ann.get("category_id")
+    if cid not in cats:
+        return "boxes of unknown category ids (dropped)", f"{where}: category {cid}"
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (KeyError, TypeError, ValueError):
+        return "boxes that are not [x, y, w, h] (dropped)", where
+    if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every < and >= test below
+        return "boxes with a NaN or infinite number (dropped)", f"{where}: {ann['bbox']}"
+    info = images.get(ann.get("image_id"))
+    if info is None:
+        return "boxes of images not in the file (dropped)", where
+    if w < 1 or h < 1:
+        return "boxes with no area (width or height < 1 px, dropped)", f"{where}: {w:g}x{h:g}"
+    width, height = info.get("width") or 0, info.get("height") or 0
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return "boxes wholly outside their image (dropped)", f"{where}: {[x, y, w, h]}"
+    return None
 
 
 def _cache_file(ann_file: Path, image_dir, classes) -> Path:

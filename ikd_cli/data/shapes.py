@@ -496,6 +496,37 @@ def _read_if_present(path: Path, what: str) -> Optional[Dict]:
     return data if isinstance(data, dict) else {}
 
 
+def _checked_counts(seed, num_train, num_val) -> tuple[int, int, int]:
+    """The seed (>= 0) and the two split sizes (>= 1) as ints; anything else, bools too, is an error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise IkdError(f"shapes seed must be a non-negative integer, not {seed!r}")
+    for name, value in (("num_train", num_train), ("num_val", num_val)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise IkdError(f"shapes {name} must be a positive integer, not {value!r}")
+    return int(seed), int(num_train), int(num_val)
+
+
+def _keep_existing(layout: ShapesLayout, wanted: dict) -> Optional[bool]:
+    """What the folder holds decides: None when it is the complete set already (nothing to do),
+    True when its images can be kept, False to draw every image; an error for anything that
+    is not a set of these parameters made by ikd."""
+    existing = _read_if_present(layout.manifest, "shapes manifest")
+    if existing is not None:
+        if existing != wanted:
+            raise IkdError(
+                f"{layout.root} already holds a shapes dataset made with other settings "
+                f"({_describe_difference(existing, wanted)}); use another --out or delete that folder")
+        if layout.train_ann.is_file() and layout.val_ann.is_file():
+            return None
+        return True  # our own set with an annotation file gone: redo, keeping images
+    partial = _read_if_present(layout.root / PARTIAL_NAME, "shapes progress marker")
+    if partial is None and (layout.train_ann.exists() or layout.val_ann.exists()):
+        raise IkdError(f"{layout.root} already holds annotations that ikd did not generate; "
+                       "use another --out or delete that folder")
+    # Images from an interrupted run can be kept only if it used the same parameters.
+    return partial == wanted
+
+
 def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = SHAPES_DEFAULTS["seed"],
                     num_train: int = SHAPES_DEFAULTS["num_train"], num_val: int = SHAPES_DEFAULTS["num_val"],
                     image_size: ImageSize = SHAPES_DEFAULTS["image_size"],
@@ -507,33 +538,15 @@ def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = SHAPES_DEFA
     annotations that ikd did not make, or cannot be written. ``progress(done, total)`` is
     called after each image.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise IkdError(f"shapes seed must be a non-negative integer, not {seed!r}")
-    for name, value in (("num_train", num_train), ("num_val", num_val)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise IkdError(f"shapes {name} must be a positive integer, not {value!r}")
-    seed, num_train, num_val = int(seed), int(num_train), int(num_val)
+    seed, num_train, num_val = _checked_counts(seed, num_train, num_val)
     hw = _image_hw(image_size)
     wanted = _manifest(seed, num_train, num_val, hw)
 
     layout = ShapesLayout.at(ensure_writable_dir(out_dir, "shapes output folder"))
     partial_path = layout.root / PARTIAL_NAME
-    existing = _read_if_present(layout.manifest, "shapes manifest")
-    if existing is not None:
-        if existing != wanted:
-            raise IkdError(
-                f"{layout.root} already holds a shapes dataset made with other settings "
-                f"({_describe_difference(existing, wanted)}); use another --out or delete that folder")
-        if layout.train_ann.is_file() and layout.val_ann.is_file():
-            return layout
-        keep_existing = True  # our own set with an annotation file gone: redo, keeping images
-    else:
-        partial = _read_if_present(partial_path, "shapes progress marker")
-        if partial is None and (layout.train_ann.exists() or layout.val_ann.exists()):
-            raise IkdError(f"{layout.root} already holds annotations that ikd did not generate; "
-                           "use another --out or delete that folder")
-        # Images from an interrupted run can be kept only if it used the same parameters.
-        keep_existing = partial == wanted
+    keep_existing = _keep_existing(layout, wanted)
+    if keep_existing is None:
+        return layout
 
     atomic_write_json(partial_path, wanted)
     total, done = num_train + num_val, 0

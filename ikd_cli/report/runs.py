@@ -27,14 +27,13 @@ from typing import Iterable
 
 import yaml
 
-from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, eval_file_name, robustness_file
+from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE, eval_file_name, robustness_file
 from ikd_cli.config.presets import load_yaml
 from ikd_cli.config.schema import METRICS
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.ui import console
 
-STUDY_FILE = "study.json"  # marks the top of a study: study/<arm>/.../<run folder>
 _LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
                 "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
 # The checkpoint a run delivers; `ikd evaluate CKPT` writes ``<stem>.eval-val.json`` beside it.

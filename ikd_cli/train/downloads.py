@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ikd_cli.core.errors import IkdError
-from ikd_cli.zoo.download import Checkpoint, ProgressFn, download, resolve
+from ikd_cli.zoo.registry import Checkpoint, resolve
+from ikd_cli.zoo.transfer import ProgressFn, download
 from ikd_cli.zoo.pretrained import init_checkpoint
 
 OFF_SWITCH = "--set student.pretrained=false"

@@ -1,3 +1,4 @@
-"""Layer 1 — model-zoo checkpoints: the registry and a verified, resumable download
-(``ikd download``). Imports only ``core``; no torch.
+"""Layer 1 — model-zoo checkpoints: registry.py (what files exist: names, URLs, sha256 prefixes),
+transfer.py (the verified, resumable HTTP download behind ``ikd download``), pretrained.py (where
+a backbone init comes from). Imports only ``core``; no torch.
 """

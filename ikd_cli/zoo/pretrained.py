@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from ikd_cli.core.errors import IkdError
-from ikd_cli.zoo.download import Checkpoint, plain_file_name, sha256_prefix_from_name
+from ikd_cli.zoo.registry import Checkpoint, plain_file_name, sha256_prefix_from_name
 
 _TORCHVISION = ("torchvision://", "modelzoo://")
 _OPENMMLAB = ("open-mmlab://", "openmmlab://")
