@@ -8,10 +8,12 @@ measured in one run (interleaved, median kept):
             on the adversarial image
 
 Target: ikd <= (fgd + adv) * 1.10. Usage: .venv/bin/python scripts/bench_distill.py [--repeats 5]
-[--device cuda] [--amp] [--json OUT.json]. --amp also times fgd and ikd with the forward passes
+[--device cuda] [--amp] [--diagnostics] [--json OUT.json]. --amp also times fgd and ikd with the forward passes
 under bf16 autocast (interleaved with fp32; `ikd distill --amp` on a GPU is mmcv's fp16 with loss
 scaling instead, not timed here); --json writes iterations/s and peak GPU memory for
-scripts/gpu_check.sh's summary.
+scripts/gpu_check.sh's summary. --diagnostics also times a stage-1 iteration that measures
+`distill.diagnostics` (interleaved with the plain one) and gives the cost per measured iteration
+and per iteration at the preset's `train.log_interval` (see diagnostics_cost).
 """
 
 import argparse
@@ -33,6 +35,8 @@ def main():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="also time fgd and ikd under bf16 autocast")
     parser.add_argument("--json", help="write iterations/s and peak GPU memory here")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also time a stage-1 iteration with distill.diagnostics measuring (ikd diag)")
     args = parser.parse_args()
     device = args.device
 
@@ -108,6 +112,8 @@ def main():
     variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
     if args.amp:
         variants.update({"fgd amp": lambda: run_fgd(amp=True), "ikd amp": lambda: run_ikd(amp=True)})
+    if args.diagnostics:
+        variants["ikd diag"] = lambda: diagnosed(model, run_ikd)
     for fn in variants.values():
         fn()
     times = {name: [] for name in variants}
@@ -123,11 +129,32 @@ def main():
     print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
     if args.amp:
         print(f"bf16 / fp32 time:        fgd {med['fgd amp'] / med['fgd']:.2f}, ikd {med['ikd amp'] / med['ikd']:.2f}")
+    if args.diagnostics:
+        print(diagnostics_cost(med, tree["train"]["log_interval"]))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "device": device, "batch": args.batch,
             "it_per_s": {name: 1 / value for name, value in med.items()},
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}, indent=1))
+
+
+def diagnosed(model, run_ikd):
+    """One stage-1 iteration with the diagnostics measuring, as DiagnosticsHook sets it for a
+    logged iteration (three autograd.grad calls through the kept graph, the teacher distance)."""
+    model.diagnose = True
+    try:
+        return run_ikd()
+    finally:
+        model.diagnose = False
+
+
+def diagnostics_cost(med: dict, log_interval: int) -> str:
+    """What distill.diagnostics costs: per measured iteration (ikd diag / ikd), and over stage 1,
+    where only every log_interval-th iteration measures: (diag + (k - 1) ikd) / (k ikd)."""
+    per_step = med["ikd diag"] / med["ikd"]
+    amortised = (med["ikd diag"] + (log_interval - 1) * med["ikd"]) / (log_interval * med["ikd"])
+    return (f"ikd diag / ikd:          {per_step:.3f}   (a measured iteration)\n"
+            f"stage 1 with diagnostics: {amortised:.3f}   (one measured iteration in train.log_interval = {log_interval})")
 
 
 if __name__ == "__main__":
