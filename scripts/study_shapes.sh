@@ -82,7 +82,7 @@ done
 echo "study: $(( ($(date +%s) - start) / 60 )) min of training and evaluation"
 if [ ${#COMPARE[@]} -eq 0 ] && [ -d "$OUT/ikd" ]; then
   for other in fgd ikd_aug ikd_adv; do
-    [ -d "$OUT/$other" ] && COMPARE+=(--compare "ikd,$other")
+    if [ -d "$OUT/$other" ]; then COMPARE+=(--compare "ikd,$other"); fi
   done
 fi
 "$IKD" report "$OUT" --out "$OUT/report" "${COMPARE[@]}"
