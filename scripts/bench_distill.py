@@ -33,6 +33,8 @@ def parse_args():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="also time fgd and ikd under bf16 autocast")
     parser.add_argument("--json", help="write iterations/s and peak GPU memory here")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also time a stage-1 iteration with distill.diagnostics measuring (ikd diag)")
     return parser.parse_args()
 
 
@@ -42,7 +44,7 @@ def main():
 
     torch.manual_seed(0)
     model, data = distiller_and_batch(args.batch, args.device)
-    variants = iteration_variants(model, data, args.device, args.amp)
+    variants = iteration_variants(model, data, args.device, args.amp, args.diagnostics)
     med = time_variants(variants, args.repeats)
     print_results(args, med)
     if args.json:
@@ -80,7 +82,7 @@ def distiller_and_batch(batch_size: int, device: str):
     return model, data[0] if isinstance(data, (list, tuple)) else data
 
 
-def iteration_variants(model, data: dict, device: str, amp: bool) -> dict:
+def iteration_variants(model, data: dict, device: str, amp: bool, diagnostics: bool = False) -> dict:
     """name -> a function that runs one iteration of that kind and returns its seconds."""
     import torch
 
@@ -128,6 +130,8 @@ def iteration_variants(model, data: dict, device: str, amp: bool) -> dict:
     variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
     if amp:
         variants.update({"fgd amp": lambda: run_fgd(amp=True), "ikd amp": lambda: run_ikd(amp=True)})
+    if diagnostics:
+        variants["ikd diag"] = lambda: diagnosed(model, run_ikd)
     return variants
 
 
@@ -154,6 +158,10 @@ def print_results(args, med: dict) -> None:
     print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
     if args.amp:
         print(f"bf16 / fp32 time:        fgd {med['fgd amp'] / med['fgd']:.2f}, ikd {med['ikd amp'] / med['ikd']:.2f}")
+    if args.diagnostics:
+        from ikd_cli.config import presets
+
+        print(diagnostics_cost(med, presets.load("shapes")["train"]["log_interval"]))
 
 
 def write_json(args, med: dict) -> None:
@@ -164,6 +172,25 @@ def write_json(args, med: dict) -> None:
         "device": args.device, "batch": args.batch,
         "it_per_s": {name: 1 / value for name, value in med.items()},
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None}, indent=1))
+
+
+def diagnosed(model, run_ikd):
+    """One stage-1 iteration with the diagnostics measuring, as DiagnosticsHook sets it for a
+    logged iteration (three autograd.grad calls through the kept graph, the teacher distance)."""
+    model.diagnose = True
+    try:
+        return run_ikd()
+    finally:
+        model.diagnose = False
+
+
+def diagnostics_cost(med: dict, log_interval: int) -> str:
+    """What distill.diagnostics costs: per measured iteration (ikd diag / ikd), and over stage 1,
+    where only every log_interval-th iteration measures: (diag + (k - 1) ikd) / (k ikd)."""
+    per_step = med["ikd diag"] / med["ikd"]
+    amortised = (med["ikd diag"] + (log_interval - 1) * med["ikd"]) / (log_interval * med["ikd"])
+    return (f"ikd diag / ikd:          {per_step:.3f}   (a measured iteration)\n"
+            f"stage 1 with diagnostics: {amortised:.3f}   (one measured iteration in train.log_interval = {log_interval})")
 
 
 if __name__ == "__main__":

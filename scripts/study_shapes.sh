@@ -7,6 +7,11 @@
 #   bash scripts/study_shapes.sh --seeds 2 --arms fgd,ikd
 #   bash scripts/study_shapes.sh --seed-list 1,3      # only these seeds (e.g. a second process)
 #   bash scripts/study_shapes.sh --arms mgd,ikd_mgd --compare ikd_mgd,mgd   # IKD on MGD
+#   bash scripts/study_shapes.sh --seeds 3 --arms ikd_adv1e-4,ikd_adv1e-3,ikd_dfa4,ikd_dfa12   # the sweep
+#
+# The report pairs, by seed, each --compare A,B given (repeat it for more pairs); without one,
+# ikd against fgd, ikd_aug and ikd_adv, whichever of these arms the study folder holds. Sweep arms
+# are paired against fgd and ikd_aug in the report's sweep tables (sweep_alpha_adv.png, sweep_stage1.png).
 #
 # Resumable: each run continues where it stopped, a finished run only says "nothing to do".
 # Arms:  student   the student trained alone (ikd train --model student)
@@ -27,15 +32,15 @@ SEEDS=5
 SEED_LIST=""
 ARMS=student,fgd,ikd,ikd_aug,ikd_adv
 OUT=work_dirs/study
-COMPARE=ikd,fgd
+COMPARE=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) SEEDS="$2"; shift 2 ;;
     --seed-list) SEED_LIST="$2"; shift 2 ;;
     --arms) ARMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    --compare) COMPARE="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR] [--compare A,B]" >&2; exit 2 ;;
+    --compare) COMPARE+=(--compare "$2"); shift 2 ;;
+    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR] [--compare A,B]..." >&2; exit 2 ;;
   esac
 done
 [ -n "$SEED_LIST" ] || SEED_LIST=$(seq -s, 0 $((SEEDS - 1)))
@@ -80,4 +85,9 @@ for seed in ${SEED_LIST//,/ }; do
   done
 done
 echo "study: $(( ($(date +%s) - start) / 60 )) min of training and evaluation"
-"$IKD" report "$OUT" --out "$OUT/report" --compare "$COMPARE"
+if [ ${#COMPARE[@]} -eq 0 ] && [ -d "$OUT/ikd" ]; then
+  for other in fgd ikd_aug ikd_adv; do
+    if [ -d "$OUT/$other" ]; then COMPARE+=(--compare "ikd,$other"); fi
+  done
+fi
+"$IKD" report "$OUT" --out "$OUT/report" "${COMPARE[@]}"

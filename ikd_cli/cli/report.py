@@ -18,14 +18,21 @@ def report(
                                                 "holding them, e.g. a study."),
     out: Path = typer.Option(Path("report"), "--out", "-o",
                              help="Folder for report.md, report.json, val_ap.png and losses.png."),
-    compare: Optional[str] = typer.Option(None, "--compare", metavar="A,B",
-                                          help="Pair arms A and B by seed and give A - B on AP with a 95% "
-                                               "t-interval, e.g. --compare ikd,fgd."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", metavar="A,B",
+                                                help="Pair arms A and B by seed and give A - B on AP with a 95% "
+                                                     "t-interval, e.g. --compare ikd,fgd; repeat for more pairs "
+                                                     "(--compare ikd,fgd --compare ikd,ikd_aug)."),
 ):
     """Tables (mean ± sd per arm) and pictures (val AP per epoch, every loss term per iteration)."""
-    pair = tuple(p.strip() for p in compare.split(",")) if compare else None
-    if pair is not None and (len(pair) != 2 or not all(pair)):
-        raise IkdError("--compare takes two arm names: A,B (e.g. ikd,fgd)")
     from ikd_cli.report.run import write_report
 
-    write_report(runs, out, pair)
+    write_report(runs, out, [_pair(value) for value in compare or []])
+
+
+def _pair(value: str) -> tuple[str, str]:
+    """``A,B`` -> (A, B). Arm names may hold '-' (ikd_adv1e-4), so the separator is ',' only."""
+    pair = tuple(p.strip() for p in value.split(","))
+    if len(pair) != 2 or not all(pair):
+        raise IkdError(f"--compare takes two arm names: A,B (e.g. ikd,fgd), got '{value}'; "
+                       f"repeat --compare for more pairs")
+    return pair

@@ -76,6 +76,10 @@ def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
 REPORT_CLASSWISE_FILE = "classwise.png"
 REPORT_DIAG_DISTANCE_FILE = "diag_teacher_distance.png"
 REPORT_DIAG_GRADIENT_FILE = "diag_gradients.png"
+# The sweep of IKD's knobs in a study (report/sweep.py): AP (and robustness) against alpha_adv
+# and against the stage-1 length.
+REPORT_SWEEP_ALPHA_FILE = "sweep_alpha_adv.png"
+REPORT_SWEEP_STAGE1_FILE = "sweep_stage1.png"
 # The log columns of stage 1's diagnostics (distill/diagnostics.py writes them, report reads
 # them); none holds "loss", so mmdet logs them without adding them to the total loss.
 DIAG_PREFIX = "diag_"

@@ -11,20 +11,25 @@ from ikd_cli.report.classwise import classwise_summary, plot_classwise
 from ikd_cli.report.diagnostics import write_diagnostics_plots
 from ikd_cli.report.plots import write_plots
 from ikd_cli.report.runs import find_runs
+from ikd_cli.report.sweep import sweep_summary, write_sweep_plots
 from ikd_cli.report.table import print_summary, render_markdown, summarize
 
 
-def write_report(paths: list[Path], out: Path, compare: tuple[str, str] | None = None) -> dict:
+def write_report(paths: list[Path], out: Path, compare=None) -> dict:
     """Report on the runs in ``paths`` (run folders or folders of them) into ``out``.
 
-    With ``compare=(a, b)`` the arms a and b are paired by seed and the verdict says whether
-    a − b on AP is established by a 95% interval. Returns what ``report.json`` holds.
+    With ``compare=(a, b)``, or a list of such pairs, the arms of each pair are paired by seed
+    and its verdict says whether a − b on AP is established by a 95% interval (the per-class
+    table pairs the first). A study with sweep arms (``ikd_advX``, ``ikd_dfaN``) also gets the
+    sweep's tables and pictures (:mod:`ikd_cli.report.sweep`). Returns what ``report.json`` holds.
     """
     runs = find_runs(paths)
     summary = summarize(runs, compare)  # before any write: a bad --compare leaves ``out`` untouched
     summary["classwise"] = classwise_summary(runs, summary["comparison"])
+    summary["sweep"] = sweep_summary(runs)
     out = ensure_writable_dir(out, "report folder")
-    figures = write_plots(runs, out) + plot_classwise(summary["classwise"], out) + write_diagnostics_plots(runs, out)
+    figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + write_diagnostics_plots(runs, out)
+               + write_sweep_plots(summary["sweep"], out))
     summary["files"] = {name: str(out / name) for name in ["report.md", "report.json", *figures]}
     atomic_write_text(out / "report.md", render_markdown(summary, figures))
     atomic_write_json(out / "report.json", summary)

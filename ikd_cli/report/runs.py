@@ -54,6 +54,7 @@ class Run:
     arm: str  # the group it is compared in: the study's name for it, else a label from its settings
     seed: int | None
     dfa_until: int | None  # distill runs: the last epoch of stage 1 (0: plain FGD)
+    alpha_adv: float | None = None  # distill runs: the adversarial term's weight (saved preset)
     val: list[dict] = field(default_factory=list)  # per validated epoch: {"epoch": e, "AP": ..., ...}
     train: list[dict] = field(default_factory=list)  # per logged iteration: epoch, iter, step, loss*
     final: dict | None = None  # {"AP": ..., ...} of the delivered weights
@@ -112,13 +113,16 @@ def read_run(folder: Path) -> Run:
     name = info.get("preset") or preset.get("name") or folder.name
     dfa_until = (preset.get("distill") or {}).get("dfa_until") if kind == "distill" else None
     method = str((preset.get("distill") or {}).get("method") or "fgd")
+    alpha_adv = (preset.get("distill") or {}).get("alpha_adv") if kind == "distill" else None
     meta, records = read_log(folder)
     train = [r for r in records if r["mode"] == "train"]
     offsets = _epoch_offsets(folder, train)
     run = Run(path=folder, kind=kind, preset=name, role=role,
               arm=info.get("arm") or _study_arm(folder) or _default_arm(name, kind, role, dfa_until, method),
               seed=_first_int(info.get("seed"), (preset.get("train") or {}).get("seed"), meta.get("seed")),
-              dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets))
+              dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets),
+              alpha_adv=float(alpha_adv) if isinstance(alpha_adv, (int, float)) and not isinstance(alpha_adv, bool)
+              else None)
     last_epoch = max((r["epoch"] for r in train), default=0)
     planned = _planned_epochs(preset, kind, role)
     if planned and last_epoch < planned:

@@ -15,17 +15,31 @@ from ikd_cli.core.stats import interval, mean_sd
 from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_tables
 from ikd_cli.report.runs import METRICS, ROBUSTNESS, Run
+from ikd_cli.report.sweep import sweep_tables
 
 
-def summarize(runs: list[Run], compare: tuple[str, str] | None = None) -> dict:
-    """Everything ``report.json`` holds: the runs, the per-arm table and, with ``compare``
-    ``(a, b)``, the paired differences a − b and the one-line verdict on AP."""
+def summarize(runs: list[Run], compare=None) -> dict:
+    """Everything ``report.json`` holds: the runs, the per-arm table and, with ``compare`` (one
+    pair ``(a, b)`` or a list of pairs), per pair the paired differences a − b and the one-line
+    verdict on AP: ``comparisons`` and ``verdicts`` in the order given; ``comparison`` and
+    ``verdict`` are the first pair's (what the per-class table pairs)."""
+    comparisons = [paired_comparison(runs, a, b) for a, b in compare_pairs(compare)]
     summary = {"units": "COCO bbox AP in percent", "runs": [_run_record(r) for r in runs],
-               "arms": arm_table(runs), "comparison": None, "verdict": None}
-    if compare:
-        summary["comparison"] = paired_comparison(runs, *compare)
-        summary["verdict"] = verdict(summary["comparison"])
+               "arms": arm_table(runs), "comparisons": comparisons, "verdicts": [verdict(c) for c in comparisons]}
+    summary["comparison"] = comparisons[0] if comparisons else None
+    summary["verdict"] = summary["verdicts"][0] if comparisons else None
     return summary
+
+
+def compare_pairs(compare) -> list[tuple[str, str]]:
+    """``None``, one pair ``(a, b)`` or a list of pairs -> the list of pairs, each once."""
+    if not compare:
+        return []
+    pairs = [tuple(compare)] if isinstance(compare[0], str) else [tuple(p) for p in compare]
+    for pair in pairs:
+        if len(pair) != 2 or not all(isinstance(x, str) and x for x in pair):
+            raise IkdError(f"a comparison is two arm names (A, B), got {pair!r}")
+    return list(dict.fromkeys(pairs))
 
 
 def _pct(value: float | None) -> float | None:
@@ -34,7 +48,7 @@ def _pct(value: float | None) -> float | None:
 
 def _run_record(run: Run) -> dict:
     return {"path": str(run.path), "arm": run.arm, "kind": run.kind, "preset": run.preset, "role": run.role,
-            "seed": run.seed, "dfa_until": run.dfa_until,
+            "seed": run.seed, "dfa_until": run.dfa_until, "alpha_adv": run.alpha_adv,
             "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
             "final_source": run.final_source, "final_checkpoint": run.final_checkpoint,
             "robustness": ({m: _pct(run.robustness[m]) for m in ROBUSTNESS} | {"corruptions": run.robustness["corruptions"]}
@@ -143,8 +157,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables as (title, header, rows) of strings, for Markdown and the terminal alike."""
     out = [("Arms: final COCO bbox AP (%), mean ± sd over runs", ["arm", "n", *METRICS],
             [[a["arm"], str(a["n"]), *(_mean_sd_cell(a["metrics"][m]) for m in METRICS)] for a in summary["arms"]])]
-    comp = summary["comparison"]
-    if comp:
+    for comp in summary.get("comparisons") or []:
         rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
                  "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
                  "yes" if d["established"] else "no"] for m, d in comp["metrics"].items()]
@@ -152,6 +165,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                     ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
     out += classwise_tables(summary.get("classwise"))
     out += robustness_tables(summary)
+    out += sweep_tables(summary.get("sweep"))
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
                   *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
@@ -177,8 +191,9 @@ def robustness_tables(summary: dict) -> list[tuple[str, list[str], list[list[str
     out = [("Robustness: AP (%) clean, on the teacher's adversarial val set (transfer), under the preset's attack on "
             "the model itself (white-box), mean AP over corruptions (mPC) and mPC / clean AP (rPC, %); mean ± sd",
             ["arm", "n", *ROBUSTNESS, "corruptions"], rows)]
-    comp = summary["comparison"]
-    if comp and any(d["n"] for d in comp.get("robustness", {}).values()):
+    for comp in summary.get("comparisons") or []:
+        if not any(d["n"] for d in comp.get("robustness", {}).values()):
+            continue
         rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
                  "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
                  "yes" if d["established"] else "no"] for m, d in comp["robustness"].items() if d["n"]]
@@ -189,8 +204,8 @@ def robustness_tables(summary: dict) -> list[tuple[str, list[str], list[list[str
 
 def render_markdown(summary: dict, figures: list[str]) -> str:
     lines = ["# ikd report", ""]
-    if summary["verdict"]:
-        lines += [f"**{summary['verdict']}**", ""]
+    for line in summary.get("verdicts") or []:
+        lines += [f"**{line}**", ""]
     for title, header, rows in tables(summary):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -208,5 +223,5 @@ def print_summary(summary: dict) -> None:
         for row in rows:
             table.add_row(*(row[i] for i in keep))
         console.print(table)
-    if summary["verdict"]:
-        console.print(f"[bold]{summary['verdict']}[/]")
+    for line in summary.get("verdicts") or []:
+        console.print(f"[bold]{line}[/]")
