@@ -179,7 +179,7 @@ def test_train_threads_pins_the_count_and_is_recorded(tiny_sets, tmp_path):
 
     work = tmp_path / "teacher"
     proc = subprocess.run([IKD_EXE, "train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
-                           "--set", "train.threads=2"], capture_output=True, text=True, timeout=600,
+                           "--set", "train.threads=2", "--set", "train.eval_interval=0"], capture_output=True, text=True, timeout=600,
                           env=dict(__import__("os").environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 2
