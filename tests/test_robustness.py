@@ -268,7 +268,7 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
     proc = subprocess.run(["bash", str(script), "--out", str(study), "--arms", "student,fgd,ikd", "--jobs", "2",
                            "--corruptions", "gaussian_noise", "--severities", "1", "--compare", "fgd,student",
                            *tiny_sets, "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv}",
-                           *ATTACK, "--device", DEVICE], capture_output=True, text=True, timeout=900)
+                           *ATTACK, "--device", DEVICE], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"skipped {stopped}: epoch 3 of 8" in proc.stderr and "robustness of 4 checkpoints" in proc.stdout
     assert (Path(f"{adv}_val") / "summary.json").is_file()
@@ -277,9 +277,9 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
         assert summary["transfer"]["images"] == f"{adv}_val" and summary["whitebox"]["AP"] >= 0
         assert [r["corruption"] for r in summary["corruptions"]["results"]] == ["gaussian_noise"]
     assert not robustness_file(stopped).exists()
-    report = json.loads((study / "report" / "report.json").read_text())
+    report = json.loads((study / "report_fgd-student" / "report.json").read_text())  # one folder per pair
     fgd = next(a for a in report["arms"] if a["arm"] == "fgd")
     assert fgd["robustness"]["AP transfer"]["n"] == 2 and fgd["robustness"]["mPC"]["sd"] is not None
     assert report["comparison"]["robustness"]["AP white-box"]["n"] == 2  # paired by seed, with its interval
-    markdown = (study / "report" / "report.md").read_text()
+    markdown = (study / "report_fgd-student" / "report.md").read_text()
     assert "fgd − student, robustness paired by seed" in markdown
