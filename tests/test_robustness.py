@@ -133,6 +133,7 @@ def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained
         for severity in (1, 5):
             report = json.loads(eval_file(ckpt, f"val-corruption-{name}-{severity}").read_text())
             assert report["setting"]["corruption"] == name and report["setting"]["severity"] == severity
+            assert report["setting"]["batch_size"] == 4 and report["cpu_seconds"] > 0  # batched; its CPU cost
             stored[name, severity] = report["bbox"]["AP"]
     # The corruptions reach the model: each changes the detections and the AP. (Not "lowers": the
     # session's teacher is at a few AP after 8 tiny epochs, where noise can nudge AP either way.)
@@ -146,6 +147,9 @@ def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained
     assert [(r["corruption"], r["severity"], r["AP"]) for r in summary["corruptions"]["results"]] == \
         [(n, s, stored[n, s]) for n in ("gaussian_noise", "contrast") for s in (1, 5)]
     assert summary["transfer"] is None and "ikd attack --split val" in summary["transfer_skipped"]
+    entries = [summary["clean"], summary["whitebox"], *summary["corruptions"]["results"]]
+    assert summary["cost"]["cpu_seconds"] == pytest.approx(
+        sum(e["cpu_seconds"] for e in entries) + summary["whitebox"]["attack_cpu_seconds"], abs=0.05)
 
     # Seeded per image: scored again from scratch, the same detections and the same AP.
     noisy = eval_file(ckpt, "val-corruption-gaussian_noise-5", ".bbox.json").read_text()
@@ -167,6 +171,39 @@ def test_corruptions_change_ap_and_mpc_is_the_mean_of_the_stored_results(trained
     assert row["robustness"]["AP transfer"]["n"] == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert f"| {100 * whitebox['bbox']['AP']:.1f} |" in markdown and "gaussian_noise,contrast @1,5" in markdown
+
+
+def test_batched_settings_detect_as_batch_one_and_batch_only_one_size(trained_teacher, tmp_path):
+    """The robustness settings run on batches (data.samples_per_gpu when the split's images have
+    one size): the same detections as batch 1 up to float rounding, and the same AP."""
+    from ikd_cli.evaluate.robustness import batch_size
+    from ikd_cli.evaluate.run import load_evaluation, score
+
+    ckpt = _copy_run(trained_teacher, tmp_path / "run")
+    ev = load_evaluation(ckpt, preset=None, model="teacher", overrides=[], data_root=None, device=DEVICE,
+                         verbose=False)
+    assert batch_size(ev, "val") == 4  # the tiny preset's data.samples_per_gpu: every val image is 96 x 96
+    one, four = (score(ev, "val", tag=f"val-b{n}", samples_per_gpu=n) for n in (1, 4))
+
+    def detections(tag):
+        dets = json.loads(eval_file(ckpt, tag, ".bbox.json").read_text())
+        return sorted(dets, key=lambda d: (d["image_id"], d["category_id"], -d["score"]))
+
+    d1, d4 = detections("val-b1"), detections("val-b4")
+    assert len(d1) == len(d4) > 0
+    assert [(a["image_id"], a["category_id"]) for a in d1] == [(b["image_id"], b["category_id"]) for b in d4]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(d1, d4)) < 1e-4
+    assert max(abs(x - y) for a, b in zip(d1, d4) for x, y in zip(a["bbox"], b["bbox"])) < 1e-2
+    assert four["bbox"]["AP"] == pytest.approx(one["bbox"]["AP"], abs=1e-4)
+
+    # One image of another size would be padded in a batch: batch 1 then, unless the preset says.
+    ann = json.loads(Path(ev.cfg.data.test.ann_file).read_text())
+    ann["images"][0]["width"] += 1
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    ev.cfg.data.test.ann_file = str(tmp_path / "ann.json")
+    assert batch_size(ev, "val") == 1
+    ev.preset["robustness"]["batch_size"] = 2
+    assert batch_size(ev, "val") == 2
 
 
 def test_corruptions_are_seeded_per_image_and_named_sets():
@@ -200,3 +237,49 @@ def test_bad_robustness_options_are_one_line(trained_teacher):
     assert "leave out --images" in result.output
     result = run_cli("evaluate", trained_teacher, "--corruptions", "fog", expect=1)
     assert "go with --robustness" in result.output
+
+
+def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp_path):
+    """scripts/robustness_study.sh on a tiny study (two arms x two seeds of the session teacher's
+    weights, and one run stopped at epoch 3): the teacher's val set made once, every finished
+    checkpoint scored with transfer, the unfinished one skipped, the report's robustness tables."""
+    import subprocess
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.json").write_text('{"study": "tiny"}')
+
+    def run(arm: str, seed: int, epoch: int) -> Path:
+        student = arm == "student"
+        folder = study / arm / f"seed{seed}" / ("student" if student else "distill")
+        _copy_run(trained_teacher, folder)  # the run's files, and the weights as latest.pth
+        name = f"{'' if student else 'student_'}epoch_{epoch}.pth"
+        (folder / "latest.pth").rename(folder / name)
+        (folder / ("latest.pth" if student else "student_latest.pth")).symlink_to(name)
+        info = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**info, "command": "train" if student else "distill",
+                                                     "seed": seed}))
+        return folder / ("latest.pth" if student else "student_latest.pth")
+
+    finished = [run(arm, seed, 8) for arm in ("student", "fgd") for seed in (0, 1)]
+    stopped = run("ikd", 0, 3)
+    adv = tmp_path / "adv"  # the teacher's val set goes to adv_val, never into the repo's data/
+    script = Path(__file__).resolve().parent.parent / "scripts" / "robustness_study.sh"
+    proc = subprocess.run(["bash", str(script), "--out", str(study), "--arms", "student,fgd,ikd", "--jobs", "2",
+                           "--corruptions", "gaussian_noise", "--severities", "1", "--compare", "fgd,student",
+                           *tiny_sets, "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv}",
+                           *ATTACK, "--device", DEVICE], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"skipped {stopped}: epoch 3 of 8" in proc.stderr and "robustness of 4 checkpoints" in proc.stdout
+    assert (Path(f"{adv}_val") / "summary.json").is_file()
+    for ckpt in finished:
+        summary = json.loads(robustness_file(ckpt).read_text())
+        assert summary["transfer"]["images"] == f"{adv}_val" and summary["whitebox"]["AP"] >= 0
+        assert [r["corruption"] for r in summary["corruptions"]["results"]] == ["gaussian_noise"]
+    assert not robustness_file(stopped).exists()
+    report = json.loads((study / "report_fgd-student" / "report.json").read_text())  # one folder per pair
+    fgd = next(a for a in report["arms"] if a["arm"] == "fgd")
+    assert fgd["robustness"]["AP transfer"]["n"] == 2 and fgd["robustness"]["mPC"]["sd"] is not None
+    assert report["comparison"]["robustness"]["AP white-box"]["n"] == 2  # paired by seed, with its interval
+    markdown = (study / "report_fgd-student" / "report.md").read_text()
+    assert "fgd − student, robustness paired by seed" in markdown

@@ -249,6 +249,12 @@ SETTINGS: dict[str, Setting] = {
     # at one count; each run's run.json records the count it used
     "train.threads": _s(None, "torch's intra-op threads for train, distill and attack (null: leave it as is, "
                               "OMP_NUM_THREADS or torch's default)", kind=int, low=1),
+    # -- `ikd evaluate --robustness` ---------------------------------------------------------------
+    # Batching the many val passes is its largest saving on CPU (1.6x per image on the shapes
+    # student); only exact when no image of a batch is padded, hence the default.
+    "robustness.batch_size": _s(None, "images per inference batch of the robustness settings other than clean "
+                                      "(null: data.samples_per_gpu when every image of the split has one size, "
+                                      "else 1; mmdet pads a batch to its largest image)", kind=int, low=1),
     # -- `ikd backdoor` ----------------------------------------------------------------------------
     # A BadNets-style trigger poisons a share of the training set (the attacker trains the victim
     # on it); the defences get the victim and a small clean share of the data.

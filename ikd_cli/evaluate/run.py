@@ -195,10 +195,13 @@ def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overri
 
 
 def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | None = None, extra_steps=(),
-          extra: dict | None = None, classwise: bool = False, out: Path | None = None) -> dict:
+          extra: dict | None = None, classwise: bool = False, out: Path | None = None,
+          samples_per_gpu: int = 1) -> dict:
     """Run ``ev``'s model over ``split`` (another copy of its images with ``images``; with
     ``extra_steps`` inserted after the image is read) and write ``<stem>.eval-<tag>.json``
-    beside the checkpoint (or where ``out`` says, see :func:`metrics_path`)."""
+    beside the checkpoint (or where ``out`` says, see :func:`metrics_path`). ``samples_per_gpu``
+    > 1 runs the model on batches (mmdet pads a batch to its largest image: the same input only
+    when all images have one size; plain ``ikd evaluate`` keeps 1)."""
     from mmdet.datasets import build_dataloader
 
     from ikd_cli.config.mmdet import has_masks
@@ -217,7 +220,7 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_delta_set(Path(images)):
             point_at_images(dataset, Path(images))
-        loader = bind_workers(build_dataloader(dataset, samples_per_gpu=1,
+        loader = bind_workers(build_dataloader(dataset, samples_per_gpu=samples_per_gpu,
                                                workers_per_gpu=min(2, cfg.data.workers_per_gpu), dist=False,
                                                shuffle=False, persistent_workers=False))
         if ev.net is None:

@@ -65,7 +65,7 @@ def make_whitebox_set(ev, split: str) -> tuple[Path, dict]:
     summary = finished_summary(folder, settings)
     if summary is not None:
         console.print(f"white-box set: {folder} (finished; reused)")
-        return folder, summary
+        return folder, {**summary, "reused": True}
     target = Target(ev.cfg, ev.checkpoint, settings["model_config"], ev.weights, role="model")
     summary = run_attack(ev.preset, split=split, device=ev.device, out=folder, target=target,
                          verbose=ev.verbose, workers=min(2, ev.cfg.data.workers_per_gpu))
