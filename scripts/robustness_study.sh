@@ -106,11 +106,8 @@ while [ "$running" -gt 0 ]; do
 done
 echo "robustness: $(( ($(date +%s) - start) / 60 )) min wall for $(echo "$CKPTS" | wc -l) checkpoints, $failed failed"
 
-# The report: robustness columns per arm; one paired comparison per report (ikd report takes one
-# --compare), so each pair gets its own folder.
-for pair in $COMPARES; do
-  dest="$OUT/report"
-  [ "$pair" = "ikd,fgd" ] || dest="$OUT/report_${pair/,/-}"
-  "$IKD" report "$OUT" --out "$dest" --compare "$pair" || echo "report --compare $pair failed" >&2
-done
+# The report: robustness columns per arm and every pair's paired differences, in one report.
+PAIRS=()
+for pair in $COMPARES; do PAIRS+=(--compare "$pair"); done
+"$IKD" report "$OUT" --out "$OUT/report" "${PAIRS[@]}" || echo "report failed" >&2
 [ "$failed" -eq 0 ]

@@ -277,9 +277,9 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
         assert summary["transfer"]["images"] == f"{adv}_val" and summary["whitebox"]["AP"] >= 0
         assert [r["corruption"] for r in summary["corruptions"]["results"]] == ["gaussian_noise"]
     assert not robustness_file(stopped).exists()
-    report = json.loads((study / "report_fgd-student" / "report.json").read_text())  # one folder per pair
+    report = json.loads((study / "report" / "report.json").read_text())
     fgd = next(a for a in report["arms"] if a["arm"] == "fgd")
     assert fgd["robustness"]["AP transfer"]["n"] == 2 and fgd["robustness"]["mPC"]["sd"] is not None
     assert report["comparison"]["robustness"]["AP white-box"]["n"] == 2  # paired by seed, with its interval
-    markdown = (study / "report_fgd-student" / "report.md").read_text()
+    markdown = (study / "report" / "report.md").read_text()
     assert "fgd − student, robustness paired by seed" in markdown
