@@ -68,8 +68,9 @@ def read_victim(work_dir: Path) -> dict:
         raise IkdError(f"the victim in {work_dir} is not evaluated yet (run `ikd backdoor evaluate "
                        f"{folder / step_result('victim')}`)")
     subsets = {}
-    folders = [folder] + sorted((p for p in folder.glob(SUBSET_PREFIX + "*") if p.is_dir()),
-                                key=lambda p: (len(p.name), p.name))
+    seed = (lambda p: int(p.name[len(SUBSET_PREFIX):]) if p.name[len(SUBSET_PREFIX):].isdigit() else -1)
+    others = sorted((p for p in folder.glob(SUBSET_PREFIX + "*") if p.is_dir()), key=lambda p: (seed(p), p.name))
+    folders = [folder] + others
     for sub in folders:
         drops = {m: victim - asr for m in METHODS if (asr := _asr(sub / step_result(m))) is not None}
         if drops:
