@@ -283,7 +283,7 @@ def _write_design(root: Path) -> list[Path]:
 
 
 def test_verdict_pairs_subsets_within_victims(tmp_path):
-    from ikd_cli.backdoor.design import report, verdict, write
+    from ikd_cli.backdoor.design import pair_line, report, verdict, write
 
     rep = report(_write_design(tmp_path))
     assert list(rep["victims"][0]["subsets"]) == ["0", "100", "200"]
@@ -304,6 +304,9 @@ def test_verdict_pairs_subsets_within_victims(tmp_path):
     nad_ft = rep["pairs"][1]
     assert [v["mean"] for v in nad_ft["victims"]] == pytest.approx([10, 10, 10]) and nad_ft["ci"] == \
         pytest.approx([10, 10])
+    assert pair_line(ikd_nad) == ("IKD - NAD, ASR drop: +3.7 (95% CI -5.1 to +12.4 over 3 victims: not established; "
+                                  "8 pairs, sd between subsets 1.9; per victim: seed-0 +4.0 (-1.0 to +9.0, 3 subsets); "
+                                  "seed-1 +0.0 (-12.7 to +12.7, 2 subsets); seed-2 +7.0 (+2.0 to +12.0, 3 subsets))")
     assert rep["verdict"].startswith("IKD's advantage over NAD is not established (IKD - NAD +3.7 points, "
                                      "95% CI -5.1 to +12.4, 3 victims); the claimed +4.62 lies inside")
     assert verdict(dict(mean=2.0, ci=[1.0, 3.0], n=3)).startswith("IKD removes more of the backdoor than NAD: "

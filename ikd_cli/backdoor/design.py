@@ -121,12 +121,12 @@ def pair_line(p: dict) -> str:
     ci = ("n < 2 victims, no interval" if p["ci"] is None else
           f"95% CI {p['ci'][0]:+.1f} to {p['ci'][1]:+.1f} over {p['n']} victims: "
           + ("established" if p["established"] else "not established"))
-    each = "; ".join(f"victim {Path(v['work_dir']).name} {v['mean']:+.1f}" +
+    each = "; ".join(f"{Path(v['work_dir']).name} {v['mean']:+.1f}" +
                      (f" ({v['ci'][0]:+.1f} to {v['ci'][1]:+.1f}, {v['n']} subsets)" if v["ci"] else
                       f" ({v['n']} subset)") for v in p["victims"])
     spread = f", sd between subsets {p['within_sd']:.1f}" if p["within_sd"] is not None else ""
     return (f"{STEP_NAMES[p['a']]} - {STEP_NAMES[p['b']]}, ASR drop: {p['mean']:+.1f} ({ci}; "
-            f"{p['pairs']} pairs{spread}; per victim {each})")
+            f"{p['pairs']} pairs{spread}; per victim: {each})")
 
 
 def report(work_dirs) -> dict:
