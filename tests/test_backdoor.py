@@ -226,10 +226,10 @@ def test_asr_misclassification():
         dict(asr=1 / 3, successes=1, objects=3, detected=2, asr_detected=0.5)
 
 
-def _write_result(work: Path, step: str, clean_ap: float, asr: float) -> None:
+def _write_result(work: Path, step: str, clean_ap: float, asr: float, subset: str = "") -> None:
     from ikd_cli.backdoor.layout import step_result
 
-    ckpt = work / "backdoor" / step_result(step)
+    ckpt = work / "backdoor" / subset / step_result(step)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     result = dict(attack="misclassify", clean=dict(AP=clean_ap), asr=dict(asr=asr, asr_detected=asr),
                   clean_rate=dict(asr=0.1))
@@ -258,6 +258,81 @@ def test_table_pairs_the_seeds(tmp_path):
     cost = pairs[("victim", "clean")]
     assert cost["differences"] == pytest.approx([-2.0, -3.0, -4.0])
     assert paired_line(ikd_nad).startswith("IKD - NAD, ASR drop: +12.0 (95% CI +7.0 to +17.0, n = 3: established")
+
+
+def _write_design(root: Path) -> list[Path]:
+    """Three victims (ASR 60, 70, 50%), each with its own subsets; IKD - NAD per subset: victim 0
+    +2, +4, +6 (its own subset and subsets 100, 200), victim 1 -1, +1 (subset 201 has no IKD),
+    victim 2 +5, +7, +9. Fine-tuning drops 5 points everywhere."""
+    diffs = {0: {"": 2, "subset-100": 4, "subset-200": 6}, 1: {"": -1, "subset-101": 1, "subset-201": None},
+             2: {"": 5, "subset-102": 7, "subset-202": 9}}
+    victims = {0: 0.60, 1: 0.70, 2: 0.50}
+    dirs = []
+    for v, subsets in diffs.items():
+        work = root / f"seed-{v}"
+        _write_result(work, "victim", 0.18, victims[v])
+        for i, (folder, diff) in enumerate(subsets.items()):
+            nad_drop = 10 + 5 * i
+            drops = dict(finetune=5, nad=nad_drop, **({} if diff is None else {"ikd": nad_drop + diff}))
+            for method, drop in drops.items():
+                _write_result(work, method, 0.17, victims[v] - drop / 100, subset=folder)
+        dirs.append(work)
+    own = dirs[0] / "backdoor" / "clean_subset.json"  # the victim's own subset is named by its seed
+    own.write_text(json.dumps(dict(info=dict(ikd_clean_subset=dict(seed=0)), images=[])))
+    return dirs
+
+
+def test_verdict_pairs_subsets_within_victims(tmp_path):
+    from ikd_cli.backdoor.design import pair_line, report, verdict, write
+
+    rep = report(_write_design(tmp_path))
+    assert list(rep["victims"][0]["subsets"]) == ["0", "100", "200"]
+    assert list(rep["victims"][1]["subsets"]) == ["own", "101", "201"]
+    assert rep["victims"][0]["subsets"]["100"] == pytest.approx(dict(finetune=5, nad=15, ikd=19))
+    ikd_nad = rep["pairs"][0]
+    assert (ikd_nad["a"], ikd_nad["b"]) == ("ikd", "nad")
+    means = [v["mean"] for v in ikd_nad["victims"]]
+    assert means == pytest.approx([4.0, 0.0, 7.0]) and [v["n"] for v in ikd_nad["victims"]] == [3, 2, 3]
+    # victim 0 over its subsets: 4 +- t(0.975, 2) * 2 / sqrt(3)
+    assert ikd_nad["victims"][0]["ci"] == pytest.approx([4 - 4.968, 4 + 4.968], abs=1e-3)
+    # the verdict's interval is over the 3 victim means: sd 3.5119, half-width 4.3027 * 3.5119 / sqrt(3)
+    assert ikd_nad["mean"] == pytest.approx(11 / 3) and ikd_nad["n"] == 3
+    assert ikd_nad["ci"] == pytest.approx([11 / 3 - 8.724, 11 / 3 + 8.724], abs=1e-3)
+    assert not ikd_nad["established"]
+    assert ikd_nad["pairs"] == 8 and ikd_nad["pooled_mean"] == pytest.approx(33 / 8)  # each pair once
+    assert ikd_nad["within_sd"] == pytest.approx((18 / 5) ** 0.5)  # (8 + 2 + 8) over 2 + 1 + 2 df
+    nad_ft = rep["pairs"][1]
+    assert [v["mean"] for v in nad_ft["victims"]] == pytest.approx([10, 10, 10]) and nad_ft["ci"] == \
+        pytest.approx([10, 10])
+    assert pair_line(ikd_nad) == ("IKD - NAD, ASR drop: +3.7 (95% CI -5.1 to +12.4 over 3 victims: not established; "
+                                  "8 pairs, sd between subsets 1.9; per victim: seed-0 +4.0 (-1.0 to +9.0, 3 subsets); "
+                                  "seed-1 +0.0 (-12.7 to +12.7, 2 subsets); seed-2 +7.0 (+2.0 to +12.0, 3 subsets))")
+    assert rep["verdict"].startswith("IKD's advantage over NAD is not established (IKD - NAD +3.7 points, "
+                                     "95% CI -5.1 to +12.4, 3 victims); the claimed +4.62 lies inside")
+    assert verdict(dict(mean=2.0, ci=[1.0, 3.0], n=3)).startswith("IKD removes more of the backdoor than NAD: "
+                                                                  "established")
+    assert "outside the interval (larger" in verdict(dict(mean=2.0, ci=[1.0, 3.0], n=3))
+    assert verdict(dict(mean=-2.0, ci=[-3.0, -1.0], n=3)).startswith("NAD removes more")
+    assert verdict(dict(mean=2.0, ci=None, n=1)).startswith("not established")
+    # the JSON and the picture (one column per victim, two rows)
+    from PIL import Image
+
+    json_path, png_path = write(rep, tmp_path / "out")
+    assert json.loads(json_path.read_text())["pairs"][0]["mean"] == pytest.approx(11 / 3)
+    with Image.open(png_path) as picture:
+        assert picture.format == "PNG" and picture.size == (1260, 650)
+
+
+def test_verdict_command(tmp_path):
+    dirs = _write_design(tmp_path)
+    result = run_cli("backdoor", "verdict", *dirs, "--out", tmp_path / "out", "--markdown")
+    text = " ".join(result.output.split())
+    assert "verdict: IKD's advantage over NAD is not established" in text
+    assert "| seed-0 | 100 | 5.0 | 15.0 | 19.0 | +4.0 |" in result.output
+    assert "| seed-1 | 201 | 5.0 | 20.0 | - | - |" in result.output
+    assert (tmp_path / "out" / "backdoor_verdict.png").is_file()
+    result = run_cli("backdoor", "verdict", tmp_path / "nowhere", expect=1)
+    assert "holds no backdoor experiment" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_asr_disappearance():
@@ -332,6 +407,27 @@ def test_finetune_starts_from_the_victim(bd, victim):
     # 2 epochs of a few iterations at lr 0.01: close to the victim, far from any fresh initialisation
     assert 0 < _relative_distance(_weights(work / "latest.pth"), _weights(victim)) < 0.2
     assert "already finished" in _defend(bd, "finetune").output
+
+
+def test_other_subset_seeds_defend_the_same_victim(bd, victim):
+    from ikd_cli.core.fileio import sha256_of
+
+    before = sha256_of(victim)
+    _defend(bd, "finetune")  # the victim's own subset (backdoor.seed 0), in backdoor/finetune
+    # named explicitly it is the same subset, the same folder and the same run
+    assert "already finished" in _defend(bd, "finetune", "--set", "backdoor.subset_seed=0").output
+    _defend(bd, "finetune", "--set", "backdoor.subset_seed=7", "--epochs", "1")  # 1 epoch: the folder is the point
+    own, other = bd["work"] / "backdoor", bd["work"] / "backdoor" / "subset-7"
+    ids = [{i["id"] for i in _coco(folder / "clean_subset.json")["images"]} for folder in (own, other)]
+    assert len(ids[0]) == len(ids[1]) == 6 and ids[0] != ids[1]
+    assert _coco(other / "clean_subset.json")["info"]["ikd_clean_subset"]["seed"] == 7
+    assert (other / "finetune" / "latest.pth").is_file() and not (other / "victim").exists()
+    # one victim for both: not retrained, named by the same hash in both runs
+    assert sha256_of(victim) == before
+    assert _coco(other / "finetune" / "run.json")["from"] == _coco(own / "finetune" / "run.json")["from"]
+    again = run_cli("backdoor", "train-victim", *bd["sets"], "--set", "backdoor.subset_seed=7", "--work-dir",
+                    bd["work"], "--device", DEVICE)
+    assert "already finished" in again.output
 
 
 def test_victim_from_given_weights_with_its_own_schedule(bd, victim, tmp_path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.backdoor.layout import METHODS, STEP_NAMES, clean_subset_file, poisoned_dir, step_dir
+from ikd_cli.backdoor.layout import METHODS, STEP_NAMES, clean_subset_file, poisoned_dir, step_dir, subset_seed
 from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.backdoor.subset import write_clean_subset
 from ikd_cli.backdoor.victim import finished_checkpoint, require_victim
@@ -42,6 +42,8 @@ def defence_preset(preset: dict, method: str, victim: Path, teacher: Path | None
     # the defence's schedule, also where the victim is the teacher model (whose own schedule, if the
     # preset gives one, is for training it from scratch)
     own_schedule = {f"teacher.{k}": None for k in ("epochs", "lr_steps") if k in preset["teacher"]}
+    # the victim's own subset is named one way (null), so a run is the same run however it was asked
+    k = subset_seed(preset)
     return derive(preset, {
         **own_schedule,
         "data.train_ann": str(clean_subset_file(preset).resolve()), "data.train_images": absolute["train_images"],
@@ -53,6 +55,7 @@ def defence_preset(preset: dict, method: str, victim: Path, teacher: Path | None
         "distill.init_student": False, "distill.dfa_until": min(b["dfa_until"], b["epochs"]) if method == "ikd" else 0,
         "attack.out": str(step_dir(preset, "ikd-adv")),
         "backdoor.out": str(poisoned_dir(preset)), "backdoor.victim_checkpoint": str(victim),
+        "backdoor.subset_seed": None if k == b["seed"] else k,
     })
 
 

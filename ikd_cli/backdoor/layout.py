@@ -11,6 +11,8 @@
         clean_subset.json             the defender's clean share of the training images
         finetune/ nad/ ikd/           the defences (NAD's and IKD's teacher: finetune's result)
         ikd-adv/                      adversarial copies of the clean subset against that teacher
+        subset-<k>/                   the same four for the clean subset of backdoor.subset_seed k
+                                      (when k is not backdoor.seed): one victim, many defenders
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ TRIGGERED_IMAGES = "val_triggered"
 METHODS = ("finetune", "nad", "ikd")
 STEP_NAMES = {"clean": "clean model (no poison)", "victim": "victim", "finetune": "fine-tuning", "nad": "NAD",
               "ikd": "IKD"}
-RESULT_SUFFIX = ".backdoor.json"  # beside a checkpoint: CKPT stem + this
+SHARED_STEPS = ("clean", "victim")  # one per experiment; the defences are one per clean subset
+SUBSET_PREFIX = "subset-"
+RESULT_SUFFIX = ".backdoor.json"
+# ``ikd backdoor verdict``: the nested design (victims x defender subsets), into its --out folder
+DESIGN_JSON = "backdoor_verdict.json"
+DESIGN_PLOT = "backdoor_verdict.png"  # beside a checkpoint: CKPT stem + this
 
 
 def poisoned_dir(preset: dict) -> Path:
@@ -48,13 +55,33 @@ def backdoor_dir(preset: dict) -> Path:
     return Path(preset["work_dir"]) / "backdoor"
 
 
+def subset_seed(preset: dict) -> int:
+    """The seed of the defender's clean subset: ``backdoor.subset_seed``, or ``backdoor.seed``
+    when null (the subset then follows the victim's seed, as before the setting existed)."""
+    b = preset["backdoor"]
+    return b["seed"] if b.get("subset_seed") is None else b["subset_seed"]
+
+
+def subset_folder(seed: int) -> str:
+    return f"{SUBSET_PREFIX}{seed}"
+
+
+def defence_dir(preset: dict) -> Path:
+    """Where the defences of one clean subset live: the experiment's backdoor folder for the
+    victim's own subset (subset seed = backdoor.seed, so runs made before the setting keep their
+    place), ``backdoor/subset-<k>/`` for any other. The victim stays in ``backdoor/victim``:
+    every subset defends the same victim."""
+    k = subset_seed(preset)
+    return backdoor_dir(preset) if k == preset["backdoor"]["seed"] else backdoor_dir(preset) / subset_folder(k)
+
+
 def step_dir(preset: dict, step: str) -> Path:
-    """The folder of one step: victim, finetune, nad, ikd (or ikd-adv)."""
-    return backdoor_dir(preset) / step
+    """The folder of one step: victim (or clean), finetune, nad, ikd (or ikd-adv) of this subset."""
+    return (backdoor_dir(preset) if step in SHARED_STEPS else defence_dir(preset)) / step
 
 
 def clean_subset_file(preset: dict) -> Path:
-    return backdoor_dir(preset) / "clean_subset.json"
+    return defence_dir(preset) / "clean_subset.json"
 
 
 def victim_checkpoint(preset: dict) -> Path:

@@ -1,13 +1,13 @@
 """The defender's resources besides the victim: a small clean share of the training data
-(``backdoor.clean_fraction``, as NAD's 5%), drawn with ``backdoor.seed`` from the CLEAN training
-annotations, written as its own COCO annotation file whose images are the clean ones."""
+(``backdoor.clean_fraction``, as NAD's 5%), drawn with ``backdoor.subset_seed`` (null: ``backdoor.seed``)
+from the CLEAN training annotations, written as its own COCO annotation file whose images are the clean ones."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ikd_cli.backdoor.layout import clean_subset_file
+from ikd_cli.backdoor.layout import clean_subset_file, subset_seed
 from ikd_cli.config.presets import data_path
 from ikd_cli.config.schema import check
 from ikd_cli.core.errors import IkdError
@@ -37,12 +37,13 @@ def write_clean_subset(preset: dict) -> tuple[Path, int]:
     b = preset["backdoor"]
     source = data_path(preset, "train_ann")
     train = read_json(source, "training annotation file")
-    chosen = choose_subset(train, b["clean_fraction"], b["seed"])
+    seed = subset_seed(preset)
+    chosen = choose_subset(train, b["clean_fraction"], seed)
     ids = {train["images"][i]["id"] for i in chosen}
     subset = dict(train)
     subset["info"] = dict(train.get("info") or {}, ikd_clean_subset=dict(
         source=str(Path(source).resolve()), images=str(Path(data_path(preset, "train_images")).resolve()),
-        fraction=b["clean_fraction"], seed=b["seed"]))
+        fraction=b["clean_fraction"], seed=seed))
     subset["images"] = [train["images"][i] for i in chosen]
     subset["annotations"] = [a for a in train["annotations"] if a["image_id"] in ids]
     path = clean_subset_file(preset)

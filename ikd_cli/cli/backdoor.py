@@ -21,7 +21,8 @@ backdoor_app = typer.Typer(
          "copy of the preset's data and a triggered val split), [bold]train-victim[/] (the attacker's model, "
          "trained on it), [bold]defend --method finetune|nad|ikd[/] (given the victim and a small clean share of "
          "the training data), [bold]evaluate CKPT[/] (attack success rate and clean AP), [bold]table[/] (mean ± sd "
-         "over seeds). Every command takes the same --preset/--set (the backdoor.* keys: `ikd presets show`) "
+         "over seeds), [bold]verdict[/] (IKD vs NAD over victims x defender subsets: scripts/backdoor_design.sh). "
+         "Every command takes the same --preset/--set (the backdoor.* keys: `ikd presets show`) "
          "and --work-dir; re-running a command continues it. The whole table on the built-in data: "
          "scripts/backdoor_shapes.sh.",
     no_args_is_help=True)
@@ -137,8 +138,9 @@ def defend(
 ):
     """Defend the victim with a clean share of the training data: fine-tuning, NAD or IKD.
 
-    Into <work_dir>/backdoor/<method>/ (NAD and IKD: the student is the victim, the teacher the
-    fine-tuned victim). Re-running continues the run."""
+    Into <work_dir>/backdoor/<method>/, or <work_dir>/backdoor/subset-<k>/<method>/ for
+    --set backdoor.subset_seed=k other than backdoor.seed (one victim, many defenders). NAD and
+    IKD: the student is the victim, the teacher the fine-tuned victim. Re-running continues the run."""
     launcher = relaunch(gpus, launcher)
     tree = load_preset(preset, sets, data_root, work_dir, dict(_experiment(attack, target, rate), **{
         "backdoor.clean_fraction": clean_fraction, "backdoor.epochs": epochs, "backdoor.victim_checkpoint": victim}))
@@ -196,3 +198,29 @@ def table(
         console.print(line, soft_wrap=True, highlight=False)
     if as_markdown:
         typer.echo(markdown(rows) + "".join(f"\n{'' if i else chr(10)}- {line}" for i, line in enumerate(lines)))
+
+
+@backdoor_app.command("verdict")
+@handle_errors
+def verdict(
+    work_dirs: List[Path] = typer.Argument(..., help="Work dirs of the experiment, one per victim (seed); in each, "
+                                                     "the defences of every subset (backdoor/subset-<k>/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for backdoor_verdict.json and .png (default: "
+                                                          "the first work dir's parent)."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Print the per-subset Markdown table too."),
+):
+    """IKD vs NAD on the nested design: per victim and defender subset, the ASR drop of each defence
+    (paired per subset), IKD - NAD, NAD - fine-tuning, IKD - fine-tuning as the mean of the
+    victims' means with a 95% t-interval over the victims, a picture, and the verdict."""
+    from ikd_cli.backdoor.design import markdown, pair_line, report, write
+    from ikd_cli.core.ui import console
+
+    rep = report(work_dirs)
+    json_path, png_path = write(rep, out if out is not None else Path(work_dirs[0]).parent)
+    for p in rep["pairs"]:
+        if p["victims"]:
+            console.print(pair_line(p), soft_wrap=True, highlight=False)
+    console.print(f"verdict: {rep['verdict']}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {json_path} and {png_path}", soft_wrap=True, highlight=False)
+    if as_markdown:
+        typer.echo(markdown(rep))

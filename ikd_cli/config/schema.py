@@ -266,6 +266,9 @@ SETTINGS: dict[str, Setting] = {
     "backdoor.trigger_size": _s(0.05, "side of the checkerboard trigger, as a share of the image's shorter side",
                                 low=0.0, low_open=True, high=0.5),
     "backdoor.seed": _s(0, "which images carry the trigger, where it lands, the defender's clean subset", low=0),
+    # One victim, many defenders: a subset seed other than backdoor.seed puts the defences in
+    # <work_dir>/backdoor/subset-<k>/ beside the one victim (scripts/backdoor_design.sh)
+    "backdoor.subset_seed": _s(None, "the defender's clean subset (null: backdoor.seed)", kind=int, low=0),
     "backdoor.out": _s("", "the poisoned set (default: data/{name}_backdoor_{attack}_{rate:g}_s{seed})"),
     "backdoor.victim": _s("teacher", "which model config of the preset the attacker trains", choices=Role),
     # The attacker's schedule: "" = the model config's own init (from scratch here); a checkpoint,
