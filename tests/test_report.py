@@ -352,3 +352,24 @@ def test_a_log_line_with_an_odd_epoch_neither_hangs_nor_breaks_the_report(epoch,
     logged = read_run(real_run).train
     assert run.train[:len(logged)] == logged and len(run.train) == len(logged) + (epoch >= 1)
     run_cli("report", folder, "--out", tmp_path / "report")
+
+
+def test_a_log_whose_last_validation_is_of_an_earlier_epoch_is_not_averaged(real_run, tmp_path):
+    """Before: with no eval file the report took the log's last validation as the run's final
+    numbers, also when that was of an earlier epoch (a study read while its last epoch was still
+    being validated counted the epoch-8 model of a 12-epoch run in the paired IKD - FGD)."""
+    from ikd_cli.report.table import tables
+
+    folder = _copy_run(real_run, tmp_path / "run")
+    for old in folder.glob("*.eval-*.json"):
+        old.unlink()
+    assert read_run(folder).final is not None  # validated at its last epoch: the log is its number
+    (log,) = folder.glob("*.log.json")
+    lines = _log_lines(folder)
+    assert [r["epoch"] for r in lines if r.get("mode") == "val"] == [1, 2]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines if not (r.get("mode") == "val" and r["epoch"] == 2)))
+    run = read_run(folder)
+    assert run.final is None and run.final_source.startswith("not evaluated at epoch 2 (log: epoch 1")
+    summary = summarize([run])
+    (arms,) = [t for t in tables(summary) if t[0].startswith("Arms")]
+    assert [row[1] for row in arms[2]] == ["0"], arms

@@ -130,7 +130,7 @@ def read_run(folder: Path) -> Run:
         # but left out of the arm statistics
         run.final, run.final_source = None, f"unfinished (epoch {last_epoch} of {planned})"
     else:
-        run.final, run.final_source, run.final_checkpoint = _final_metrics(folder, kind, run.val)
+        run.final, run.final_source, run.final_checkpoint = _final_metrics(folder, kind, run.val, last_epoch)
         run.robustness = read_robustness(folder, kind)
     if dfa_until and dfa_until < last_epoch:
         run.stage_switch_step = offsets[min(e for e in offsets if e > dfa_until)]
@@ -289,9 +289,12 @@ def _eval_file(folder: Path, kind: str) -> tuple[Path | None, str]:
     return newest, newest.name[: -len(suffix)] + ".pth"
 
 
-def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | None, str, str]:
+def _final_metrics(folder: Path, kind: str, val: list[dict], last_epoch: int) -> tuple[dict | None, str, str]:
     """(metrics, where from, checkpoint if not the latest): the eval file ``ikd evaluate`` made
-    (see :func:`_eval_file`), else the last validated epoch of the log."""
+    (see :func:`_eval_file`), else the log's validation of the last trained epoch. A log whose
+    last validation is of an earlier epoch (an eval interval that does not divide the schedule,
+    or a report read while the last epoch is still being validated) scores an earlier model:
+    the run is then shown but not averaged, as an unfinished one."""
     path, checkpoint = _eval_file(folder, kind)
     if path is not None:
         data = read_json(path, "eval file")
@@ -299,8 +302,10 @@ def _final_metrics(folder: Path, kind: str, val: list[dict]) -> tuple[dict | Non
         if not isinstance(bbox, dict):
             raise IkdError(f"{path} has no bbox metrics; run `ikd evaluate` on the checkpoint again")
         return {m: _metric(bbox.get(m)) for m in METRICS}, str(path), checkpoint
-    if val:
+    if val and val[-1]["epoch"] >= last_epoch:
         return {m: val[-1][m] for m in METRICS}, f"log epoch {val[-1]['epoch']}", ""
+    if val:
+        return None, f"not evaluated at epoch {last_epoch} (log: epoch {val[-1]['epoch']}; run ikd evaluate)", ""
     return None, "", ""
 
 
