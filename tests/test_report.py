@@ -295,14 +295,16 @@ def test_plots_of_a_run_with_one_logged_point(real_run, tmp_path):
         assert all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)
 
 
-def _write_robustness(path: Path, clean: float, transfer: float | None, whitebox: float, mpc: float) -> None:
+def _write_robustness(path: Path, clean: float, transfer: float | None, whitebox: float, mpc: float,
+                      per_corruption: dict | None = None) -> None:
     """A robustness summary as `ikd evaluate --robustness` writes it (fractions)."""
     def entry(ap):
         return None if ap is None else {"AP": ap, "file": "x.json", "seconds": 1.0}
 
     path.write_text(json.dumps({"checkpoint": "x.pth", "split": "val", "clean": entry(clean), "transfer": entry(transfer),
                                 "whitebox": entry(whitebox),
-                                "corruptions": {"set": "default", "results": [], "mPC": mpc, "rPC": mpc / clean}}))
+                                "corruptions": {"set": "default", "results": [], "mPC": mpc, "rPC": mpc / clean,
+                                                "per_corruption": per_corruption or {}}}))
 
 
 def test_robustness_columns_and_their_paired_differences(study, tmp_path):
@@ -373,3 +375,37 @@ def test_a_log_whose_last_validation_is_of_an_earlier_epoch_is_not_averaged(real
     summary = summarize([run])
     (arms,) = [t for t in tables(summary) if t[0].startswith("Arms")]
     assert [row[1] for row in arms[2]] == ["0"], arms
+
+
+def test_robustness_picture_draws_the_tables_numbers(study, tmp_path):
+    """robustness.png: per arm and figure the mean and 95% interval the tables give, each run a
+    dot; AP per corruption; the paired differences with their intervals."""
+    from ikd_cli.report.robustness import FIGURES, robustness_figure
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    for seed in SEEDS:
+        for arm, gain in (("FGD", 0.0), ("IKD", 0.01 * seed)):
+            _write_robustness(copy / arm / f"seed{seed}" / "distill" / "student_latest.robustness-val.json",
+                              0.2 + gain, 0.03, 0.05 + 2 * gain, 0.1 + gain / 2,
+                              {"gaussian_noise": 0.08 + gain, "contrast": 0.12})
+    summary = write_report([copy], tmp_path / "out", ("IKD", "FGD"))
+    assert "robustness.png" in summary["files"]
+    with Image.open(tmp_path / "out" / "robustness.png") as img:
+        assert img.format == "PNG" and img.width > 1000
+    fig = robustness_figure(summary)
+    figures, corruptions, paired = fig.axes
+    arms = {a["arm"]: a["robustness"] for a in summary["arms"]}
+    # errorbar containers, in drawing order: arm by arm (FGD, IKD), figure by figure
+    drawn = [c.lines[0].get_ydata()[0] for c in figures.containers]
+    expected = [arms[arm][f]["mean"] for arm in ("FGD", "IKD") for f in FIGURES]
+    assert drawn == pytest.approx(expected, abs=1e-9)
+    ikd_ap = [c for c in figures.containers][len(FIGURES)]  # IKD, AP clean: the 95% interval of its mean
+    lo, hi = ikd_ap.lines[2][0].get_segments()[0][:, 1]
+    stats = interval([100 * (0.2 + 0.01 * s) for s in SEEDS])
+    assert (lo, hi) == pytest.approx(stats["ci"], abs=1e-9)
+    noise = [c.lines[0].get_ydata()[0] for c in corruptions.containers][2]  # IKD, gaussian_noise
+    assert noise == pytest.approx(statistics.fmean(100 * (0.08 + 0.01 * s) for s in SEEDS), abs=1e-9)
+    diffs = [c.lines[0].get_xdata()[0] for c in paired.containers]
+    comp = summary["comparison"]["robustness"]
+    assert diffs == pytest.approx([comp[f]["mean"] for f in FIGURES], abs=1e-9)

@@ -76,6 +76,8 @@ def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
 REPORT_CLASSWISE_FILE = "classwise.png"
 REPORT_DIAG_DISTANCE_FILE = "diag_teacher_distance.png"
 REPORT_DIAG_GRADIENT_FILE = "diag_gradients.png"
+# The robustness figures per arm, per corruption and paired (report/robustness.py).
+REPORT_ROBUSTNESS_FILE = "robustness.png"
 # The sweep of IKD's knobs in a study (report/sweep.py): AP (and robustness) against alpha_adv
 # and against the stage-1 length.
 REPORT_SWEEP_ALPHA_FILE = "sweep_alpha_adv.png"

@@ -177,7 +177,10 @@ def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, ov
     digest = sha256_of(ev.checkpoint)
     seed = int((ev.preset or {}).get("train", {}).get("seed", 0))
     batch = batch_size(ev, split)
-    clean = _entry(_setting_result(ev, split, split, {"kind": "clean", "checkpoint_sha256": digest}), split)
+    # clean also stores AP per class (free: COCOeval's precision array is computed anyway), so a
+    # study scored for robustness gets the report's per-class table without another evaluation
+    clean = _entry(_setting_result(ev, split, split, {"kind": "clean", "checkpoint_sha256": digest, "classwise": True},
+                                   classwise=True), split)
     transfer, why = _transfer(ev, split, digest, batch)
     if transfer is None:
         console.print(f"[yellow]transfer: skipped[/] ({why})", soft_wrap=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from ikd_cli.config.layout import REPORT_CLASSWISE_FILE
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.stats import interval, mean_sd
+from ikd_cli.report import cells
 from ikd_cli.report.runs import Run
 
 
@@ -59,12 +60,6 @@ def _paired(per_run, classes: list[str], comparison: dict) -> dict:
     return result
 
 
-def _cell(stats: dict) -> str:
-    if stats["mean"] is None:
-        return "n/a"
-    return f"{stats['mean']:.1f}" if stats["sd"] is None else f"{stats['mean']:.1f} ± {stats['sd']:.1f}"
-
-
 def classwise_tables(classwise: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
     """The per-class table as (title, header, rows), like :func:`ikd_cli.report.table.tables`."""
     if not classwise:
@@ -75,11 +70,11 @@ def classwise_tables(classwise: dict | None) -> list[tuple[str, list[str], list[
         header += [f"{comp['a']} − {comp['b']}", "n", "95% CI", "excludes 0"]
     rows = []
     for c in classwise["classes"]:
-        row = [c, *(_cell(arms[arm][c]) for arm in arms)]
+        row = [c, *(cells.mean_sd(arms[arm][c]) for arm in arms)]
         if comp:
             d = comp["classes"][c]
             row += ["n/a" if d["mean"] is None else f"{d['mean']:+.1f}", str(d["n"]),
-                    "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
+                    cells.ci(d),
                     "yes" if d["established"] else "no"]
         rows.append(row)
     return [("Per-class AP (%), mean ± sd over runs" + (", and the paired difference by seed" if comp else ""),

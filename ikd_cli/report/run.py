@@ -10,6 +10,7 @@ from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_summary, plot_classwise
 from ikd_cli.report.diagnostics import write_diagnostics_plots
 from ikd_cli.report.plots import write_plots
+from ikd_cli.report.robustness import plot_robustness
 from ikd_cli.report.runs import find_runs
 from ikd_cli.report.sweep import sweep_summary, write_sweep_plots
 from ikd_cli.report.table import print_summary, render_markdown, summarize
@@ -28,8 +29,8 @@ def write_report(paths: list[Path], out: Path, compare=None) -> dict:
     summary["classwise"] = classwise_summary(runs, summary["comparison"])
     summary["sweep"] = sweep_summary(runs)
     out = ensure_writable_dir(out, "report folder")
-    figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + write_diagnostics_plots(runs, out)
-               + write_sweep_plots(summary["sweep"], out))
+    figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + plot_robustness(summary, out)
+               + write_diagnostics_plots(runs, out) + write_sweep_plots(summary["sweep"], out))
     summary["files"] = {name: str(out / name) for name in ["report.md", "report.json", *figures]}
     atomic_write_text(out / "report.md", render_markdown(summary, figures))
     atomic_write_json(out / "report.json", summary)

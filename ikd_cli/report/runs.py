@@ -61,7 +61,8 @@ class Run:
     final_source: str = ""  # the eval file, or "log epoch N"
     final_checkpoint: str = ""  # the checkpoint evaluated, where it is not the run's latest
     stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
-    robustness: dict | None = None  # ROBUSTNESS metric -> fraction (None: not measured), + "corruptions" set
+    robustness: dict | None = None  # ROBUSTNESS metric -> fraction (None: not measured), + "corruptions" set,
+    #                                 "per_corruption": name -> mean AP over its severities
 
 
 def find_runs(paths: Iterable[Path]) -> list[Run]:
@@ -329,4 +330,5 @@ def read_robustness(folder: Path, kind: str) -> dict | None:
     c = data["corruptions"]
     return {"AP clean": ap(data.get("clean")), "AP transfer": ap(data.get("transfer")),
             "AP white-box": ap(data.get("whitebox")), "mPC": _metric(c.get("mPC")), "rPC": _metric(c.get("rPC")),
-            "corruptions": c.get("set")}
+            "corruptions": c.get("set"),
+            "per_corruption": {str(k): _metric(v) for k, v in (c.get("per_corruption") or {}).items()}}

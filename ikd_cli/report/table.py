@@ -13,7 +13,9 @@ from pathlib import Path
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, mean_sd
 from ikd_cli.core.ui import console
+from ikd_cli.report import cells
 from ikd_cli.report.classwise import classwise_tables
+from ikd_cli.report.robustness import robustness_tables
 from ikd_cli.report.runs import METRICS, ROBUSTNESS, Run
 from ikd_cli.report.sweep import sweep_tables
 
@@ -51,7 +53,9 @@ def _run_record(run: Run) -> dict:
             "seed": run.seed, "dfa_until": run.dfa_until, "alpha_adv": run.alpha_adv,
             "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
             "final_source": run.final_source, "final_checkpoint": run.final_checkpoint,
-            "robustness": ({m: _pct(run.robustness[m]) for m in ROBUSTNESS} | {"corruptions": run.robustness["corruptions"]}
+            "robustness": ({m: _pct(run.robustness[m]) for m in ROBUSTNESS}
+                           | {"corruptions": run.robustness["corruptions"],
+                              "per_corruption": {k: _pct(v) for k, v in run.robustness.get("per_corruption", {}).items()}}
                            if run.robustness else None),
             "val": [{"epoch": v["epoch"], **{m: _pct(v[m]) for m in METRICS}} for v in run.val]}
 
@@ -143,32 +147,19 @@ def verdict(comparison: dict) -> str:
             + ("established" if ap["established"] else "not established"))
 
 
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
-def _mean_sd_cell(stats: dict) -> str:
-    if stats["sd"] is None:
-        return _cell(stats["mean"])
-    return f"{stats['mean']:.1f} ± {stats['sd']:.1f}"
-
-
 def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables as (title, header, rows) of strings, for Markdown and the terminal alike."""
     out = [("Arms: final COCO bbox AP (%), mean ± sd over runs", ["arm", "n", *METRICS],
-            [[a["arm"], str(a["n"]), *(_mean_sd_cell(a["metrics"][m]) for m in METRICS)] for a in summary["arms"]])]
+            [[a["arm"], str(a["n"]), *(cells.mean_sd(a["metrics"][m]) for m in METRICS)] for a in summary["arms"]])]
     for comp in summary.get("comparisons") or []:
-        rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
-                 "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
-                 "yes" if d["established"] else "no"] for m, d in comp["metrics"].items()]
-        out.append((f"{comp['a']} − {comp['b']}, paired by seed (AP points)",
-                    ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
+        out.append((f"{comp['a']} − {comp['b']}, paired by seed (AP points)", cells.PAIRED_HEADER,
+                    [cells.paired_row(m, d) for m, d in comp["metrics"].items()]))
     out += classwise_tables(summary.get("classwise"))
     out += robustness_tables(summary)
     out += sweep_tables(summary.get("sweep"))
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
-                  *(_cell((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
+                  *(cells.number((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
                  for r in summary["runs"]]))
     return out
 
@@ -178,28 +169,6 @@ def _final_from(run: dict) -> str:
     if run.get("final_checkpoint"):
         return f"{run['final_checkpoint']} (not latest)"
     return Path(run["final_source"]).name
-
-
-def robustness_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The robustness figures of ``ikd evaluate --robustness`` per arm, and paired, where runs have them."""
-    arms = [a for a in summary["arms"] if any(a["robustness"][m]["n"] for m in ROBUSTNESS)]
-    if not arms:
-        return []
-    rows = [[a["arm"], str(max(a["robustness"][m]["n"] for m in ROBUSTNESS)),
-             *(_mean_sd_cell(a["robustness"][m]) for m in ROBUSTNESS), ", ".join(a["robustness"]["corruptions"])]
-            for a in arms]
-    out = [("Robustness: AP (%) clean, on the teacher's adversarial val set (transfer), under the preset's attack on "
-            "the model itself (white-box), mean AP over corruptions (mPC) and mPC / clean AP (rPC, %); mean ± sd",
-            ["arm", "n", *ROBUSTNESS, "corruptions"], rows)]
-    for comp in summary.get("comparisons") or []:
-        if not any(d["n"] for d in comp.get("robustness", {}).values()):
-            continue
-        rows = [[m, str(d["n"]), _cell(d["mean"]), _cell(d["sd"]),
-                 "n/a" if d["ci"] is None else f"{d['ci'][0]:+.1f} to {d['ci'][1]:+.1f}",
-                 "yes" if d["established"] else "no"] for m, d in comp["robustness"].items() if d["n"]]
-        out.append((f"{comp['a']} − {comp['b']}, robustness paired by seed (points)",
-                    ["metric", "n", "mean diff", "sd", "95% CI", "excludes 0"], rows))
-    return out
 
 
 def render_markdown(summary: dict, figures: list[str]) -> str:
