@@ -102,3 +102,20 @@ def test_unwritable_work_dir(tmp_path, tiny_sets):
     blocker.write_text("x")
     result = run_cli("train", "--preset", "shapes", "--work-dir", blocker / "x", *tiny_sets, expect=1)
     assert "not writable" in result.output
+
+
+def test_a_validation_after_the_last_epoch_changes_no_weight(tmp_path, tiny_sets):
+    """What lets the backdoor defences skip their end-of-training validation (``ikd backdoor
+    evaluate`` scores them anyway): a run validated only after its last epoch and the same run
+    never validated end with the same weights, to the bit (one thread, same seed)."""
+    import torch
+
+    weights = {}
+    for interval in (2, 0):
+        work = tmp_path / f"eval{interval}"
+        run_cli("train", "--preset", "shapes", "--model", "student", "--work-dir", work, "--device", DEVICE,
+                *tiny_sets, "--set", "train.epochs=2", "--set", f"train.eval_interval={interval}")
+        assert bool(list((work / "student").glob("best_*.pth"))) == bool(interval)  # it did validate, or not
+        weights[interval] = torch.load(work / "student" / "latest.pth", map_location="cpu", weights_only=True)["state_dict"]
+    assert weights[2].keys() == weights[0].keys()
+    assert all(torch.equal(weights[2][k], weights[0][k]) for k in weights[2])
