@@ -69,13 +69,20 @@ def _errorbar(ax, at: float, values: list[float], colour: str, label: str | None
         ax.scatter([at] * len(values), values, s=10, color=colour, alpha=0.35)
 
 
-def _figures_panel(ax, summary: dict, arms: list[str], colours: dict[str, str]) -> None:
+def _grouped(ax, summary: dict, arms: list[str], colours: dict[str, str], keys: list, legend: bool) -> None:
+    """One group of points per key (a figure, a corruption), one point per arm in each."""
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
-        for j, figure in enumerate(FIGURES):
-            values = _run_values(summary, arm, lambda r, f=figure: r.get(f))
+        labelled = not legend
+        for j, key in enumerate(keys):
+            values = _run_values(summary, arm, key)
             if values:
-                _errorbar(ax, j - 0.4 + width * (i + 0.5), values, colours[arm], arm if j == 0 else None)
+                _errorbar(ax, j - 0.4 + width * (i + 0.5), values, colours[arm], None if labelled else arm)
+                labelled = True
+
+
+def _figures_panel(ax, summary: dict, arms: list[str], colours: dict[str, str]) -> None:
+    _grouped(ax, summary, arms, colours, [lambda r, f=f: r.get(f) for f in FIGURES], legend=True)
     ax.set_xticks(range(len(FIGURES)), FIGURES)
     ax.set(title="Robustness per arm (mean, 95% CI; dots: runs)", ylabel="AP (%)")
     ax.grid(alpha=0.3, axis="y")
@@ -88,12 +95,8 @@ def _corruptions_panel(ax, summary: dict, arms: list[str], colours: dict[str, st
     if not names:  # summaries written before per-corruption means were read
         ax.set_axis_off()
         return
-    width = 0.8 / max(1, len(arms))
-    for i, arm in enumerate(arms):
-        for j, name in enumerate(names):
-            values = _run_values(summary, arm, lambda r, n=name: (r.get("per_corruption") or {}).get(n))
-            if values:
-                _errorbar(ax, j - 0.4 + width * (i + 0.5), values, colours[arm], None)
+    _grouped(ax, summary, arms, colours, [lambda r, n=n: (r.get("per_corruption") or {}).get(n) for n in names],
+             legend=False)
     ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize="small")
     ax.set(title="AP per corruption (mean over severities)", ylabel="AP (%)")
     ax.grid(alpha=0.3, axis="y")
