@@ -8,12 +8,11 @@ Drawn on a matplotlib ``Figure`` with its own Agg canvas (no pyplot state), writ
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ikd_cli.core.fileio import atomic_write_bytes
+from ikd_cli.core.figures import new_figure, save_png
 
 _TILE_INCHES = 3.2
 
@@ -54,12 +53,8 @@ def write_preview(path: Path, items: list[dict], eps: float, class_names: list[s
     """A PNG grid, one row per item (``name``, ``clean`` and ``adv`` HxWx3 uint8 BGR, ``det_clean``
     and ``det_adv`` in mmdet's per-class (k, 5) [x1, y1, x2, y2, score] format): clean with
     detections | adversarial with detections | amplified perturbation."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows = max(1, len(items))
-    fig = Figure(figsize=(3 * _TILE_INCHES, rows * _TILE_INCHES), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(3 * _TILE_INCHES, rows * _TILE_INCHES)
     axes = fig.subplots(rows, 3, squeeze=False)
     for row, item in zip(axes, items):
         panels = [(item["clean"], item["det_clean"], "clean"), (item["adv"], item["det_adv"], "adversarial")]
@@ -71,6 +66,4 @@ def write_preview(path: Path, items: list[dict], eps: float, class_names: list[s
         row[2].set_title(f"perturbation (±{eps:g} → full range)", fontsize=8)
     for ax in axes.flat:
         ax.set_axis_off()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)

@@ -22,13 +22,13 @@ what holds for that victim, not in general. All pairs are drawn, one panel per v
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from ikd_cli.backdoor.layout import (DESIGN_JSON, DESIGN_PLOT, METHODS, STEP_NAMES, SUBSET_PREFIX, result_file,
                                      step_result)
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_bytes, atomic_write_json, read_json
+from ikd_cli.core.figures import new_figure, save_png
+from ikd_cli.core.fileio import atomic_write_json, read_json
 from ikd_cli.core.stats import interval, mean_sd
 
 PAIRS = (("ikd", "nad"), ("nad", "finetune"), ("ikd", "finetune"))
@@ -146,12 +146,8 @@ MARKERS = dict(finetune=("o", "C0"), nad=("s", "C1"), ikd=("^", "C2"))
 def plot(rep: dict, path: Path) -> None:
     """One column per victim: above, the ASR drop of each defence per subset (a marker per
     method); below, IKD - NAD per subset, with the victim's mean and the claimed difference."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     victims = rep["victims"]
-    fig = Figure(figsize=(max(5.0, 4.2 * len(victims)), 6.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot state
+    fig = new_figure(max(5.0, 4.2 * len(victims)), 6.5)
     axes = fig.subplots(2, len(victims), squeeze=False, sharey="row")
     ikd_nad = {v["work_dir"]: v for v in rep["pairs"][0]["victims"]}
     claim = CLAIM["ikd"] - CLAIM["nad"]
@@ -182,9 +178,7 @@ def plot(rep: dict, path: Path) -> None:
     overall = (f"; IKD - NAD over victims {p['mean']:+.1f}, 95% CI {p['ci'][0]:+.1f} to {p['ci'][1]:+.1f}"
                if p["ci"] else "")
     fig.suptitle(f"Per-subset ASR drops, paired per (victim, subset){overall}")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def write(rep: dict, out: Path) -> tuple[Path, Path]:

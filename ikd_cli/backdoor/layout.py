@@ -34,10 +34,10 @@ STEP_NAMES = {"clean": "clean model (no poison)", "victim": "victim", "finetune"
               "ikd": "IKD"}
 SHARED_STEPS = ("clean", "victim")  # one per experiment; the defences are one per clean subset
 SUBSET_PREFIX = "subset-"
-RESULT_SUFFIX = ".backdoor.json"
+RESULT_SUFFIX = ".backdoor.json"  # beside a checkpoint: CKPT stem + this
 # ``ikd backdoor verdict``: the nested design (victims x defender subsets), into its --out folder
 DESIGN_JSON = "backdoor_verdict.json"
-DESIGN_PLOT = "backdoor_verdict.png"  # beside a checkpoint: CKPT stem + this
+DESIGN_PLOT = "backdoor_verdict.png"
 
 
 def poisoned_dir(preset: dict) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ikd_cli.attack.preview import draw_detections
-from ikd_cli.core.fileio import atomic_write_bytes
+from ikd_cli.core.figures import new_figure, save_png
 
 _TILE_INCHES = 3.2
 
@@ -29,17 +29,12 @@ def per_class(detections: list, image_id: int, category_ids: list[int]) -> list[
 def write_backdoor_preview(path: Path, gt: dict, clean_images: Path, triggered_images: Path, dets_clean: list,
                            dets_triggered: list, score_thr: float, title: str, count: int = 4) -> None:
     """A PNG grid: one row per val image (the first ``count``), clean | triggered."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from PIL import Image
 
     categories = sorted(gt["categories"], key=lambda c: c["id"])
     ids, names = [c["id"] for c in categories], [c["name"] for c in categories]
     images = gt["images"][:count]
-    fig = Figure(figsize=(2 * _TILE_INCHES, max(1, len(images)) * _TILE_INCHES), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(2 * _TILE_INCHES, max(1, len(images)) * _TILE_INCHES)
     fig.suptitle(title, fontsize=9)
     axes = fig.subplots(max(1, len(images)), 2, squeeze=False)
     for row, info in zip(axes, images):
@@ -51,6 +46,4 @@ def write_backdoor_preview(path: Path, gt: dict, clean_images: Path, triggered_i
             ax.set_title(f"{info['file_name']}: {what}, {drawn} det ≥ {score_thr:g}", fontsize=8)
     for ax in axes.flat:
         ax.set_axis_off()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)

@@ -84,7 +84,7 @@ def classwise_tables(classwise: dict | None) -> list[tuple[str, list[str], list[
 def plot_classwise(classwise: dict | None, out: Path) -> list[str]:
     """``classwise.png``: per class, the mean paired difference A − B with its 95% interval
     (classes sorted by it; the ones whose interval excludes 0 drawn solid). Needs ``--compare``."""
-    from ikd_cli.report.plots import new_figure, save_png
+    from ikd_cli.core.figures import new_figure, save_png
 
     comp = (classwise or {}).get("comparison")
     if not comp:

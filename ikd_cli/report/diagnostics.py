@@ -36,7 +36,8 @@ def _panels(runs: list[Run], series: list[tuple[str, str, str]], path: Path, tit
     nothing logged."""
     from matplotlib.ticker import MaxNLocator
 
-    from ikd_cli.report.plots import arm_colours, new_figure, save_png
+    from ikd_cli.core.figures import new_figure, save_png
+    from ikd_cli.report.plots import arm_colours
 
     data = [(run, style, suffix, per_epoch(run, prefix)) for run in runs for prefix, style, suffix in series]
     levels = sorted({lvl for *_, by_level in data for lvl in by_level})

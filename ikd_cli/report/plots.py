@@ -1,38 +1,17 @@
-"""The report's pictures: validation AP per epoch, and the training losses per iteration.
-
-Drawn on matplotlib ``Figure`` objects with their own Agg canvas, never through ``pyplot``:
-no global backend switch, no figure registry, nothing left behind for other code in the
-process. Each PNG is rendered into memory and written atomically.
-"""
+"""The report's pictures: validation AP per epoch, and the training losses per iteration
+(drawn with :mod:`ikd_cli.core.figures`, never through ``pyplot``)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from ikd_cli.core.fileio import atomic_write_bytes
+from ikd_cli.core.figures import new_figure, save_png
 from ikd_cli.report.runs import Run
 
 # Loss panels besides the detector's own terms: FGD and the adversarial term are logged once
 # per distilled FPN level (loss_fgd_neck_fpn_convs_0_conv, ...) and summed here.
 _SUMMED = (("loss_fgd_", "FGD feature loss (sum over levels)"),
            ("loss_adv_", "adversarial feature loss (sum over levels, stage 1)"))
-
-
-def new_figure(width: float, height: float):
-    """A figure bound to an Agg canvas of its own (no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def arm_colours(runs: list[Run]) -> dict[str, str]:

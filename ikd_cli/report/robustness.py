@@ -116,7 +116,7 @@ def _paired_panel(ax, comparisons: list[dict]) -> None:
 
 def robustness_figure(summary: dict):
     """The figure of ``robustness.png`` (see the module's docstring); None without robustness summaries."""
-    from ikd_cli.report.plots import new_figure
+    from ikd_cli.core.figures import new_figure
 
     arms = [a["arm"] for a in _measured_arms(summary)]
     if not arms:
@@ -135,7 +135,7 @@ def robustness_figure(summary: dict):
 
 def plot_robustness(summary: dict, out: Path) -> list[str]:
     """Writes ``robustness.png`` where runs have robustness summaries; the names written."""
-    from ikd_cli.report.plots import save_png
+    from ikd_cli.core.figures import save_png
 
     fig = robustness_figure(summary)
     if fig is None:

@@ -248,7 +248,7 @@ def _panel(ax, sweep: dict, axis: str, metric: str) -> None:
 
 def plot_sweep(sweep: dict, axis: str, path: Path):
     """One sweep picture: a panel per figure (AP; mPC and white-box AP where measured)."""
-    from ikd_cli.report.plots import new_figure, save_png
+    from ikd_cli.core.figures import new_figure, save_png
 
     metrics = sweep["metrics"]
     fig = new_figure(5.5 * len(metrics), 4.4)
