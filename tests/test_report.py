@@ -409,3 +409,31 @@ def test_robustness_picture_draws_the_tables_numbers(study, tmp_path):
     diffs = [c.lines[0].get_xdata()[0] for c in paired.containers]
     comp = summary["comparison"]["robustness"]
     assert diffs == pytest.approx([comp[f]["mean"] for f in FIGURES], abs=1e-9)
+
+
+def test_kept_records_redraw_the_same_report_without_weights(study, real_run, tmp_path):
+    """--keep copies what the report read and nothing heavier: the kept folder alone gives the
+    same tables (robustness included), and holds no checkpoint and no detections."""
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    for seed in SEEDS:
+        _write_robustness(copy / "IKD" / f"seed{seed}" / "distill" / "student_latest.robustness-val.json",
+                          0.2 + 0.01 * seed, 0.03, 0.05, 0.1, {"contrast": 0.12})
+    heavy = copy / "IKD" / "seed1" / "distill"
+    shutil.copy(real_run / "latest.pth", heavy / "student_latest.pth")
+    (heavy / "student_latest.eval-val.bbox.json").write_text("[]")
+    kept = tmp_path / "records"
+    run_cli("report", copy, "--out", tmp_path / "out", "--compare", "IKD,FGD", "--keep", kept)
+    again = write_report([kept], tmp_path / "again", ("IKD", "FGD"))
+    first = json.loads((tmp_path / "out" / "report.json").read_text())
+    for key in ("arms", "comparison", "verdict", "classwise"):
+        assert again[key] == first[key], key
+    assert [r["seed"] for r in again["runs"]] == [r["seed"] for r in first["runs"]]
+    assert first["comparison"]["robustness"]["AP clean"]["n"] == 0  # FGD has none: nothing to pair
+    assert next(a for a in again["arms"] if a["arm"] == "IKD")["robustness"]["AP clean"]["n"] == 3
+    names = {p.name for p in kept.rglob("*") if p.is_file()}
+    assert "study.json" in names and "student_latest.robustness-val.json" in names
+    assert not [n for n in names if n.endswith((".pth", ".bbox.json"))]
+    result = run_cli("report", copy, "--out", tmp_path / "o3", "--keep", copy / "records", expect=1)
+    assert "lies inside the runs" in result.output and not (copy / "records").exists()
+    assert not (tmp_path / "o3").exists()  # refused before anything is written

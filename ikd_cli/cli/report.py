@@ -22,11 +22,15 @@ def report(
                                                 help="Pair arms A and B by seed and give A - B on AP with a 95% "
                                                      "t-interval, e.g. --compare ikd,fgd; repeat for more pairs "
                                                      "(--compare ikd,fgd --compare ikd,ikd_aug)."),
+    keep: Optional[Path] = typer.Option(None, "--keep", metavar="DIR",
+                                        help="Also copy what the report read (settings, logs, eval and robustness "
+                                             "summaries; no weights, no detections) into DIR, where `ikd report DIR` "
+                                             "redraws it after the work dirs are gone."),
 ):
     """Tables (mean ± sd per arm) and pictures (val AP per epoch, every loss term per iteration)."""
     from ikd_cli.report.run import write_report
 
-    write_report(runs, out, [_pair(value) for value in compare or []])
+    write_report(runs, out, [_pair(value) for value in compare or []], keep)
 
 
 def _pair(value: str) -> tuple[str, str]:

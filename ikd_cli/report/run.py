@@ -10,20 +10,24 @@ from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_summary, plot_classwise
 from ikd_cli.report.diagnostics import write_diagnostics_plots
 from ikd_cli.report.plots import write_plots
+from ikd_cli.report.records import check_keep, keep_records
 from ikd_cli.report.robustness import plot_robustness
 from ikd_cli.report.runs import find_runs
 from ikd_cli.report.sweep import sweep_summary, write_sweep_plots
 from ikd_cli.report.table import print_summary, render_markdown, summarize
 
 
-def write_report(paths: list[Path], out: Path, compare=None) -> dict:
+def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None = None) -> dict:
     """Report on the runs in ``paths`` (run folders or folders of them) into ``out``.
 
     With ``compare=(a, b)``, or a list of such pairs, the arms of each pair are paired by seed
     and its verdict says whether a − b on AP is established by a 95% interval (the per-class
     table pairs the first). A study with sweep arms (``ikd_advX``, ``ikd_dfaN``) also gets the
-    sweep's tables and pictures (:mod:`ikd_cli.report.sweep`). Returns what ``report.json`` holds.
+    sweep's tables and pictures (:mod:`ikd_cli.report.sweep`). With ``keep``, the files the report
+    read are copied there too (:mod:`ikd_cli.report.records`). Returns what ``report.json`` holds.
     """
+    if keep is not None:
+        check_keep(paths, keep)
     runs = find_runs(paths)
     summary = summarize(runs, compare)  # before any write: a bad --compare leaves ``out`` untouched
     summary["classwise"] = classwise_summary(runs, summary["comparison"])
@@ -35,5 +39,8 @@ def write_report(paths: list[Path], out: Path, compare=None) -> dict:
     atomic_write_text(out / "report.md", render_markdown(summary, figures))
     atomic_write_json(out / "report.json", summary)
     print_summary(summary)
+    if keep is not None:
+        kept = keep_records(paths, [run.path for run in runs], keep)
+        console.print(f"records: {kept} files of {len(runs)} runs in {keep} (`ikd report {keep}` redraws this report)")
     console.print(f"report: {out / 'report.md'} ({len(runs)} runs)")
     return summary

@@ -1,0 +1,74 @@
+"""``ikd report --keep DIR``: copy what the report read, and nothing heavier, into ``DIR``.
+
+Weights and detections are megabytes a run; the files the report reads (the run's settings,
+mmcv's logs, the eval and robustness summaries) are kilobytes. Kept in a folder that outlives the
+machine (a repository, say), they let ``ikd report DIR`` redraw the same tables and pictures
+after the work dirs are gone, and let a study that runs over several sessions (or machines) be
+reported as one. A kept folder is a record, not a run: it holds no checkpoint, so nothing can
+resume from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE
+from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import ensure_writable_dir
+
+# What report/runs.py reads from a run folder. Detections (``*.bbox.json``) and evaluation logs
+# are left behind: the report never opens them, and they are most of an eval's bytes.
+_RECORD_GLOBS = (RUN_FILE, PRESET_FILE, LOG_FILE, "*.log.json", "*.eval-*.json", "*.robustness-*.json")
+_LEFT_BEHIND = (".bbox.json",)
+
+
+def record_files(folder: Path) -> list[Path]:
+    """The files of one run folder that the report reads."""
+    found = {p for pattern in _RECORD_GLOBS for p in folder.glob(pattern)
+             if p.is_file() and not p.name.endswith(_LEFT_BEHIND)}
+    return sorted(found)
+
+
+def check_keep(paths: list[Path], dest: Path) -> None:
+    """Refuse a records folder inside the runs it copies (a second report would copy it again)."""
+    for root in (Path(p).resolve() for p in paths):
+        if Path(dest).resolve() == root or root in Path(dest).resolve().parents:
+            raise IkdError(f"--keep {dest} lies inside the runs it would copy ({root}); choose a folder beside them")
+
+
+def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
+    """Copy the record files of ``run_folders`` into ``dest``, each at its place below the
+    ``paths`` argument that holds it (under that argument's name when several were given), with
+    the study marker of each argument. Returns the number of files copied; each is written to a
+    temporary name and renamed, so an interrupted copy leaves whole files only."""
+    check_keep(paths, dest)
+    roots = [Path(p).resolve() for p in paths]
+    dest = Path(dest)
+    ensure_writable_dir(dest, "records folder")
+    copied = 0
+    for root in roots:
+        base = root if root.is_dir() and not (root / RUN_FILE).is_file() else root.parent
+        target = dest / root.name if len(roots) > 1 else dest
+        for name in (STUDY_FILE,):
+            if (base / name).is_file():
+                copied += _copy(base / name, target / name)
+        for folder in run_folders:
+            if folder == base or base in folder.parents:
+                for path in record_files(folder):
+                    copied += _copy(path, target / path.relative_to(base))
+    return copied
+
+
+def _copy(source: Path, target: Path) -> int:
+    """Copy one file with its times (the report picks the newest eval file by its mtime)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise IkdError(f"cannot keep {source} in {target.parent}: {err.strerror or err}") from None
+    return 1
