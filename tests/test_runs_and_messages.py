@@ -173,18 +173,36 @@ def test_killing_the_launcher_of_two_ranks_stops_them_all(tiny_sets, tmp_path):
     assert (work / "epoch_3.pth").exists()
 
 
-# ------------------------------------------------------------------------- train.threads
-def test_train_threads_pins_the_count_and_is_recorded(tiny_sets, tmp_path):
+# ------------------------------------------------------- train.threads, train.cpu_kernels
+def test_train_threads_and_kernels_are_pinned_and_recorded(tiny_sets, tmp_path):
+    """A fresh process pins both before any kernel runs, records them, and evaluation of the
+    run's weights pins them again; in a process whose kernels are chosen, the cap is refused."""
+    import os
     import subprocess
 
+    import torch
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
     work = tmp_path / "teacher"
     proc = subprocess.run([IKD_EXE, "train", "--work-dir", tmp_path, "--device", DEVICE, *tiny_sets,
-                           "--set", "train.threads=2", "--set", "train.eval_interval=0"], capture_output=True, text=True, timeout=600,
-                          env=dict(__import__("os").environ, OMP_NUM_THREADS="1"))
+                           "--set", "train.threads=2", "--set", "train.cpu_kernels=avx2", "--set", "train.eval_interval=0"],
+                          capture_output=True, text=True, timeout=600, env=dict(env, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 2
+    compute = json.loads((work / "run.json").read_text())["compute"]
+    assert compute["threads"] == 2
+    native = torch.backends.cpu.get_cpu_capability()  # this process: not capped
+    assert compute["kernels"] == f"aten {'DEFAULT' if native == 'DEFAULT' else 'AVX2'}, onednn AVX2"
+    proc = subprocess.run([IKD_EXE, "evaluate", work / "latest.pth", "--device", DEVICE], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     result = run_cli("presets", "show", "shapes", "--set", "train.threads=0", expect=1)
     assert "train.threads must be an integer >= 1 or null, got 0" in result.output
+    result = run_cli("presets", "show", "shapes", "--set", "train.cpu_kernels=sse", expect=1)
+    assert "train.cpu_kernels" in result.output and "avx2" in result.output
+    if native.startswith("AVX512"):
+        result = run_cli("train", "--work-dir", tmp_path / "again", "--device", DEVICE, *tiny_sets,
+                         "--set", "train.cpu_kernels=avx2", expect=1)
+        assert "came after torch had chosen its kernels" in result.output and "Traceback" not in result.output
 
 
 # ------------------------------------------------------------------ backdoor poison

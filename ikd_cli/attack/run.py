@@ -199,10 +199,10 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     without the images the data check finds unreadable (recorded as skipped)."""
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
-    from ikd_cli.core.machine import pin_threads
+    from ikd_cli.core.machine import pin_compute
 
     attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
-    pin_threads(preset)
+    pin_compute(preset)
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
     bad = _checked_data(preset, split, skip_bad, distributed, rank)

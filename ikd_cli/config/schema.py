@@ -51,6 +51,12 @@ class Role(str, Enum):
     student = "student"
 
 
+class CpuKernels(str, Enum):
+    """``train.cpu_kernels``: the widest vector instructions torch's CPU kernels may use."""
+    native = "native"  # the CPU's best (AVX-512 where it has it)
+    avx2 = "avx2"  # at most AVX2: a CPU with AVX-512 computes as an AVX2-only one does
+
+
 class Split(str, Enum):
     """A dataset split of the preset."""
     train = "train"
@@ -249,6 +255,12 @@ SETTINGS: dict[str, Setting] = {
     # at one count; each run's run.json records the count it used
     "train.threads": _s(None, "torch's intra-op threads for train, distill and attack (null: leave it as is, "
                               "OMP_NUM_THREADS or torch's default)", kind=int, low=1),
+    # and by the kernels the instruction set selects (oneDNN's convolutions differ bitwise between
+    # AVX-512 and AVX2); capping them at AVX2 makes x86 machines of both kinds compute alike
+    "train.cpu_kernels": _s("native", "the widest instructions torch's CPU kernels use (ATen's vector code and "
+                                      "oneDNN's convolutions): avx2 makes a CPU with AVX-512 compute as an AVX2-only "
+                                      "one does, so a run repeats across x86 machines; native: the CPU's best",
+                            choices=CpuKernels),
     # -- `ikd evaluate --robustness` ---------------------------------------------------------------
     # Batching the many val passes is its largest saving on CPU (1.6x per image on the shapes
     # student); only exact when no image of a batch is padded, hence the default.

@@ -183,11 +183,14 @@ class Evaluation:
 def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overrides, data_root, device: str | None,
                     verbose: bool) -> Evaluation:
     from ikd_cli.core.distributed import pick_device
+    from ikd_cli.core.machine import pin_compute
 
     device = pick_device(device)
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     cfg, tree = config_for_checkpoint(ckpt, preset, model, overrides, data_root)
+    if tree is not None:  # the run's compute settings score its weights as they were trained
+        pin_compute(tree)
     weights = ckpt["state_dict"]
     if (ckpt.get("meta") or {}).get("ikd_role") == "distill" and preset is None:
         weights = {k[len("student."):]: v for k, v in weights.items() if k.startswith("student.")}

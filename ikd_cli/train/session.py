@@ -16,7 +16,7 @@ from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_symlink, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from ikd_cli.core.lock import lock_folder
-from ikd_cli.core.machine import compute_fingerprint, fingerprint_change, pin_threads
+from ikd_cli.core.machine import compute_fingerprint, fingerprint_change, pin_compute
 from ikd_cli.core.ui import console, quiet_to_log
 from ikd_cli.data.check import run_data_check
 from ikd_cli.data.setup import ensure_dataset
@@ -106,7 +106,7 @@ class TrainingSession:
     def __init__(self, preset: dict, *, device: str | None, launcher: str, skip_bad=frozenset(),
                  skip_hint: str = ""):
         self.preset = preset
-        pin_threads(preset)
+        pin_compute(preset)
         self.device = pick_device(device)
         self.distributed, self.rank, self.world = init_distributed(launcher, self.device)
         if self.rank == 0:
