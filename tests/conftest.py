@@ -4,11 +4,18 @@ the real stack (mmdet, mmcv, torch) so that every test exercises real parts."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# The shapes preset caps torch's CPU kernels at AVX2 (train.cpu_kernels), which a process can
+# only do before its first kernel runs: tests train in this process, so it is capped from the
+# start (subprocesses inherit it).
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
-from helpers import DEVICE, run_cli
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import DEVICE, run_cli  # noqa: E402
 
 # One torch thread per pytest-xdist worker (one worker per core; set here, not inherited: the
 # controller process reads this file too), two in a single process.
