@@ -9,6 +9,7 @@
 #   bash scripts/robustness_study.sh --arms fgd,ikd --seed-list 0,1 --jobs 2
 #   bash scripts/robustness_study.sh --corruptions all     # the benchmark's 15 x 5 (hours per model)
 #   bash scripts/robustness_study.sh --set attack.eps=4     # other arguments go to attack and evaluate
+#   bash scripts/robustness_study.sh --keep results/shapes-study   # the report keeps the records there
 #
 # Only finished runs are evaluated: the final checkpoint (student: latest.pth, distill:
 # student_latest.pth) must point at the last epoch of the run's own schedule (its preset.yaml);
@@ -32,6 +33,7 @@ CORRUPTIONS=""
 SEVERITIES=""
 COMPARES="ikd,fgd ikd,ikd_aug ikd,ikd_adv"
 EXTRA=()
+KEEP=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -41,8 +43,9 @@ while [ $# -gt 0 ]; do
     --corruptions) CORRUPTIONS="$2"; shift 2 ;;
     --severities) SEVERITIES="$2"; shift 2 ;;
     --compare) COMPARES="${2//;/ }"; shift 2 ;;
+    --keep) KEEP=(--keep "$2"); shift 2 ;;
     --*) EXTRA+=("$1" "$2"); shift 2 ;;
-    *) echo "usage: $0 [--out DIR] [--arms a,b] [--seed-list 0,1] [--jobs N] [--corruptions SET] [--severities 1,3,5] [--compare 'A,B;C,D'] [--set KEY=VALUE ...]" >&2
+    *) echo "usage: $0 [--out DIR] [--arms a,b] [--seed-list 0,1] [--jobs N] [--corruptions SET] [--severities 1,3,5] [--compare 'A,B;C,D'] [--keep DIR] [--set KEY=VALUE ...]" >&2
        exit 2 ;;
   esac
 done
@@ -109,5 +112,5 @@ echo "robustness: $(( ($(date +%s) - start) / 60 )) min wall for $(echo "$CKPTS"
 # The report: robustness columns per arm and every pair's paired differences, in one report.
 PAIRS=()
 for pair in $COMPARES; do PAIRS+=(--compare "$pair"); done
-"$IKD" report "$OUT" --out "$OUT/report" "${PAIRS[@]}" || echo "report failed" >&2
+"$IKD" report "$OUT" --out "$OUT/report" "${PAIRS[@]}" ${KEEP[@]+"${KEEP[@]}"} || echo "report failed" >&2
 [ "$failed" -eq 0 ]

@@ -8,12 +8,16 @@
 #   bash scripts/study_shapes.sh --seed-list 1,3      # only these seeds (e.g. a second process)
 #   bash scripts/study_shapes.sh --arms mgd,ikd_mgd --compare ikd_mgd,mgd   # IKD on MGD
 #   bash scripts/study_shapes.sh --seeds 3 --arms ikd_adv1e-4,ikd_adv1e-3,ikd_dfa4,ikd_dfa12   # the sweep
+#   bash scripts/study_shapes.sh --seed-list 2 --keep results/shapes-study   # and keep its records
 #
 # The report pairs, by seed, each --compare A,B given (repeat it for more pairs); without one,
 # ikd against fgd, ikd_aug and ikd_adv, whichever of these arms the study folder holds. Sweep arms
 # are paired against fgd and ikd_aug in the report's sweep tables (sweep_alpha_adv.png, sweep_stage1.png).
 #
 # Resumable: each run continues where it stopped, a finished run only says "nothing to do".
+# --keep DIR: the report also copies its runs' records (settings, logs, eval files; no weights)
+# into DIR (`ikd report --keep`), so a study spread over sessions on machines that do not last
+# adds up in one folder: `ikd report DIR` reports all of it.
 # Arms:  student   the student trained alone (ikd train --model student)
 #        fgd       FGD only (ikd distill --dfa-until 0)
 #        ikd       IKD: FGD + adversarial feature loss + sample-specific augmentation (stage 1 for
@@ -33,6 +37,7 @@ SEED_LIST=""
 ARMS=student,fgd,ikd,ikd_aug,ikd_adv
 OUT=work_dirs/study
 COMPARE=()
+KEEP=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) SEEDS="$2"; shift 2 ;;
@@ -40,7 +45,8 @@ while [ $# -gt 0 ]; do
     --arms) ARMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --compare) COMPARE+=(--compare "$2"); shift 2 ;;
-    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR] [--compare A,B]..." >&2; exit 2 ;;
+    --keep) KEEP=(--keep "$2"); shift 2 ;;
+    *) echo "usage: $0 [--seeds N | --seed-list a,b] [--arms a,b,...] [--out DIR] [--compare A,B]... [--keep DIR]" >&2; exit 2 ;;
   esac
 done
 [ -n "$SEED_LIST" ] || SEED_LIST=$(seq -s, 0 $((SEEDS - 1)))
@@ -90,4 +96,4 @@ if [ ${#COMPARE[@]} -eq 0 ] && [ -d "$OUT/ikd" ]; then
     if [ -d "$OUT/$other" ]; then COMPARE+=(--compare "ikd,$other"); fi
   done
 fi
-"$IKD" report "$OUT" --out "$OUT/report" "${COMPARE[@]}"
+"$IKD" report "$OUT" --out "$OUT/report" "${COMPARE[@]}" ${KEEP[@]+"${KEEP[@]}"}

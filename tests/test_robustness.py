@@ -267,7 +267,7 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
     script = Path(__file__).resolve().parent.parent / "scripts" / "robustness_study.sh"
     proc = subprocess.run(["bash", str(script), "--out", str(study), "--arms", "student,fgd,ikd", "--jobs", "2",
                            "--corruptions", "gaussian_noise", "--severities", "1", "--compare", "fgd,student",
-                           *tiny_sets, "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv}",
+                           "--keep", str(tmp_path / "records"), *tiny_sets, "--set", f"teacher.checkpoint={trained_teacher}", "--set", f"attack.out={adv}",
                            *ATTACK, "--device", DEVICE], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"skipped {stopped}: epoch 3 of 8" in proc.stderr and "robustness of 4 checkpoints" in proc.stdout
@@ -283,3 +283,10 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
     assert report["comparison"]["robustness"]["AP white-box"]["n"] == 2  # paired by seed, with its interval
     markdown = (study / "report" / "report.md").read_text()
     assert "fgd − student, robustness paired by seed" in markdown
+    # --keep: the records alone (no weights) report the same robustness tables
+    from ikd_cli.report.run import write_report
+
+    kept = tmp_path / "records"
+    assert not list(kept.rglob("*.pth")) and len(list(kept.rglob("*.robustness-val.json"))) == 4
+    again = json.loads(json.dumps(write_report([kept], tmp_path / "again", ("fgd", "student"))))
+    assert again["arms"] == report["arms"] and again["comparison"] == report["comparison"]
