@@ -85,7 +85,8 @@ echo "robustness of $(echo "$CKPTS" | wc -l) checkpoints (jobs: $JOBS)"
 
 # The transfer setting's images, once: the teacher's adversarial copy of the val split (resumable;
 # "nothing to do" when made). The teacher is the main job's (scripts/run_shapes.sh).
-"$IKD" attack --preset shapes --split val ${EXTRA[@]+"${EXTRA[@]}"}
+. scripts/shared_step.sh
+shared_step "$IKD" attack --preset shapes --split val ${EXTRA[@]+"${EXTRA[@]}"}
 
 start=$(date +%s)
 ARGS=(--robustness ${EXTRA[@]+"${EXTRA[@]}"})

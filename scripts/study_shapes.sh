@@ -54,8 +54,9 @@ done
 IKD=.venv/bin/ikd
 # The teacher and the adversarial training set the study shares: the main job's (nothing to do
 # when run_shapes.sh has run).
-"$IKD" train --preset shapes --model teacher
-"$IKD" attack --preset shapes
+. scripts/shared_step.sh  # two copies side by side (--seed-list) wait for each other here
+shared_step "$IKD" train --preset shapes --model teacher
+shared_step "$IKD" attack --preset shapes
 .venv/bin/python - "$OUT" <<'PY'   # marks the folder as a study for `ikd report`
 import sys
 from pathlib import Path

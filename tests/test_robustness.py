@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import DEVICE, run_cli, verify_adversarial_set
+from helpers import DEVICE, IKD_EXE, run_cli, verify_adversarial_set
 from ikd_cli.config.layout import eval_file, robustness_file
 
 # One attack step, a small budget: the tests check behaviour, not strength.
@@ -290,3 +290,32 @@ def test_robustness_study_script_on_a_tiny_study(trained_teacher, tiny_sets, tmp
     assert not list(kept.rglob("*.pth")) and len(list(kept.rglob("*.robustness-val.json"))) == 4
     again = json.loads(json.dumps(write_report([kept], tmp_path / "again", ("fgd", "student"))))
     assert again["arms"] == report["arms"] and again["comparison"] == report["comparison"]
+
+
+def test_a_shared_step_waits_for_the_process_holding_its_folder(trained_teacher, tiny_sets, tmp_path):
+    """scripts/shared_step.sh: two study scripts side by side both ensure the teacher exists; the
+    one that finds its folder held waits for the holder to end instead of failing, then finds
+    the run done (a failure of another kind is passed on at once)."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    shutil.copytree(trained_teacher.parent, work / "teacher", symlinks=True)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time\nfrom ikd_cli.core.lock import lock_folder\n"
+                               f"lock_folder({str(work / 'teacher')!r}, 'train')\nprint('held', flush=True)\n"
+                               "time.sleep(8)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    repo = Path(__file__).resolve().parent.parent
+    train = [IKD_EXE, "train", "--preset", "shapes", "--model", "teacher", "--work-dir", str(work), "--device", DEVICE,
+             *tiny_sets, "--set", "train.epochs=8", "--set", "train.lr=0.02"]
+    script = f". {repo / 'scripts' / 'shared_step.sh'}; sleep() {{ command sleep 1; }}; shared_step \"$@\""
+    proc = subprocess.run(["bash", "-c", script, "shared_step", *map(str, train)], capture_output=True, text=True,
+                          timeout=300)
+    holder.wait(timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is in use by another" in proc.stdout and "waiting for the other process to finish" in proc.stderr
+    assert "already finished" in proc.stdout and "nothing to do" in proc.stdout
+    bad = subprocess.run(["bash", "-c", script, "shared_step", str(IKD_EXE), "train", "--preset", "no-such-preset"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "waiting" not in bad.stderr
