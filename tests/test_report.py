@@ -423,12 +423,22 @@ def test_kept_records_redraw_the_same_report_without_weights(study, real_run, tm
     shutil.copy(real_run / "latest.pth", heavy / "student_latest.pth")
     (heavy / "student_latest.eval-val.bbox.json").write_text("[]")
     kept = tmp_path / "records"
-    run_cli("report", copy, "--out", tmp_path / "out", "--compare", "IKD,FGD", "--keep", kept)
+    stale = kept / "IKD" / "seed2" / "distill" / "20000101_000000.log.json"  # kept once, trained again since
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"mode": "train", "epoch": 1, "iter": 1, "loss": 9.0}\n')
+    unfinished = copy / "student" / "seed3" / "student"
+    preset = yaml.safe_load((unfinished / "preset.yaml").read_text())
+    preset["train"]["epochs"] = 5  # two of five epochs logged: still training
+    (unfinished / "preset.yaml").write_text(yaml.safe_dump(preset))
+    result = run_cli("report", copy, "--out", tmp_path / "out", "--compare", "IKD,FGD", "--keep", kept)
+    assert "1 unfinished or unevaluated runs not kept" in " ".join(result.output.split())  # rich wraps lines
+    assert not stale.exists() and not (kept / "student" / "seed3").exists()
     again = write_report([kept], tmp_path / "again", ("IKD", "FGD"))
     first = json.loads((tmp_path / "out" / "report.json").read_text())
     for key in ("arms", "comparison", "verdict", "classwise"):
         assert again[key] == first[key], key
-    assert [r["seed"] for r in again["runs"]] == [r["seed"] for r in first["runs"]]
+    finished = [(r["arm"], r["seed"], r["final"]) for r in first["runs"] if r["final"] is not None]
+    assert [(r["arm"], r["seed"], r["final"]) for r in again["runs"]] == finished and len(finished) == 8
     assert first["comparison"]["robustness"]["AP clean"]["n"] == 0  # FGD has none: nothing to pair
     assert next(a for a in again["arms"] if a["arm"] == "IKD")["robustness"]["AP clean"]["n"] == 3
     names = {p.name for p in kept.rglob("*") if p.is_file()}

@@ -5,7 +5,8 @@ mmcv's logs, the eval and robustness summaries) are kilobytes. Kept in a folder 
 machine (a repository, say), they let ``ikd report DIR`` redraw the same tables and pictures
 after the work dirs are gone, and let a study that runs over several sessions (or machines) be
 reported as one. A kept folder is a record, not a run: it holds no checkpoint, so nothing can
-resume from it.
+resume from it. Only finished runs are kept: a run still training would leave a log that its
+later launches, kept again, would be read together with.
 """
 
 from __future__ import annotations
@@ -56,8 +57,16 @@ def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
                 copied += _copy(base / name, target / name)
         for folder in run_folders:
             if folder == base or base in folder.parents:
-                for path in record_files(folder):
-                    copied += _copy(path, target / path.relative_to(base))
+                kept = target / folder.relative_to(base)
+                files = record_files(folder)
+                for path in files:
+                    copied += _copy(path, kept / path.name)
+                # a run kept before and trained again since: its old logs would read as launches
+                # of this one, so the run's records are replaced whole
+                names = {path.name for path in files}
+                for old in record_files(kept) if kept.is_dir() else []:
+                    if old.name not in names:
+                        old.unlink()
     return copied
 
 

@@ -40,7 +40,10 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
     atomic_write_json(out / "report.json", summary)
     print_summary(summary)
     if keep is not None:
-        kept = keep_records(paths, [run.path for run in runs], keep)
-        console.print(f"records: {kept} files of {len(runs)} runs in {keep} (`ikd report {keep}` redraws this report)")
+        finished = [run.path for run in runs if run.final is not None]
+        kept = keep_records(paths, finished, keep)
+        left = f"; {len(runs) - len(finished)} unfinished or unevaluated runs not kept" if len(finished) < len(runs) else ""
+        console.print(f"records: {kept} files of {len(finished)} runs in {keep}{left} "
+                      f"(`ikd report {keep}` redraws this report)")
     console.print(f"report: {out / 'report.md'} ({len(runs)} runs)")
     return summary
