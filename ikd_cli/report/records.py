@@ -52,9 +52,8 @@ def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
     for root in roots:
         base = root if root.is_dir() and not (root / RUN_FILE).is_file() else root.parent
         target = dest / root.name if len(roots) > 1 else dest
-        for name in (STUDY_FILE,):
-            if (base / name).is_file():
-                copied += _copy(base / name, target / name)
+        if (base / STUDY_FILE).is_file():  # the study's arms are named by it
+            copied += _copy(base / STUDY_FILE, target / STUDY_FILE)
         for folder in run_folders:
             if folder == base or base in folder.parents:
                 kept = target / folder.relative_to(base)
