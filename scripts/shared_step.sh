@@ -6,8 +6,10 @@ shared_step() {
   local log status waited=0
   log=$(mktemp)
   while true; do
-    "$@" 2>&1 | tee "$log"
-    status=${PIPESTATUS[0]}
+    # `|| status=...`: under the callers' `set -e -o pipefail` a bare failing pipeline would end
+    # the script here, before the lock message is read
+    status=0
+    "$@" 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
     if [ "$status" -eq 0 ] || ! grep -q "is in use by another" "$log"; then
       rm -f "$log"
       return "$status"

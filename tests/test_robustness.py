@@ -309,7 +309,9 @@ def test_a_shared_step_waits_for_the_process_holding_its_folder(trained_teacher,
     repo = Path(__file__).resolve().parent.parent
     train = [IKD_EXE, "train", "--preset", "shapes", "--model", "teacher", "--work-dir", str(work), "--device", DEVICE,
              *tiny_sets, "--set", "train.epochs=8", "--set", "train.lr=0.02"]
-    script = f". {repo / 'scripts' / 'shared_step.sh'}; sleep() {{ command sleep 1; }}; shared_step \"$@\""
+    # under the study scripts' own shell options: a failing step must not end the script early
+    script = (f"set -euo pipefail; . {repo / 'scripts' / 'shared_step.sh'}; sleep() {{ command sleep 1; }}; "
+              "shared_step \"$@\"")
     proc = subprocess.run(["bash", "-c", script, "shared_step", *map(str, train)], capture_output=True, text=True,
                           timeout=300)
     holder.wait(timeout=60)
