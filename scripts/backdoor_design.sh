@@ -11,7 +11,7 @@
 # train.seed = v (their data order); the subset is what varies.
 #
 #   bash scripts/backdoor_design.sh [--victims N | --victim-list a,b] [--subsets K | --subset-list j,..]
-#                                   [--work-root DIR] [--set KEY=VALUE ...]
+#                                   [--work-root DIR] [--keep DIR] [--set KEY=VALUE ...]
 #
 # Defaults: 3 victims, 10 subsets. Resumable: each step continues its own run or says it has
 # nothing to do, and an evaluation already made is not redone. Two processes side by side: split
@@ -19,6 +19,9 @@
 # (--victim-list 2 --subset-list 0,2,4,6,8 and ... 1,3,5,7,9; two processes training the same
 # victim at once stop at its folder's lock). The verdict covers the victims and subsets asked; run
 # once more without lists (nothing left to do) for the whole one. Extra arguments go to every step.
+# --keep DIR: the verdict also copies what it read (evaluations, settings; no weights) into
+# DIR/seed-<v>/ (`ikd backdoor verdict --keep`): a design spread over machines that do not last is
+# decided as one with `ikd backdoor verdict DIR/seed-*`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VICTIMS=3
@@ -26,6 +29,7 @@ VICTIM_LIST=""
 SUBSETS=10
 SUBSET_LIST=""
 ROOT=work_dirs/shapes-backdoor
+KEEP=()
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
     --subsets) SUBSETS=$2; shift 2 ;;
     --subset-list) SUBSET_LIST=$2; shift 2 ;;
     --work-root) ROOT=$2; shift 2 ;;
+    --keep) KEEP=(--keep "$2"); shift 2 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
 done
@@ -72,4 +77,4 @@ for v in ${VICTIM_LIST//,/ }; do
     done
   done
 done
-"$IKD" backdoor verdict "${DIRS[@]}" --out "$ROOT/verdict" --markdown
+"$IKD" backdoor verdict "${DIRS[@]}" --out "$ROOT/verdict" --markdown ${KEEP[@]+"${KEEP[@]}"}

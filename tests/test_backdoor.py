@@ -488,7 +488,7 @@ def result_of(ckpt):
     return json.loads(Path(ckpt).with_name(Path(ckpt).stem + ".backdoor.json").read_text())
 
 
-def test_evaluate_and_table(bd, victim):
+def test_evaluate_and_table(bd, victim, tmp_path):
     checkpoints = {"victim": victim, "finetune": bd["work"] / "backdoor/finetune/latest.pth",
                    "nad": bd["work"] / "backdoor/nad/student_latest.pth",
                    "ikd": bd["work"] / "backdoor/ikd/student_latest.pth"}
@@ -523,3 +523,20 @@ def test_evaluate_and_table(bd, victim):
         assert f"| {name} | 1 |" in table.output
     clean_row = next(line for line in table.output.splitlines() if line.startswith("| clean model"))
     assert clean_row.split("|")[5].strip() == "-"  # no ASR drop for the reference
+    # the verdict's records (--keep): weightless, and the same verdict from them alone
+    kept = tmp_path / "kept"
+    first = run_cli("backdoor", "verdict", bd["work"], "--out", tmp_path / "v1", "--keep", kept)
+    assert "kept" in first.output and not list(kept.rglob("*.pth"))
+    name = Path(bd["work"]).name
+    assert {p.relative_to(kept / name).as_posix() for p in kept.rglob("*.backdoor.json")} == \
+        {"backdoor/victim/latest.backdoor.json", "backdoor/clean/latest.backdoor.json",
+         "backdoor/finetune/latest.backdoor.json",
+         "backdoor/nad/student_latest.backdoor.json", "backdoor/ikd/student_latest.backdoor.json"}
+    assert (kept / name / "backdoor" / "clean_subset.json").is_file()
+    assert (kept / name / "backdoor" / "ikd" / "preset.yaml").is_file()
+    run_cli("backdoor", "verdict", kept / name, "--out", tmp_path / "v2")
+    one, two = (json.loads((tmp_path / v / "backdoor_verdict.json").read_text()) for v in ("v1", "v2"))
+    assert [v["subsets"] for v in one["victims"]] == [v["subsets"] for v in two["victims"]]
+    assert one["pairs"][0]["mean"] == two["pairs"][0]["mean"] and one["verdict"] == two["verdict"]
+    inside = run_cli("backdoor", "verdict", bd["work"], "--keep", Path(bd["work"]) / "records", expect=1)
+    assert "lies inside the work dir" in inside.output and not (Path(bd["work"]) / "records").exists()

@@ -18,17 +18,23 @@ variance plus the subset variance over the subset count, and the spread of the v
 estimates just that. Few victims make it wide (t = 4.30 at 3 victims): the honest price of
 having few. Per victim, the mean over its subsets gets a t-interval over the subsets, which says
 what holds for that victim, not in general. All pairs are drawn, one panel per victim.
+
+``--keep DIR`` copies what the verdict read (each step's evaluation, settings and run record, each
+subset's clean-subset file; no weights) into ``DIR/<work dir name>/``, so ``ikd backdoor verdict
+DIR/*`` gives the same verdict after the work dirs are gone, and a design spread over sessions or
+machines is decided as one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.backdoor.layout import (DESIGN_JSON, DESIGN_PLOT, METHODS, STEP_NAMES, SUBSET_PREFIX, result_file,
-                                     step_result)
+from ikd_cli.backdoor.layout import (CLEAN_SUBSET_FILE, DESIGN_JSON, DESIGN_PLOT, METHODS, SHARED_STEPS, STEP_NAMES,
+                                     SUBSET_PREFIX, result_file, step_result)
+from ikd_cli.config.layout import PRESET_FILE, RUN_FILE
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.figures import new_figure, save_png
-from ikd_cli.core.fileio import atomic_write_json, read_json
+from ikd_cli.core.fileio import atomic_write_json, copy_file, ensure_writable_dir, read_json
 from ikd_cli.core.stats import interval, mean_sd
 
 PAIRS = (("ikd", "nad"), ("nad", "finetune"), ("ikd", "finetune"))
@@ -50,28 +56,37 @@ def _subset_label(folder: Path) -> str:
     from the clean subset file the defences trained on."""
     if folder.name.startswith(SUBSET_PREFIX):
         return folder.name[len(SUBSET_PREFIX):]
-    info = folder / "clean_subset.json"
+    info = folder / CLEAN_SUBSET_FILE
     seed = (read_json(info, "clean subset").get("info") or {}).get("ikd_clean_subset", {}).get("seed") \
         if info.is_file() else None
     return "own" if seed is None else str(seed)
+
+
+def _experiment_folder(work_dir: Path) -> Path:
+    folder = work_dir if work_dir.name == "backdoor" else work_dir / "backdoor"
+    if not folder.is_dir():
+        raise IkdError(f"{work_dir} holds no backdoor experiment (no {folder})")
+    return folder
+
+
+def _subset_folders(folder: Path) -> list[Path]:
+    """The victim's own subset (the experiment folder itself), then subset-<k>/ by k."""
+    seed = (lambda p: int(p.name[len(SUBSET_PREFIX):]) if p.name[len(SUBSET_PREFIX):].isdigit() else -1)
+    others = sorted((p for p in folder.glob(SUBSET_PREFIX + "*") if p.is_dir()), key=lambda p: (seed(p), p.name))
+    return [folder] + others
 
 
 def read_victim(work_dir: Path) -> dict:
     """One victim: its ASR and, per subset with at least one defence evaluated, the ASR drop of
     each defence evaluated there (points)."""
     work_dir = Path(work_dir)
-    folder = work_dir if work_dir.name == "backdoor" else work_dir / "backdoor"
-    if not folder.is_dir():
-        raise IkdError(f"{work_dir} holds no backdoor experiment (no {folder})")
+    folder = _experiment_folder(work_dir)
     victim = _asr(folder / step_result("victim"))
     if victim is None:
         raise IkdError(f"the victim in {work_dir} is not evaluated yet (run `ikd backdoor evaluate "
                        f"{folder / step_result('victim')}`)")
     subsets = {}
-    seed = (lambda p: int(p.name[len(SUBSET_PREFIX):]) if p.name[len(SUBSET_PREFIX):].isdigit() else -1)
-    others = sorted((p for p in folder.glob(SUBSET_PREFIX + "*") if p.is_dir()), key=lambda p: (seed(p), p.name))
-    folders = [folder] + others
-    for sub in folders:
+    for sub in _subset_folders(folder):
         drops = {m: victim - asr for m in METHODS if (asr := _asr(sub / step_result(m))) is not None}
         if drops:
             subsets[_subset_label(sub)] = drops
@@ -138,6 +153,38 @@ def report(work_dirs) -> dict:
     ikd_nad = pairs[0]
     return dict(victims=victims, pairs=pairs, claim=CLAIM,
                 verdict=verdict(ikd_nad) if ikd_nad["victims"] else "not established (no subset has IKD and NAD)")
+
+
+def keep(work_dirs, dest: Path) -> int:
+    """Copy the records the verdict reads into ``dest/<work dir name>/backdoor/...``: per step
+    with an evaluation, that evaluation (the ASR) with the step's settings and run record; per
+    subset, its clean-subset file. Returns the number of files copied. Refused, before anything
+    is written, inside the work dirs it copies or when two work dirs share a name."""
+    folders = [(Path(w).name if Path(w).name != "backdoor" else Path(w).parent.name, _experiment_folder(Path(w)))
+               for w in work_dirs]
+    dest = Path(dest)
+    names = [name for name, _ in folders]
+    if len(set(names)) < len(names):
+        raise IkdError(f"--keep names each victim's records by its work dir, and these share a name: {', '.join(names)}")
+    for _, folder in folders:
+        root = folder.parent.resolve()
+        if dest.resolve() == root or root in dest.resolve().parents:
+            raise IkdError(f"--keep {dest} lies inside the work dir it would copy ({root}); choose a folder beside it")
+    ensure_writable_dir(dest, "records folder")
+    copied = 0
+    for name, folder in folders:
+        for sub in _subset_folders(folder):
+            target = dest / name / "backdoor" / sub.relative_to(folder)
+            files = [sub / CLEAN_SUBSET_FILE]
+            for step in METHODS + (SHARED_STEPS if sub == folder else ()):
+                result = result_file(sub / step_result(step))
+                if result.is_file():
+                    files += [result, result.parent / RUN_FILE, result.parent / PRESET_FILE]
+            for path in files:
+                if path.is_file():
+                    copy_file(path, target / path.relative_to(sub))
+                    copied += 1
+    return copied
 
 
 MARKERS = dict(finetune=("o", "C0"), nad=("s", "C1"), ikd=("^", "C2"))

@@ -34,6 +34,7 @@ STEP_NAMES = {"clean": "clean model (no poison)", "victim": "victim", "finetune"
               "ikd": "IKD"}
 SHARED_STEPS = ("clean", "victim")  # one per experiment; the defences are one per clean subset
 SUBSET_PREFIX = "subset-"
+CLEAN_SUBSET_FILE = "clean_subset.json"  # the defender's images, in each subset's folder
 RESULT_SUFFIX = ".backdoor.json"  # beside a checkpoint: CKPT stem + this
 # ``ikd backdoor verdict``: the nested design (victims x defender subsets), into its --out folder
 DESIGN_JSON = "backdoor_verdict.json"
@@ -81,7 +82,7 @@ def step_dir(preset: dict, step: str) -> Path:
 
 
 def clean_subset_file(preset: dict) -> Path:
-    return defence_dir(preset) / "clean_subset.json"
+    return defence_dir(preset) / CLEAN_SUBSET_FILE
 
 
 def victim_checkpoint(preset: dict) -> Path:

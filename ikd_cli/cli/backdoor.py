@@ -208,14 +208,20 @@ def verdict(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for backdoor_verdict.json and .png (default: "
                                                           "the first work dir's parent)."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Print the per-subset Markdown table too."),
+    keep: Optional[Path] = typer.Option(None, "--keep", metavar="DIR",
+                                        help="Also copy what the verdict read (evaluations, settings; no weights) "
+                                             "into DIR/<work dir name>/, so `ikd backdoor verdict DIR/*` redraws it "
+                                             "once the work dirs are gone."),
 ):
     """IKD vs NAD on the nested design: per victim and defender subset, the ASR drop of each defence
     (paired per subset), IKD - NAD, NAD - fine-tuning, IKD - fine-tuning as the mean of the
     victims' means with a 95% t-interval over the victims, a picture, and the verdict."""
-    from ikd_cli.backdoor.design import markdown, pair_line, report, write
+    from ikd_cli.backdoor.design import keep as keep_records, markdown, pair_line, report, write
     from ikd_cli.core.ui import console
 
     rep = report(work_dirs)
+    if keep is not None:
+        console.print(f"kept {keep_records(work_dirs, keep)} files in {keep}", soft_wrap=True, highlight=False)
     json_path, png_path = write(rep, out if out is not None else Path(work_dirs[0]).parent)
     for p in rep["pairs"]:
         if p["victims"]:

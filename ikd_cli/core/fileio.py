@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -109,6 +110,20 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
     except OSError as err:
         raise IkdError(f"{what} {path} is not writable: {err.strerror or err}") from None
     return path
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy one file with its times (readers pick the newest of several files by mtime), through
+    a temporary name, so an interrupted copy leaves the old file or the whole new one."""
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise IkdError(f"cannot copy {source} to {target.parent}: {err.strerror or err}") from None
 
 
 def atomic_symlink(folder: str | os.PathLike, target: str, name: str) -> None:

@@ -11,13 +11,11 @@ later launches, kept again, would be read together with.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import ensure_writable_dir
+from ikd_cli.core.fileio import copy_file, ensure_writable_dir
 
 # What report/runs.py reads from a run folder. Detections (``*.bbox.json``) and evaluation logs
 # are left behind: the report never opens them, and they are most of an eval's bytes.
@@ -53,13 +51,15 @@ def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
         base = root if root.is_dir() and not (root / RUN_FILE).is_file() else root.parent
         target = dest / root.name if len(roots) > 1 else dest
         if (base / STUDY_FILE).is_file():  # the study's arms are named by it
-            copied += _copy(base / STUDY_FILE, target / STUDY_FILE)
+            copy_file(base / STUDY_FILE, target / STUDY_FILE)
+            copied += 1
         for folder in run_folders:
             if folder == base or base in folder.parents:
                 kept = target / folder.relative_to(base)
                 files = record_files(folder)
                 for path in files:
-                    copied += _copy(path, kept / path.name)
+                    copy_file(path, kept / path.name)
+                    copied += 1
                 # a run kept before and trained again since: its old logs would read as launches
                 # of this one, so the run's records are replaced whole
                 names = {path.name for path in files}
@@ -68,15 +68,3 @@ def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
                         old.unlink()
     return copied
 
-
-def _copy(source: Path, target: Path) -> int:
-    """Copy one file with its times (the report picks the newest eval file by its mtime)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        shutil.copy2(source, tmp)
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise IkdError(f"cannot keep {source} in {target.parent}: {err.strerror or err}") from None
-    return 1
