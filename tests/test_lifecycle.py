@@ -100,7 +100,10 @@ def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
         torch.set_num_threads(before)
     assert "continuing the train teacher run" in result.output and "after epoch 1 of 2" in result.output
     assert "started on other compute (threads 1 -> 2)" in result.output
-    assert json.loads((work / "run.json").read_text())["compute"]["threads"] == 1  # as it started
+    saved = json.loads((work / "run.json").read_text())
+    assert saved["compute"]["threads"] == 1  # as it started, and the continuation on the record
+    assert [(c["after_epoch"], c["change"], c["compute"]["threads"]) for c in saved["continued"]] == \
+        [(1, "threads 1 -> 2", 2)]
     assert (work / "epoch_1.pth").stat().st_mtime_ns == first  # epoch 1 was not trained again
     assert torch.load(work / "latest.pth", map_location="cpu", weights_only=False)["meta"]["epoch"] == 2
 

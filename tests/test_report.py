@@ -57,7 +57,8 @@ def _copy_run(src: Path, dst: Path) -> Path:
 def _as_distill(folder: Path, dfa_until: int) -> None:
     """Turn a copied train run into a distill run: run.json, preset and the FGD/adversarial loss
     terms a distill log carries (per FPN level; adversarial only in stage 1)."""
-    (folder / "run.json").write_text(json.dumps({"command": "distill", "preset": "shapes"}))
+    compute = json.loads((folder / "run.json").read_text())["compute"]  # the run's own, as a real one has
+    (folder / "run.json").write_text(json.dumps({"command": "distill", "preset": "shapes", "compute": compute}))
     (log,) = folder.glob("*.log.json")
     lines = []
     for rec in _log_lines(folder):
@@ -157,6 +158,32 @@ def test_report_of_a_study(study, tmp_path):
     assert summary["verdict"] == "IKD − FGD = +2.0 AP (95% CI -0.5 to +4.5, n = 3): not established"
     markdown = (out / "report.md").read_text()
     assert summary["verdict"] in markdown and "| IKD | 3 |" in markdown and "![losses.png](losses.png)" in markdown
+
+
+def test_the_compute_of_the_runs_is_said_beside_the_figures(study, tmp_path):
+    """One row per way the runs were computed (run.json's compute); a note when they differ or a
+    run was continued on other compute, in report.md and on the terminal."""
+    summary = write_report([study], tmp_path / "same", compare=("IKD", "FGD"))
+    compute = json.loads((study / "FGD" / "seed1" / "distill" / "run.json").read_text())["compute"]
+    assert summary["compute"] == [dict(threads=str(compute["threads"]), kernels=compute["kernels"], cpu=compute["cpu"],
+                                       torch=compute["torch"], runs=9, arms=["FGD", "IKD", "student"])]
+    assert summary["notes"] == []
+    other = shutil.copytree(study, tmp_path / "study")
+    run_file = other / "IKD" / "seed2" / "distill" / "run.json"
+    info = json.loads(run_file.read_text())
+    info["compute"]["threads"] = compute["threads"] + 1
+    info["continued"] = [dict(after_epoch=1, change="kernels aten AVX2, onednn AVX2 -> aten AVX512, onednn native",
+                              compute=info["compute"])]
+    run_file.write_text(json.dumps(info))
+    summary = write_report([other], tmp_path / "mixed", compare=("IKD", "FGD"))
+    assert [(r["threads"], r["runs"], r["arms"]) for r in summary["compute"]] == \
+        [(str(compute["threads"]), 8, ["FGD", "IKD", "student"]), (str(compute["threads"] + 1), 1, ["IKD"])]
+    assert summary["notes"][0].startswith("these runs were computed 2 ways")
+    assert summary["notes"][1].startswith("IKD seed 2 (") and "continued after epoch 1 on other compute (kernels" \
+        in summary["notes"][1]
+    markdown = (tmp_path / "mixed" / "report.md").read_text()
+    assert "*Note: these runs were computed 2 ways" in markdown
+    assert f"| {compute['threads'] + 1} | {compute['kernels']} | {compute['cpu']} | {compute['torch']} | 1 | IKD |" in markdown
 
 
 def test_a_clear_gain_is_established_and_stages_are_marked(study):

@@ -63,6 +63,8 @@ class Run:
     stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
     robustness: dict | None = None  # ROBUSTNESS metric -> fraction (None: not measured), + "corruptions" set,
     #                                 "per_corruption": name -> mean AP over its severities
+    compute: dict | None = None  # run.json's: threads, CPU, ISA flags, kernels, torch (None: not recorded)
+    continued: list[dict] = field(default_factory=list)  # continuations on other compute: after_epoch, change
 
 
 def find_runs(paths: Iterable[Path]) -> list[Run]:
@@ -123,7 +125,7 @@ def read_run(folder: Path) -> Run:
               seed=_first_int(info.get("seed"), (preset.get("train") or {}).get("seed"), meta.get("seed")),
               dfa_until=dfa_until, val=_val_epochs(records), train=_loss_rows(train, offsets),
               alpha_adv=float(alpha_adv) if isinstance(alpha_adv, (int, float)) and not isinstance(alpha_adv, bool)
-              else None)
+              else None, compute=info.get("compute"), continued=list(info.get("continued") or []))
     last_epoch = max((r["epoch"] for r in train), default=0)
     planned = _planned_epochs(preset, kind, role)
     if planned and last_epoch < planned:

@@ -30,7 +30,40 @@ def summarize(runs: list[Run], compare=None) -> dict:
                "arms": arm_table(runs), "comparisons": comparisons, "verdicts": [verdict(c) for c in comparisons]}
     summary["comparison"] = comparisons[0] if comparisons else None
     summary["verdict"] = summary["verdicts"][0] if comparisons else None
+    summary["compute"] = compute_table(runs)
+    summary["notes"] = compute_notes(runs, summary["compute"])
     return summary
+
+
+# What a run's floats depend on besides its settings (run.json's ``compute``): the thread count
+# orders sums, the kernels (instruction set) pick the code, and so do the CPU and torch.
+COMPUTE_KEYS = ("threads", "kernels", "cpu", "torch")
+
+
+def compute_table(runs: list[Run]) -> list[dict]:
+    """One row per way the runs were computed: those fields, how many runs, which arms."""
+    rows: dict[tuple, dict] = {}
+    for run in runs:
+        key = tuple(str((run.compute or {}).get(k, "not recorded")) for k in COMPUTE_KEYS)
+        row = rows.setdefault(key, dict(zip(COMPUTE_KEYS, key), runs=0, arms=[]))
+        row["runs"] += 1
+        if run.arm not in row["arms"]:
+            row["arms"].append(run.arm)
+    return list(rows.values())
+
+
+def compute_notes(runs: list[Run], table: list[dict]) -> list[str]:
+    """What the reader of a difference must know: runs computed more than one way, runs
+    continued on other compute than they started on."""
+    notes = []
+    if len(table) > 1:
+        notes.append(f"these runs were computed {len(table)} ways (table 'Compute'): a difference between runs "
+                     "computed differently mixes the compute with the method")
+    for run in runs:
+        for c in run.continued:
+            notes.append(f"{run.arm} seed {run.seed} ({run.path}) continued after epoch {c.get('after_epoch')} on "
+                         f"other compute ({c.get('change')}): its numbers are not those of a run made in one go")
+    return notes
 
 
 def compare_pairs(compare) -> list[tuple[str, str]]:
@@ -53,6 +86,7 @@ def _run_record(run: Run) -> dict:
             "seed": run.seed, "dfa_until": run.dfa_until, "alpha_adv": run.alpha_adv,
             "final": {m: _pct(run.final[m]) for m in METRICS} if run.final else None,
             "final_source": run.final_source, "final_checkpoint": run.final_checkpoint,
+            "compute": run.compute, "continued": run.continued,
             "robustness": ({m: _pct(run.robustness[m]) for m in ROBUSTNESS}
                            | {"corruptions": run.robustness["corruptions"],
                               "per_corruption": {k: _pct(v) for k, v in run.robustness.get("per_corruption", {}).items()}}
@@ -157,6 +191,10 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out += classwise_tables(summary.get("classwise"))
     out += robustness_tables(summary)
     out += sweep_tables(summary.get("sweep"))
+    out.append(("Compute: what the runs' floats depend on besides their settings (run.json)",
+                ["threads", "kernels", "CPU", "torch", "runs", "arms"],
+                [[r["threads"], r["kernels"], r["cpu"], r["torch"], str(r["runs"]), ", ".join(r["arms"])]
+                 for r in summary.get("compute") or []]))
     out.append(("Runs", ["arm", "seed", "kind", "dfa_until", "AP", "AP50", "AP_S", "final from", "path"],
                 [[r["arm"], str(r["seed"]), r["kind"], "" if r["dfa_until"] is None else str(r["dfa_until"]),
                   *(cells.number((r["final"] or {}).get(m)) for m in ("AP", "AP50", "AP_S")), _final_from(r), r["path"]]
@@ -175,6 +213,8 @@ def render_markdown(summary: dict, figures: list[str]) -> str:
     lines = ["# ikd report", ""]
     for line in summary.get("verdicts") or []:
         lines += [f"**{line}**", ""]
+    for note in summary.get("notes") or []:
+        lines += [f"*Note: {note}.*", ""]
     for title, header, rows in tables(summary):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -194,3 +234,5 @@ def print_summary(summary: dict) -> None:
         console.print(table)
     for line in summary.get("verdicts") or []:
         console.print(f"[bold]{line}[/]")
+    for note in summary.get("notes") or []:
+        console.print(f"[yellow]note[/]: {note}", soft_wrap=True)

@@ -142,10 +142,15 @@ class TrainingSession:
         elif resume_from not in (None, FINISHED):
             saved = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
             started = (saved or {}).get("compute") or {}
-            changed = fingerprint_change(started, compute_fingerprint())
+            now = compute_fingerprint()
+            changed = fingerprint_change(started, now)
             if changed:
                 self.say(f"[yellow]note[/]: this run started on other compute ({changed}); it continues, but "
                          "its numbers will not equal a run made in one go (pin the count with OMP_NUM_THREADS)")
+                if self.rank == 0:  # on the record too, for `ikd report` to say beside its figures
+                    continued = list(saved.get("continued") or []) + [
+                        dict(after_epoch=checkpoint_epoch(Path(resume_from)), change=changed, compute=now)]
+                    atomic_write_json(work_dir / RUN_FILE, dict(saved, continued=continued))
         return work_dir, resume_from
 
     def _continue_from(self, work_dir: Path, cfg, run_info: dict, counts: Callable[[str], bool] | None) -> str | None:
