@@ -34,7 +34,7 @@ from ikd_cli.backdoor.layout import (CLEAN_SUBSET_FILE, DESIGN_JSON, DESIGN_PLOT
 from ikd_cli.config.layout import PRESET_FILE, RUN_FILE
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.figures import new_figure, save_png
-from ikd_cli.core.fileio import atomic_write_json, copy_file, ensure_writable_dir, read_json
+from ikd_cli.core.fileio import atomic_write_json, copy_file, ensure_writable_dir, read_json, refuse_inside
 from ikd_cli.core.stats import interval, mean_sd
 
 PAIRS = (("ikd", "nad"), ("nad", "finetune"), ("ikd", "finetune"))
@@ -166,10 +166,7 @@ def keep(work_dirs, dest: Path) -> int:
     names = [name for name, _ in folders]
     if len(set(names)) < len(names):
         raise IkdError(f"--keep names each victim's records by its work dir, and these share a name: {', '.join(names)}")
-    for _, folder in folders:
-        root = folder.parent.resolve()
-        if dest.resolve() == root or root in dest.resolve().parents:
-            raise IkdError(f"--keep {dest} lies inside the work dir it would copy ({root}); choose a folder beside it")
+    refuse_inside(dest, [folder.parent for _, folder in folders], "work dir")
     ensure_writable_dir(dest, "records folder")
     copied = 0
     for name, folder in folders:

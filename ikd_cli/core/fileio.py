@@ -126,6 +126,15 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
         raise IkdError(f"cannot copy {source} to {target.parent}: {err.strerror or err}") from None
 
 
+def refuse_inside(dest: str | os.PathLike, roots, what: str) -> None:
+    """Refuse a ``--keep`` folder inside (or equal to) one of the folders it copies from: a second
+    copy would copy the first one again."""
+    dest = Path(dest).resolve()
+    for root in (Path(r).resolve() for r in roots):
+        if dest == root or root in dest.parents:
+            raise IkdError(f"--keep {dest} lies inside the {what} it would copy ({root}); choose a folder beside it")
+
+
 def atomic_symlink(folder: str | os.PathLike, target: str, name: str) -> None:
     """Atomically make ``folder/name`` a symlink to ``target`` (a file in the same folder): a
     reader sees the old link or the new one, never none (``latest.pth`` during a save)."""

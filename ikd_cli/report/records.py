@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE
-from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import copy_file, ensure_writable_dir
+from ikd_cli.core.fileio import copy_file, ensure_writable_dir, refuse_inside
 
 # What report/runs.py reads from a run folder. Detections (``*.bbox.json``) and evaluation logs
 # are left behind: the report never opens them, and they are most of an eval's bytes.
@@ -32,9 +31,7 @@ def record_files(folder: Path) -> list[Path]:
 
 def check_keep(paths: list[Path], dest: Path) -> None:
     """Refuse a records folder inside the runs it copies (a second report would copy it again)."""
-    for root in (Path(p).resolve() for p in paths):
-        if Path(dest).resolve() == root or root in Path(dest).resolve().parents:
-            raise IkdError(f"--keep {dest} lies inside the runs it would copy ({root}); choose a folder beside them")
+    refuse_inside(dest, paths, "runs")
 
 
 def keep_records(paths: list[Path], run_folders: list[Path], dest: Path) -> int:
