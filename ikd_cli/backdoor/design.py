@@ -160,16 +160,15 @@ def keep(work_dirs, dest: Path) -> int:
     with an evaluation, that evaluation (the ASR) with the step's settings and run record; per
     subset, its clean-subset file. Returns the number of files copied. Refused, before anything
     is written, inside the work dirs it copies or when two work dirs share a name."""
-    folders = [(Path(w).name if Path(w).name != "backdoor" else Path(w).parent.name, _experiment_folder(Path(w)))
-               for w in work_dirs]
+    folders = [_experiment_folder(Path(w)) for w in work_dirs]  # each <work dir>/backdoor
     dest = Path(dest)
-    names = [name for name, _ in folders]
+    names = [folder.parent.name for folder in folders]
     if len(set(names)) < len(names):
         raise IkdError(f"--keep names each victim's records by its work dir, and these share a name: {', '.join(names)}")
-    refuse_inside(dest, [folder.parent for _, folder in folders], "work dir")
+    refuse_inside(dest, [folder.parent for folder in folders], "work dir")
     ensure_writable_dir(dest, "records folder")
     copied = 0
-    for name, folder in folders:
+    for name, folder in zip(names, folders):
         for sub in _subset_folders(folder):
             target = dest / name / "backdoor" / sub.relative_to(folder)
             files = [sub / CLEAN_SUBSET_FILE]
