@@ -218,7 +218,8 @@ def plot(rep: dict, path: Path) -> None:
     axes[0][0].legend(fontsize="small")
     axes[1][0].legend(fontsize="small")
     p = rep["pairs"][0]
-    overall = (f"; IKD - NAD over victims {p['mean']:+.1f}, 95% CI {p['ci'][0]:+.1f} to {p['ci'][1]:+.1f}"
+    # on a line of its own: beside the first it runs off a figure of one or two victims
+    overall = (f"\nIKD - NAD over victims {p['mean']:+.1f}, 95% CI {p['ci'][0]:+.1f} to {p['ci'][1]:+.1f}"
                if p["ci"] else "")
     fig.suptitle(f"Per-subset ASR drops, paired per (victim, subset){overall}")
     save_png(fig, path)
