@@ -115,6 +115,19 @@ def test_interrupted_download_keeps_part_and_resumes(server, tmp_path):
     assert not part.exists()
 
 
+def test_a_planted_part_link_is_never_written_through(server, tmp_path):
+    """A ``.part`` that is a symlink (to a file of the user's) is dropped, not appended to."""
+    outside = tmp_path / "important.txt"
+    outside.write_bytes(DATA[:1000])  # looks like the start of the transfer: a resume would append
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / (FILENAME + ".part")).symlink_to(outside)
+    path = transfer.download(_toy(server), folder)
+    assert path.read_bytes() == DATA and not path.is_symlink()
+    assert outside.read_bytes() == DATA[:1000]
+    assert server.requests[0]["range"] is None
+
+
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.ignore_range = True
     (tmp_path / (FILENAME + ".part")).write_bytes(b"x" * 5000)  # stale bytes must be overwritten

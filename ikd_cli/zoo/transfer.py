@@ -50,6 +50,8 @@ def download(
     part = dest / (ckpt.filename + ".part")
     if final.exists() and not force:
         return _existing(ckpt, final)
+    if part.is_symlink():  # no transfer of ikd's leaves a link: one planted there is dropped, never written through
+        part.unlink()
     start = part.stat().st_size if part.exists() else 0
     resp = _request(ckpt, start, timeout, final)
     if resp is None:
