@@ -82,9 +82,11 @@ if ! have torch "$TORCH_VERSION" || ! have torchvision "$TORCHVISION_VERSION"; t
 fi
 
 # numpy<2 for mmcv 1.x; setuptools <81 keeps pkg_resources for mmcv's setup.py; opencv headless
-# goes in before mmcv so mmcv does not pull the GUI build.
+# goes in before mmcv so mmcv does not pull the GUI build. typer pinned: docs/cli.md is generated from its
+# rendering of the options (tests/test_docs.py); mkdocs for the docs site (`mkdocs build --strict`, tested).
 "${PIP[@]}" "numpy<2" "setuptools>=77,<81" wheel ninja "opencv-python-headless<4.12" \
-  addict yapf packaging Pillow pyyaml pycocotools "typer>=0.12" rich pytest "pytest-xdist==3.8.0"
+  addict yapf packaging Pillow pyyaml pycocotools "typer==0.29.2" rich pytest "pytest-xdist==3.8.0" \
+  "mkdocs==1.6.1" "mkdocs-material==9.8.2"
 # imagecorruptions (`ikd evaluate --robustness`) asks for opencv-python, the GUI build, which would
 # install a second cv2 over the headless one: its other needs first, then the package alone.
 "${PIP[@]}" "scikit-image==0.26.0" "numpy<2"
