@@ -71,3 +71,7 @@ def test_readme_is_a_front_page():
     assert len(lines) < 300, f"README.md has {len(lines)} lines: move the detail to docs/ or results/"
     text = "\n".join(lines)
     assert "bash scripts/run_shapes.sh" in text and "bash scripts/test.sh" in text
+    # the site does not hold the README (GitHub shows it): its relative links are checked here
+    broken = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", text)
+              if "://" not in t and not (REPO / t).exists()]
+    assert not broken, f"README.md links to files that do not exist: {broken}"
