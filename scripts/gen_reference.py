@@ -74,9 +74,14 @@ def _command_md(cmd, ctx, path: str, level: int) -> list[str]:
 
 
 def _first_sentence(text: str) -> str:
+    """Up to the first full stop outside brackets (a command's line in its group's list)."""
     text = " ".join((text or "").split())
-    match = re.match(r"(.+?[.:])(\s|$)", text)
-    return match.group(1).rstrip(":.") if match else text
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if char == "." and depth == 0 and text[i + 1:i + 2] in ("", " "):
+            return text[:i]
+    return text
 
 
 def _anchor(title: str) -> str:
