@@ -7,8 +7,11 @@
 #   bash scripts/study_shapes.sh --seeds 2 --arms fgd,ikd
 #   bash scripts/study_shapes.sh --seed-list 1,3      # only these seeds (e.g. a second process)
 #   bash scripts/study_shapes.sh --arms mgd,ikd_mgd --compare ikd_mgd,mgd   # IKD on MGD
+#   bash scripts/study_shapes.sh --arms cwd,ikd_cwd,pkd,ikd_pkd --compare ikd,fgd --compare ikd_mgd,mgd \
+#       --compare ikd_cwd,cwd --compare ikd_pkd,pkd      # IKD on each distiller (with the arms above)
 #   bash scripts/study_shapes.sh --seeds 3 --arms ikd_adv1e-4,ikd_adv1e-3,ikd_dfa4,ikd_dfa12   # the sweep
 #   bash scripts/study_shapes.sh --seed-list 2 --keep results/shapes-study   # and keep its records
+#   bash scripts/study_shapes.sh --seed-list 0 --arms cwd1,cwd5,cwd25,pkd2,pkd10,pkd50 --out work_dirs/weights
 #
 # The report pairs, by seed, each --compare A,B given (repeat it for more pairs); without one,
 # ikd against fgd, ikd_aug and ikd_adv, whichever of these arms the study folder holds. Sweep arms
@@ -25,8 +28,11 @@
 #        ikd_aug   IKD without the adversarial feature loss (augmentation only: alpha_adv 0)
 #        ikd_adv   IKD without the sample-specific augmentation (adversarial features only:
 #                  no instance corruption, no adaptive crop)
-#        mgd       MGD only (ikd distill --method mgd --dfa-until 0)
-#        ikd_mgd   IKD on MGD: MGD + adversarial feature loss + augmentation in stage 1
+#        mgd, cwd, pkd              that distiller alone (ikd distill --method X --dfa-until 0)
+#        ikd_mgd, ikd_cwd, ikd_pkd  IKD on that distiller: it + adversarial feature loss +
+#                                   augmentation in stage 1 (the arm ikd is IKD on FGD)
+#  a distiller's weight (how configs/shapes.yaml's were chosen, on seed 0 before any IKD comparison):
+#        cwdX, pkdX, mgdX   that distiller alone with distill.<method>.alpha = X (e.g. cwd25, pkd2)
 #  sweeps of IKD's two knobs (not in the default arms):
 #        ikd_dfaN       stage 1 for N epochs (e.g. ikd_dfa4, ikd_dfa12)
 #        ikd_advX       alpha_adv = X (e.g. ikd_adv1e-4, ikd_adv1e-3)
@@ -72,11 +78,12 @@ arm_args() {  # the command of one arm
     ikd) echo "distill" ;;
     ikd_aug) echo "distill --set distill.alpha_adv=0" ;;
     ikd_adv) echo "distill --set distill.corruption_prob=0 --set distill.crop_range=1.0" ;;
-    mgd) echo "distill --method mgd --dfa-until 0" ;;
-    ikd_mgd) echo "distill --method mgd" ;;
+    mgd|cwd|pkd) echo "distill --method $1 --dfa-until 0" ;;
+    ikd_mgd|ikd_cwd|ikd_pkd) echo "distill --method ${1#ikd_}" ;;
+    mgd[0-9]*|cwd[0-9]*|pkd[0-9]*) echo "distill --method ${1:0:3} --dfa-until 0 --set distill.${1:0:3}.alpha=${1:3}" ;;
     ikd_dfa[0-9]*) echo "distill --dfa-until ${1#ikd_dfa}" ;;
     ikd_adv[0-9]*) echo "distill --set distill.alpha_adv=${1#ikd_adv}" ;;
-    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv, mgd, ikd_mgd, ikd_dfaN, ikd_advX)" >&2; exit 2 ;;
+    *) echo "unknown arm: $1 (choose from student, fgd, ikd, ikd_aug, ikd_adv, mgd, ikd_mgd, cwd, ikd_cwd, pkd, ikd_pkd, cwdX, pkdX, mgdX, ikd_dfaN, ikd_advX)" >&2; exit 2 ;;
   esac
 }
 for arm in ${ARMS//,/ }; do arm_args "$arm" > /dev/null; done   # a typo fails now, not hours later

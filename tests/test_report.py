@@ -474,3 +474,22 @@ def test_kept_records_redraw_the_same_report_without_weights(study, real_run, tm
     result = run_cli("report", copy, "--out", tmp_path / "o3", "--keep", copy / "records", expect=1)
     assert "lies inside the runs" in result.output and not (copy / "records").exists()
     assert not (tmp_path / "o3").exists()  # refused before anything is written
+
+
+def test_comparisons_picture_draws_each_pairs_interval(study, tmp_path):
+    """comparisons.png: one row per --compare pair, at the paired mean AP difference with the
+    95% interval the tables give, each seed's difference a dot."""
+    from ikd_cli.report.comparisons import comparisons_figure
+
+    summary = write_report([study], tmp_path / "out", [("IKD", "FGD"), ("FGD", "student")])
+    assert "comparisons.png" in summary["files"] and "comparisons.png" in (tmp_path / "out" / "report.md").read_text()
+    with Image.open(tmp_path / "out" / "comparisons.png") as img:
+        assert img.format == "PNG"
+    (ax,) = comparisons_figure(summary["comparisons"]).axes
+    for container, comp in zip(ax.containers, summary["comparisons"]):
+        ap = comp["metrics"]["AP"]
+        assert container.lines[0].get_xdata()[0] == pytest.approx(ap["mean"], abs=1e-9)
+        lo, hi = container.lines[2][0].get_segments()[0][:, 0]
+        assert (lo, hi) == pytest.approx(ap["ci"], abs=1e-9)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["IKD − FGD (n=3)", "FGD − student (n=3)"]
+    assert comparisons_figure([]) is None

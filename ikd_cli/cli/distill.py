@@ -1,4 +1,4 @@
-"""``ikd distill``: the teacher into the student, FGD or MGD + IKD's augmentation, both stages in one run."""
+"""``ikd distill``: the teacher into the student, a feature distiller + IKD's augmentation, both stages in one run."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def distill(
     verbose: bool = VerboseOpt,
     trust_checkpoint: bool = TrustCheckpointOpt,
 ):
-    """Distil the teacher into the student: FGD or MGD + IKD's augmentation, both stages in one run."""
+    """Distil the teacher into the student: a feature distiller (--method) + IKD's augmentation, both stages in one run."""
     launcher = relaunch(gpus, launcher)
     settings = cli_settings(sets, data_root, work_dir, {"train.epochs": epochs, "train.amp": amp})
     api.distill(preset, settings=settings, dfa_until=dfa_until, method=method, restart=restart, device=device,

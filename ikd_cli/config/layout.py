@@ -78,6 +78,8 @@ REPORT_DIAG_DISTANCE_FILE = "diag_teacher_distance.png"
 REPORT_DIAG_GRADIENT_FILE = "diag_gradients.png"
 # The robustness figures per arm, per corruption and paired (report/robustness.py).
 REPORT_ROBUSTNESS_FILE = "robustness.png"
+# Each --compare pair's paired AP difference with its interval (report/comparisons.py).
+REPORT_COMPARISONS_FILE = "comparisons.png"
 # The sweep of IKD's knobs in a study (report/sweep.py): AP (and robustness) against alpha_adv
 # and against the stage-1 length.
 REPORT_SWEEP_ALPHA_FILE = "sweep_alpha_adv.png"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Optional
 
+from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.core.errors import IkdError
 
 
@@ -32,10 +33,9 @@ class AttackMethod(str, Enum):
     fgsm = "fgsm"
 
 
-class DistillMethod(str, Enum):
-    """``distill.method``: the feature distiller on the clean image, which IKD adds to."""
-    fgd = "fgd"  # Focal and Global Distillation (CVPR 2022): distill.fgd.*
-    mgd = "mgd"  # Masked Generative Distillation (ECCV 2022): distill.mgd.*
+# ``distill.method``: the feature distiller on the clean image, which IKD adds to; its weights are
+# distill.<method>.*. The members are the keys of config/distillers.py's table, the one list.
+DistillMethod = Enum("DistillMethod", [(name, name) for name in DISTILLERS], type=str, module=__name__)
 
 
 class AdvLoss(str, Enum):
@@ -211,15 +211,10 @@ SETTINGS: dict[str, Setting] = {
     "distill.levels": _s(["neck.fpn_convs.0.conv", "neck.fpn_convs.1.conv", "neck.fpn_convs.2.conv",
                           "neck.fpn_convs.3.conv", "neck.fpn_convs.4.conv"], "the feature maps distilled",
                          valid=("a list of module names", _names)),
-    "distill.method": _s("fgd", "the distiller IKD adds to (its weights: distill.fgd.* or distill.mgd.*)",
+    "distill.method": _s("fgd", "the distiller IKD adds to (its weights: distill.<method>.*)",
                          choices=DistillMethod),
-    "distill.fgd.temp": _s(0.5, "FGD attention temperature", low=0.0, low_open=True),
-    "distill.fgd.alpha": _s(1e-3, "FGD foreground feature weight", low=0.0),
-    "distill.fgd.beta": _s(5e-4, "FGD background feature weight", low=0.0),
-    "distill.fgd.gamma": _s(5e-4, "FGD attention weight", low=0.0),
-    "distill.fgd.lambda": _s(5e-6, "FGD global (GcBlock) weight", low=0.0),
-    "distill.mgd.alpha": _s(2e-5, "MGD loss weight", low=0.0),
-    "distill.mgd.lambda": _s(0.65, "MGD: share of student pixels masked out", low=0.0, high=1.0, high_open=True),
+    **{f"distill.{name}.{key}": _s(w.default, w.help, **w.bounds)
+       for name, entry in DISTILLERS.items() for key, w in entry.weights.items()},
     "distill.alpha_adv": _s(1e-5, "weight of IKD's adversarial feature loss", low=0.0),
     "distill.adv_loss": _s("mse", "how the adversarial features are compared", choices=AdvLoss),
     "distill.corruption_prob": _s(0.3, "IKD instance corruption: probability for an all-small image",

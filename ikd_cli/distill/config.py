@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.config.layout import adversarial_set_dir, run_dir
 from ikd_cli.config.mmdet import base_dataset, build_config
 from ikd_cli.core.errors import IkdError
@@ -37,13 +38,12 @@ def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str, skipped=()) -> list
 
 
 def clean_loss(preset: dict) -> dict:
-    """The loss entry of ``distill.method`` on the clean image, with the preset's weights."""
-    d = preset["distill"]
-    if d["method"] == "mgd":
-        return dict(type="MGDLoss", alpha_mgd=d["mgd"]["alpha"], lambda_mgd=d["mgd"]["lambda"])
-    fgd = d["fgd"]
-    return dict(type="FGDLoss", temp=fgd["temp"], alpha_fgd=fgd["alpha"], beta_fgd=fgd["beta"],
-                gamma_fgd=fgd["gamma"], lambda_fgd=fgd["lambda"])
+    """The loss entry of ``distill.method`` on the clean image: its loss type, each weight
+    ``distill.<method>.<key>`` under the loss argument the method table names."""
+    method = preset["distill"]["method"]
+    weights = preset["distill"][method]
+    entry = DISTILLERS[method]
+    return dict(type=entry.loss, **{w.arg: weights[key] for key, w in entry.weights.items()})
 
 
 def adv_loss(preset: dict) -> dict:

@@ -7,7 +7,7 @@
 * ``diag_grad_adv_vs_distill_log10_<level>`` and ``diag_grad_adv_vs_det_log10_<level>``:
   log10 of the ratio between the gradient norm the adversarial term sends into the student's
   features at that level (of the adversarial image) and the one the clean distillation term
-  (FGD or MGD) and the detection loss send (into the features of the clean image). -3: the
+  (the distiller: FGD, MGD, ...) and the detection loss send (into the features of the clean image). -3: the
   adversarial term pushes a thousand times more weakly. Logged as log10 because mmcv's JSON log
   keeps 5 decimals, which would round small ratios to 0.
 

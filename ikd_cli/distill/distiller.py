@@ -26,14 +26,17 @@ from mmdet.models import DETECTORS, build_detector
 from mmdet.models.builder import LOSSES, build_loss
 from mmdet.models.detectors import BaseDetector
 
+from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.core.checkpoints import load_weights, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.distill import losses as _losses  # noqa: F401  (registers the losses of the package)
 from ikd_cli.distill.diagnostics import adversarial_diagnostics
 
 IMAGES = ("clean", "adv")  # what a loss entry may see: the training image, or its adversarial copy
-# Short names in the loss keys (the log's column names); other types: the name less "Loss".
-KINDS = {"FGDLoss": "fgd", "MGDLoss": "mgd", "AdvFeatureLoss": "adv", "AttentionTransferLoss": "at"}
+# Short names in the loss keys (the log's column names): a distiller's is its method's name
+# (loss_fgd_..., loss_cwd_...); other types: the name less "Loss".
+KINDS = {**{entry.loss: name for name, entry in DISTILLERS.items()},
+         "AdvFeatureLoss": "adv", "AttentionTransferLoss": "at"}
 # Checkpoints written before the loss list kept each kind in its own ModuleDict.
 _OLD_PREFIXES = ("fgd_losses.", "adv_losses.", "at_losses.")
 

@@ -2,7 +2,7 @@
 
 * :class:`DFAStageHook`: IKD's stage switch. Epochs 1..``dfa_until`` train on the stage-1 data
   (adversarial image, instance corruption, adaptive crop) with the adversarial feature loss on;
-  the later epochs on the plain data, FGD only. One run, no manual resume between stages.
+  the later epochs on the plain data, the distiller alone. One run, no manual resume between stages.
 * :class:`StudentCheckpointHook`: the student alone, as a clean mmdet checkpoint, each epoch.
 """
 
@@ -28,8 +28,7 @@ class DFAStageHook(Hook):
     hooks after it (logger, timers) see the loader of the epoch.
     """
 
-    def __init__(self, dfa_until: int, dfa_loader, stage1: str = "FGD + IKD augmentation (adversarial features)",
-                 stage2: str = "plain FGD"):
+    def __init__(self, dfa_until: int, dfa_loader, stage1: str, stage2: str):
         self.dfa_until = int(dfa_until)
         self.dfa_loader = dfa_loader
         self.names = (stage1, stage2)  # what each stage is called in the log

@@ -1,12 +1,13 @@
-"""``ikd distill``: IKD's two stages in one MMDetection run — stage 1 (the distiller, FGD or MGD,
-plus the adversarial feature loss on IKD's augmented data) for ``--dfa-until`` epochs, then
-stage 2 (the distiller alone)."""
+"""``ikd distill``: IKD's two stages in one MMDetection run — stage 1 (the distiller,
+``distill.method``, plus the adversarial feature loss on IKD's augmented data) for
+``--dfa-until`` epochs, then stage 2 (the distiller alone)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ikd_cli.attack.manifest import missing_or_stale, read_skipped
+from ikd_cli.config.distillers import DISTILLERS, label
 from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
 from ikd_cli.core.invocation import preset_args
 from ikd_cli.core.errors import IkdError
@@ -39,7 +40,7 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
             f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
 
 
-def stages_text(dfa_until: int, epochs: int, method: str = "FGD") -> str:
+def stages_text(dfa_until: int, epochs: int, method: str) -> str:
     if dfa_until == 0:
         return f"plain {method} (--dfa-until 0)"
     if dfa_until >= epochs:
@@ -52,7 +53,7 @@ def counts_for_distill(preset: dict):
     teacher, student, distill and attack (backdoor.* and the like change nothing here), less the
     weights of the distiller it does not use (an FGD run ignores distill.mgd.*, and so on)."""
     sections = ("data", "train", "teacher", "student", "distill", "attack")
-    unused = tuple(f"distill.{m}." for m in ("fgd", "mgd") if m != preset["distill"]["method"])
+    unused = tuple(f"distill.{m}." for m in DISTILLERS if m != preset["distill"]["method"])
     return lambda key: key.split(".", 1)[0] in sections and not key.startswith(unused)
 
 
@@ -62,7 +63,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
     ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
     from ikd_cli.distill.config import skipped_images
 
-    method = preset["distill"]["method"].upper()
+    method = label(preset["distill"]["method"])
     # Images the adversarial set skipped as unreadable (--skip-bad) do not stop the data check.
     skipped = skipped_images(preset) if preset["distill"]["dfa_until"] > 0 else {}
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.core.figures import new_figure, save_png
 from ikd_cli.report.runs import Run
 
-# Loss panels besides the detector's own terms: FGD and the adversarial term are logged once
-# per distilled FPN level (loss_fgd_neck_fpn_convs_0_conv, ...) and summed here.
-_SUMMED = (("loss_fgd_", "FGD feature loss (sum over levels)"),
+# Loss panels besides the detector's own terms: the distiller's and the adversarial term are
+# logged once per distilled level (loss_fgd_neck_fpn_convs_0_conv, ...) and summed here.
+_SUMMED = (*((f"loss_{name}_", f"{entry.label} feature loss (sum over levels)") for name, entry in DISTILLERS.items()),
            ("loss_adv_", "adversarial feature loss (sum over levels, stage 1)"))
 
 
@@ -58,8 +59,8 @@ def plot_val_ap(runs: list[Run], path: Path):
 
 
 def loss_terms(run: Run) -> dict[str, tuple[list[int], list[float]]]:
-    """Panel title -> (global iterations, values): each detector loss as logged, the FGD and
-    adversarial terms summed over levels, and the total."""
+    """Panel title -> (global iterations, values): each detector loss as logged, the distiller's
+    and the adversarial terms summed over levels, and the total."""
     series: dict[str, tuple[list[int], list[float]]] = {}
 
     def add(title: str, step: int, value: float) -> None:
@@ -82,7 +83,7 @@ def loss_terms(run: Run) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def _panel_order(titles: set[str]) -> list[str]:
-    """Detector terms first (alphabetical), then FGD, adversarial, total."""
+    """Detector terms first (alphabetical), then the distiller's, adversarial, total."""
     tail = [t for _, t in _SUMMED] + ["total loss"]
     return sorted(t for t in titles if t not in tail) + [t for t in tail if t in titles]
 

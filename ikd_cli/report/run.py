@@ -8,6 +8,7 @@ from pathlib import Path
 from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_summary, plot_classwise
+from ikd_cli.report.comparisons import plot_comparisons
 from ikd_cli.report.diagnostics import write_diagnostics_plots
 from ikd_cli.report.plots import write_plots
 from ikd_cli.report.records import check_keep, keep_records
@@ -33,7 +34,8 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
     summary["classwise"] = classwise_summary(runs, summary["comparison"])
     summary["sweep"] = sweep_summary(runs)
     out = ensure_writable_dir(out, "report folder")
-    figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + plot_robustness(summary, out)
+    figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + plot_comparisons(summary, out)
+               + plot_robustness(summary, out)
                + write_diagnostics_plots(runs, out) + write_sweep_plots(summary["sweep"], out))
     summary["files"] = {name: str(out / name) for name in ["report.md", "report.json", *figures]}
     atomic_write_text(out / "report.md", render_markdown(summary, figures))

@@ -27,9 +27,10 @@ from typing import Iterable
 
 import yaml
 
+from ikd_cli.config.distillers import label
 from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE, eval_file_name, robustness_file
 from ikd_cli.config.presets import load_yaml
-from ikd_cli.config.schema import METRICS
+from ikd_cli.config.schema import METRICS, default
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.ui import console
@@ -115,7 +116,7 @@ def read_run(folder: Path) -> Run:
     role = info.get("role", "student") if kind == "train" else "student"
     name = info.get("preset") or preset.get("name") or folder.name
     dfa_until = (preset.get("distill") or {}).get("dfa_until") if kind == "distill" else None
-    method = str((preset.get("distill") or {}).get("method") or "fgd")
+    method = str((preset.get("distill") or {}).get("method") or default("distill.method"))
     alpha_adv = (preset.get("distill") or {}).get("alpha_adv") if kind == "distill" else None
     meta, records = read_log(folder)
     train = [r for r in records if r["mode"] == "train"]
@@ -169,11 +170,11 @@ def _study_arm(folder: Path) -> str | None:
     return None
 
 
-def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None, method: str = "fgd") -> str:
-    """"shapes student", or for a distillation the distiller and whether stage 1 ran: "shapes FGD",
-    "shapes IKD (FGD)", "shapes MGD", "shapes IKD (MGD)" (the runs table shows dfa_until)."""
+def _default_arm(preset: str, kind: str, role: str, dfa_until: int | None, method: str) -> str:
+    """"shapes student", or for a distillation the distiller's label and whether stage 1 ran:
+    "shapes FGD", "shapes IKD (FGD)", "shapes CWD", ... (the runs table shows dfa_until)."""
     if kind == "distill":
-        return f"{preset} {method.upper()}" if dfa_until == 0 else f"{preset} IKD ({method.upper()})"
+        return f"{preset} {label(method)}" if dfa_until == 0 else f"{preset} IKD ({label(method)})"
     return f"{preset} {role}"
 
 

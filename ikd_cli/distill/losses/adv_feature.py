@@ -4,13 +4,13 @@ conventions in :mod:`.common`."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from mmdet.models.builder import LOSSES
 from torch import Tensor, nn
 
 from ikd_cli.config.schema import check, default
 
 from .common import aligned_features, channel_align
+from .cwd import channel_wise_divergence
 
 
 @LOSSES.register_module()
@@ -19,8 +19,8 @@ class AdvFeatureLoss(nn.Module):
 
     * ``mse``: ``alpha_adv * sum((F_s - F_t)^2) / N`` (the IKD default)
     * ``l1``:  ``alpha_adv * sum(|F_s - F_t|) / N``
-    * ``cwd``: channel-wise distillation: per channel, softmax over H*W at temperature ``tau``;
-      ``alpha_adv * tau^2 * sum_{n,c} KL(p_t || p_s) / (N * C)``.
+    * ``cwd``: CWD's channel-wise divergence (:func:`.cwd.channel_wise_divergence`): per channel,
+      softmax over H*W at temperature ``tau``; ``alpha_adv * tau^2 * sum_{n,c} KL(p_t || p_s) / (N * C)``.
 
     A 1x1 conv ``align`` (PyTorch default init) maps student to teacher channels when they differ.
     ``forward(preds_S, preds_T)`` returns a scalar tensor; ``preds_T`` gets no gradient.
@@ -42,14 +42,11 @@ class AdvFeatureLoss(nn.Module):
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         what = f"AdvFeatureLoss({self.name})" if self.name else "AdvFeatureLoss"
         feat_s, feat_t = aligned_features(self, preds_S, preds_T, what)
-        n, c, h, w = feat_t.shape
+        n = feat_t.shape[0]
         if self.loss_type == "mse":
             loss = (feat_s - feat_t).pow(2).sum() / n
         elif self.loss_type == "l1":
             loss = (feat_s - feat_t).abs().sum() / n
-        else:  # cwd
-            logp_s = F.log_softmax(feat_s.reshape(n * c, h * w) / self.tau, dim=1)
-            logp_t = F.log_softmax(feat_t.reshape(n * c, h * w) / self.tau, dim=1)
-            kl = (logp_t.exp() * (logp_t - logp_s)).sum()
-            loss = kl * (self.tau ** 2) / (n * c)
+        else:  # cwd: CWD's channel-wise divergence
+            loss = channel_wise_divergence(feat_s, feat_t, self.tau)
         return self.alpha_adv * loss
