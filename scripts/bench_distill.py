@@ -6,9 +6,11 @@ measured in one run (interleaved, median kept):
   ikd       the distiller in stage 1: FGD + adversarial feature loss on the adversarial image
   adv       the extra passes stage 1 adds: teacher forward (no grad) + student forward/backward
             on the adversarial image
+  mgd, cwd, pkd   (--methods) the distiller with that method instead of FGD (stage 2): each
+            distiller's cost against the student alone
 
 Target: ikd <= (fgd + adv) * 1.10. Usage: .venv/bin/python scripts/bench_distill.py [--repeats 5]
-[--device cuda] [--amp] [--json OUT.json]. --amp also times fgd and ikd with the forward passes
+[--device cuda] [--amp] [--methods mgd,cwd,pkd] [--json OUT.json]. --amp also times fgd and ikd with the forward passes
 under bf16 autocast (interleaved with fp32; `ikd distill --amp` on a GPU is mmcv's fp16 with loss
 scaling instead, not timed here); --json writes iterations/s and peak GPU memory for
 scripts/gpu_check.sh's summary.
@@ -33,6 +35,7 @@ def parse_args():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="also time fgd and ikd under bf16 autocast")
     parser.add_argument("--json", help="write iterations/s and peak GPU memory here")
+    parser.add_argument("--methods", default="", help="also time these distillers' stage-2 iteration (mgd,cwd,pkd)")
     parser.add_argument("--diagnostics", action="store_true",
                         help="also time a stage-1 iteration with distill.diagnostics measuring (ikd diag)")
     return parser.parse_args()
@@ -45,15 +48,20 @@ def main():
     torch.manual_seed(0)
     model, data = distiller_and_batch(args.batch, args.device)
     variants = iteration_variants(model, data, args.device, args.amp, args.diagnostics)
+    for method in filter(None, args.methods.split(",")):
+        torch.manual_seed(0)
+        other, _ = distiller_and_batch(args.batch, args.device, method)
+        variants[method] = stage2_variant(other, data, args.device)
     med = time_variants(variants, args.repeats)
     print_results(args, med)
     if args.json:
         write_json(args, med)
 
 
-def distiller_and_batch(batch_size: int, device: str):
-    """The shapes preset's distiller (random weights) in training mode on ``device``, and one
-    collated batch of ``batch_size`` images with their adversarial copies (``adv_img``)."""
+def distiller_and_batch(batch_size: int, device: str, method: str = "fgd"):
+    """The shapes preset's distiller with ``method`` (random weights) in training mode on
+    ``device``, and one collated batch of ``batch_size`` images with their adversarial copies
+    (``adv_img``)."""
     from mmcv.parallel import collate, scatter_kwargs
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
@@ -70,7 +78,8 @@ def distiller_and_batch(batch_size: int, device: str):
     adv.mkdir(exist_ok=True)
     for png in layout.train_images.glob("*.png"):
         shutil.copy(png, adv / png.name)
-    tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0})
+    tree = presets.load("shapes", {"data.root": str(root), "attack.out": str(adv), "distill.corruption_prob": 0.0,
+                                   "distill.method": method})
     cfg = build_distill_config(tree)
     cfg.model.teacher_checkpoint = None
     model = build_detector(cfg.model)
@@ -82,21 +91,24 @@ def distiller_and_batch(batch_size: int, device: str):
     return model, data[0] if isinstance(data, (list, tuple)) else data
 
 
-def iteration_variants(model, data: dict, device: str, amp: bool, diagnostics: bool = False) -> dict:
-    """name -> a function that runs one iteration of that kind and returns its seconds."""
+def clock(device: str) -> float:
+    """Seconds; GPU work is asynchronous: wait for it before reading the clock."""
     import torch
 
-    plain = {k: v for k, v in data.items() if k != "adv_img"}
-    student = model.student
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def stepper(model, device: str):
+    """``iteration(fn, amp=False)``: one training step of ``model`` (losses from ``fn``, backward,
+    SGD) and its seconds."""
+    import torch
+
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
-    def clock():  # GPU work is asynchronous: wait for it before reading the clock
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def iteration(fn, amp=False):
-        start = clock()
+        start = clock(device)
         optimizer.zero_grad()
         autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
         with autocast:
@@ -104,7 +116,28 @@ def iteration_variants(model, data: dict, device: str, amp: bool, diagnostics: b
         loss, _ = model._parse_losses(losses)
         loss.backward()
         optimizer.step()
-        return clock() - start
+        return clock(device) - start
+    return iteration
+
+
+def stage2_variant(model, data: dict, device: str):
+    """A stage-2 iteration of another distiller (its own model and optimiser, the same batch)."""
+    iteration = stepper(model, device)
+
+    def run():
+        model.dfa = False
+        return iteration(lambda: model.forward_train(**data))
+    return run
+
+
+def iteration_variants(model, data: dict, device: str, amp: bool, diagnostics: bool = False) -> dict:
+    """name -> a function that runs one iteration of that kind and returns its seconds."""
+    import torch
+
+    plain = {k: v for k, v in data.items() if k != "adv_img"}
+    student = model.student
+    iteration = stepper(model, device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def run_student():
         return iteration(lambda: student.forward_train(**plain))
@@ -118,14 +151,14 @@ def iteration_variants(model, data: dict, device: str, amp: bool, diagnostics: b
         return iteration(lambda: model.forward_train(**data), amp)
 
     def run_adv():
-        start = clock()
+        start = clock(device)
         optimizer.zero_grad()
         with torch.no_grad():
             model.teacher.extract_feat(data["adv_img"])
         feats = student.extract_feat(data["adv_img"])
         sum(f.float().pow(2).mean() for f in feats).backward()
         optimizer.step()
-        return clock() - start
+        return clock(device) - start
 
     variants = {"student": run_student, "fgd": run_fgd, "ikd": run_ikd, "adv": run_adv}
     if amp:
@@ -156,6 +189,8 @@ def print_results(args, med: dict) -> None:
     print(f"fgd / student:           {med['fgd'] / med['student']:.2f}")
     print(f"ikd / student:           {med['ikd'] / med['student']:.2f}")
     print(f"ikd / (fgd + adv):       {med['ikd'] / (med['fgd'] + med['adv']):.3f}   (target <= 1.10)")
+    for method in filter(None, args.methods.split(",")):
+        print(f"{method} / student:           {med[method] / med['student']:.2f}")
     if args.amp:
         print(f"bf16 / fp32 time:        fgd {med['fgd amp'] / med['fgd']:.2f}, ikd {med['ikd amp'] / med['ikd']:.2f}")
     if args.diagnostics:
