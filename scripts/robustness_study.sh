@@ -19,10 +19,7 @@
 # adversarial val set: made here once (`ikd attack --preset shapes --split val`: 500 images,
 # ~0.5 CPU-s each for the shapes teacher, ~5 CPU-minutes).
 #
-# Cost, measured on one shapes student (500 val images, one thread; README "ikd evaluate
-# --robustness"): ~11 CPU-minutes per checkpoint with the default corruptions (the white-box
-# attack ~4 of them), ~4.6 CPU-hours for 25 checkpoints, ~2.3 h with --jobs 2 on 2 quiet cores;
-# on shared cores the wall clock is longer by the load (10-14x on 2026-12-01's machine).
+# Cost (CPU-minutes per checkpoint, hours per study): results/robustness/README.md, "Cost".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=work_dirs/study

@@ -1,8 +1,8 @@
 """What a run's numbers depend on beyond its settings: the CPU's intra-op thread count and the
 processor's vector instructions. The same 36-epoch shapes teacher scores 19.0 AP trained with one
 thread on a CPU with AVX-512, 19.3 with two threads there, and 17.6 with one thread on a CPU
-without AVX-512 (README): float sums are reordered by both. Every run records these (``run.json``)
-so a figure can say what it is repeatable at. ``train.cpu_kernels: avx2`` caps the kernels at
+without AVX-512 (docs/concepts.md, "Reproducibility"): float sums are reordered by both. Every
+run records these (``run.json``) so a figure can say what it is repeatable at. ``train.cpu_kernels: avx2`` caps the kernels at
 AVX2, so that the instruction set no longer decides the numbers between x86 machines."""
 
 from __future__ import annotations
