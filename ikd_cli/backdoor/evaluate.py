@@ -37,7 +37,7 @@ def _checkpoint_preset(checkpoint: Path, preset: dict | None) -> dict:
     embedded = (read_checkpoint(checkpoint).get("meta") or {}).get("ikd_preset")
     if not embedded:
         raise IkdError(f"{checkpoint} carries no ikd preset; say which with --preset NAME (and its --set)")
-    return resolve(embedded)
+    return resolve(embedded, received_from=f"{checkpoint}'s preset")
 
 
 def _stamp(checkpoint: Path) -> dict:

@@ -42,7 +42,7 @@ def resume_run(work_dir: Path, *, preset_name: str | None, device, launcher: str
     if run.get("command") not in ("train", "distill"):
         raise IkdError(f"{work_dir} is the '{run.get('step', run.get('command'))}' step of `ikd {run.get('command')}`; "
                        f"run that same command again to continue it")
-    saved = presets.load(str(work_dir / PRESET_FILE))
+    saved = presets.load(str(work_dir / PRESET_FILE), received=True)  # a run folder may come from anyone
     from ikd_cli.core.invocation import remember
 
     remember(saved, str(work_dir / PRESET_FILE), {})  # hints name the preset this run was saved with

@@ -32,6 +32,9 @@ from ikd_cli.config.schema import (SETTINGS, SHAPES, AdvLoss, AttackMethod, Back
 # above any real preset (the largest holds about 150), far below what exhausts memory (a
 # "billion laughs" file of a few hundred bytes expands to 10^9).
 MAX_YAML_VALUES = 100_000
+# How many bytes a preset file (or a --set value) may hold: the largest real preset is a few KB;
+# a file of one 50 MB string kept the YAML parser busy for many minutes before this cap.
+MAX_YAML_BYTES = 1 << 20
 
 
 class _YamlTooLarge(yaml.YAMLError):
@@ -63,8 +66,14 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
+def _check_size(length: int) -> None:
+    if length > MAX_YAML_BYTES:
+        raise _YamlTooLarge(f"it holds more than {MAX_YAML_BYTES >> 20} MB of text (no preset is near that)")
+
+
 def load_yaml(text: str):
     """``yaml.safe_load`` with :class:`_BoundedLoader`: the one way ikd reads YAML."""
+    _check_size(len(text))
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()
@@ -174,11 +183,16 @@ def _number_or_text(value: Any) -> Any:
     return value
 
 
-def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> dict:
-    """Load a preset and apply dotted overrides; returns the full, checked preset tree."""
+def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None, *,
+         received: bool = False) -> dict:
+    """Load a preset and apply dotted overrides; returns the full, checked preset tree.
+    ``received``: the file was made elsewhere (a run folder's preset.yaml), see :func:`resolve`."""
     path = _preset_path(name_or_path)
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+        with open(path, "rb") as fh:  # never more than the cap into memory
+            data = fh.read(MAX_YAML_BYTES + 1)
+        _check_size(len(data))
+        raw = load_yaml(data.decode("utf-8")) or {}
     except OSError as err:
         raise IkdError(f"cannot read preset {path}: {err.strerror}") from None
     except UnicodeDecodeError as err:
@@ -190,12 +204,14 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = 
         raise IkdError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise IkdError(f"preset {path} must be a mapping of keys to values")
-    return resolve(raw, overrides, default_name=path.stem)
+    return resolve(raw, overrides, default_name=path.stem, received_from=str(path) if received else "")
 
 
-def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: str = "") -> dict:
+def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: str = "", *,
+            received_from: str = "") -> dict:
     """A preset tree (from YAML, or embedded in a checkpoint) merged onto the defaults, with
-    dotted overrides applied; every key and type is checked."""
+    dotted overrides applied; every key and type is checked. ``received_from`` names the file a
+    preset made elsewhere came from: its model configs are checked (:func:`check_received_configs`)."""
     preset = _merge(DEFAULTS, tree)
     preset["name"] = preset["name"] or default_name
     overrides = dict(overrides or {})
@@ -210,6 +226,8 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
     if not preset["work_dir"]:
         preset["work_dir"] = str(Path("work_dirs") / preset["name"])
     preset["data"]["shapes"] = _resolve_shapes(preset["data"]["shapes"], shapes_overrides)
+    if received_from:
+        check_received_configs(preset, received_from)
     return preset
 
 
@@ -241,25 +259,60 @@ def _resolve_shapes(shapes: Any, overrides: dict[str, Any]) -> dict | None:
     return {k: check(f"data.shapes.{k}", merged.get(k, s.default), s) for k, s in SHAPES.items()}
 
 
-def resolve_config_path(ref: str) -> Path:
-    """Find a model config: ``mmdet::retinanet/x.py`` (shipped inside mmdet), ``ikd::models/x.py``
-    (in this project's configs/) or a plain path."""
-    if not ref:
-        raise IkdError("the preset names no model config")
+# Where configs known to be safe to load live: mmdet's own config folder and this project's.
+KNOWN_CONFIG_PREFIXES = ("mmdet::", "ikd::")
+MODEL_ROLES = ("teacher", "student")  # the preset sections that name a model config
+
+
+def _known_config_root(ref: str) -> Path | None:
+    """The folder a ``mmdet::``/``ikd::`` name is inside of (None for a plain path)."""
     if ref.startswith("mmdet::"):
         import importlib.util
 
         spec = importlib.util.find_spec("mmdet")
         if spec is None or not spec.origin:
             raise IkdError("mmdet is not installed; run scripts/install.sh")
-        path = Path(spec.origin).parent / ".mim" / "configs" / ref[len("mmdet::"):]
-    elif ref.startswith("ikd::"):
-        path = CONFIG_DIR / ref[len("ikd::"):]
-    else:
-        path = Path(ref)
+        return Path(spec.origin).parent / ".mim" / "configs"
+    if ref.startswith("ikd::"):
+        return CONFIG_DIR
+    return None
+
+
+def resolve_config_path(ref: str) -> Path:
+    """Find a model config: ``mmdet::retinanet/x.py`` (shipped inside mmdet), ``ikd::models/x.py``
+    (in this project's configs/) or a plain path. A known name stays inside its folder: a
+    ``..`` (or a link) that leads out of it is refused, so that only a plain path, which a
+    received preset may not name without trust (:func:`check_received_configs`), runs a file
+    from elsewhere."""
+    if not ref:
+        raise IkdError("the preset names no model config")
+    root = _known_config_root(ref)
+    path = Path(ref) if root is None else root / ref.split("::", 1)[1]
+    if root is not None and root.resolve() not in path.resolve().parents:
+        raise IkdError(f"model config {ref} leads out of {ref.split('::')[0]}'s config folder ({root}); "
+                       "name a config inside it, or a path")
     if not path.is_file():
         raise IkdError(f"model config not found: {ref} ({path})")
     return path
+
+
+def check_received_configs(preset: dict, source: str) -> None:
+    """A preset read from a file that was made elsewhere (a checkpoint's embedded preset, a run
+    folder's preset.yaml) is data, but the model configs it names are Python that loading runs:
+    only known names (:data:`KNOWN_CONFIG_PREFIXES`, inside their folder) load without trust. A
+    preset given on the command line is the user's own choice and is not checked here."""
+    from ikd_cli.core.checkpoints import TRUST_HINT, checkpoints_trusted
+
+    for role in MODEL_ROLES:
+        ref = preset[role]["config"]
+        if not ref:
+            continue
+        if ref.startswith(KNOWN_CONFIG_PREFIXES):
+            resolve_config_path(ref)
+        elif not checkpoints_trusted():
+            raise IkdError(f"{source} names the {role} config {ref}: a Python file, which ikd does not run for a file "
+                           f"made elsewhere (only mmdet:: and ikd:: configs load without trust); give the preset "
+                           f"with --preset, or {TRUST_HINT}")
 
 
 def data_path(preset: dict, key: str) -> Path:

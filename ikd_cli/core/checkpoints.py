@@ -19,6 +19,9 @@ from ikd_cli.core.errors import IkdError
 # else needs the user's explicit trust.
 TRUST_ENV = "IKD_TRUST_CHECKPOINT"  # "1": this process and those it starts trust every checkpoint
 TRUST_HINT = "pass --trust-checkpoint (or set IKD_TRUST_CHECKPOINT=1) only if you trust where the file comes from"
+# Only these spell trust: a user who writes IKD_TRUST_CHECKPOINT=false means no, and a value
+# that is neither (a typo) is an error rather than a guess either way.
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 def trust_checkpoints(trusted: bool = True) -> None:
@@ -32,7 +35,13 @@ def trust_checkpoints(trusted: bool = True) -> None:
 
 
 def checkpoints_trusted() -> bool:
-    return os.environ.get(TRUST_ENV, "") not in ("", "0")
+    value = os.environ.get(TRUST_ENV, "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise IkdError(f"{TRUST_ENV}={value!r} is neither true ({', '.join(_TRUE)}) nor false "
+                   f"({', '.join(_FALSE[1:])} or unset); set it to one of those")
 
 
 def _numpy_scalar_types() -> list:

@@ -35,7 +35,7 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
         extra = presets_mod.parse_set(overrides or [])
         if data_root is not None:
             extra["data.root"] = data_root
-        tree = presets_mod.resolve(embedded, extra)
+        tree = presets_mod.resolve(embedded, extra, received_from="this checkpoint's preset")
         # A full distillation checkpoint (epoch_N.pth) holds teacher, student and losses: its
         # student is what is evaluated, exactly as student_epoch_N.pth would be.
         role = meta.get("ikd_role", "student")
