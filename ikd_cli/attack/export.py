@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ikd_cli.attack.manifest import clear_set, read_records
+from ikd_cli.attack.manifest import clear_set, read_records, refuse_onto_inputs, set_budget
 from ikd_cli.config.layout import ATTACK_SETTINGS_FILE, adversarial_name, adversarial_set_dir, records_file
 from ikd_cli.config.presets import data_path
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, inside,
-                                 read_json)
+                                 read_json, unlinked)
 from ikd_cli.core.lock import LOCK_FILE, lock_folder
 from ikd_cli.core.ui import console, progress_bar
 
@@ -35,19 +35,19 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
     lock_folder(dest, "export")
     if (dest / ATTACK_SETTINGS_FILE).is_file():
         clear_set(dest)  # an earlier export: its images and records go, none of them stays stale
-    lines = []
+    lines, budget = [], set_budget(src)
     with progress_bar() as progress:
         task = progress.add_task("export png", total=len(done), info="", unit="img")
         for name, rec in sorted(done.items()):
-            inside(dest, adversarial_name(name, "png"), "image file name")  # before any read
+            unlinked(dest, adversarial_name(name, "png"), "image file name")  # before any read
             # decoded as the attack and the training pipeline decode it (mmcv's cv2 backend)
             clean = cv2.imread(str(images / name), cv2.IMREAD_COLOR)
             if clean is None:
                 raise IkdError(f"cannot read source image {images / name}")
             adv = read_adversarial(inside(src, rec["out"], "record's file name"), clean,
-                                   fmt=settings.get("format", "png"))
+                                   fmt=settings.get("format", "png"), eps=budget)
             rel = adversarial_name(name, "png")
-            atomic_write_bytes(inside(dest, rel, "image file name"), encode_png(adv))
+            atomic_write_bytes(unlinked(dest, rel, "image file name"), encode_png(adv))
             lines.append(json.dumps(dict(rec, out=str(rel))))
             progress.update(task, advance=1)
     atomic_write_text(dest / records_file(0), "\n".join(lines) + "\n")
@@ -59,14 +59,7 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
 def _check_export_folder(preset: dict, src: Path, dest: Path) -> None:
     """An export goes into an empty folder or an earlier export, never onto the preset's data or
     the set itself (its images would be overwritten, or mixed with files of no record)."""
-    target = dest.resolve()
-    for what, folder in (("the preset's training images", data_path(preset, "train_images")),
-                         ("the preset's val images", data_path(preset, "val_images")),
-                         ("the adversarial set being exported", src)):
-        folder = Path(folder).resolve()
-        if target == folder or folder in target.parents:
-            raise IkdError(f"--export {dest} is {'inside ' if target != folder else ''}{what} ({folder}); "
-                           "export into a new folder")
+    refuse_onto_inputs(preset, dest, "--export", [("the adversarial set being exported", src)])
     if not dest.is_dir():
         return
     settings = dest / ATTACK_SETTINGS_FILE

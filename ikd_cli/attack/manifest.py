@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, adversarial_name
+from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, DELTA_SUFFIX, adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json, inside, read_json
+from ikd_cli.core.fileio import atomic_write_json, distinct_outputs, files_below, inside, read_json, unlinked
 from ikd_cli.config.layout import ATTACK_SUMMARY_FILE, RECORDS_GLOB, records_file
 
 
@@ -46,6 +46,17 @@ def read_records(out_dir: Path) -> tuple[dict, dict]:
     return done, failed
 
 
+def set_budget(out_dir: Path) -> float | None:
+    """The eps the set in ``out_dir`` was made with (its attack.json; None without one): what
+    every reader holds its images to, so a file edited after the attack is refused."""
+    path = Path(out_dir) / ATTACK_SETTINGS_FILE
+    settings = read_json(path, "attack settings") if path.is_file() else {}
+    eps = settings.get("eps") if isinstance(settings, dict) else None
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))):
+        raise IkdError(f"{path}: eps must be a number, not {eps!r}")
+    return eps
+
+
 def settings_difference(out_dir: Path, wanted: dict, ignore: tuple = ()) -> str:
     """'key old -> new' for the first few of ``wanted``'s settings (less ``ignore``) in which the
     set in ``out_dir`` differs; '' when none differ or the folder records no settings."""
@@ -72,14 +83,46 @@ def check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:
     atomic_write_json(path, settings)
 
 
+# The files a set's folder keeps for itself: no adversarial image may take one of these names.
+SET_FILES = (ATTACK_SETTINGS_FILE, ATTACK_PREVIEW_FILE, ATTACK_SUMMARY_FILE)
+
+
+def output_names(names, fmt: str) -> dict:
+    """Where each of ``names`` is written in a set of format ``fmt``, refused in one line where two
+    would share a file or one would take a file of the set's own (``png`` drops the extension:
+    ``a.jpg`` and ``a.png``, or an image ``preview.png``; ``delta`` keeps it)."""
+    hint = " (or store the set as --format delta, which keeps the extension)" if fmt == "png" else ""
+    try:
+        return distinct_outputs(names, lambda name: adversarial_name(name, fmt), SET_FILES, f"{fmt} set")
+    except IkdError as err:
+        raise IkdError(f"{err}{hint}") from None
+
+
+def refuse_onto_inputs(preset: dict, dest: Path, option: str, sources=()) -> None:
+    """An output folder (``--out``, ``--export``) is never the preset's images or inside them,
+    nor one of ``sources`` ((what, folder) pairs: the set an export reads): its files would
+    overwrite the images they are made from."""
+    from ikd_cli.config.presets import data_path
+
+    target = Path(dest).resolve()
+    for what, folder in (("the preset's training images", data_path(preset, "train_images")),
+                         ("the preset's val images", data_path(preset, "val_images")), *sources):
+        folder = Path(folder).resolve()
+        if target == folder or folder in target.parents:
+            raise IkdError(f"{option} {dest} is {'inside ' if target != folder else ''}{what} ({folder}); "
+                           "write into a new folder")
+
+
 def clear_set(out_dir: Path) -> None:
     """Remove an adversarial set's images and bookkeeping (only called on a folder that holds an
     ``attack.json``, so a wrong --out cannot empty a folder of other files)."""
     done, failed = read_records(out_dir)
     for rec in done.values():
-        inside(out_dir, rec["out"], "record's file name").unlink(missing_ok=True)
+        # only a name the attack gives its images: a record is data, and may name anything
+        if Path(rec["out"]) in (adversarial_name(rec["image"], fmt) for fmt in ("png", "delta")):
+            unlinked(out_dir, rec["out"], "record's file name").unlink(missing_ok=True)
     # Images renamed into place just before a kill, whose record was never written:
-    for stray in out_dir.rglob(f"*{adversarial_name('x').suffix}"):
+    for stray in files_below(out_dir, DELTA_SUFFIX):
         stray.unlink()
     for name in (RECORDS_GLOB, ATTACK_SUMMARY_FILE, ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE):
         for path in out_dir.glob(name):

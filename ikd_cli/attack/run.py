@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ikd_cli.attack.manifest import check_settings, read_records, record_skipped, summarise
+from ikd_cli.attack.manifest import (check_settings, output_names, read_records, record_skipped, refuse_onto_inputs,
+                                     summarise)
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_set_dir, records_file
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import ensure_writable_dir, sha256_of
@@ -112,7 +113,7 @@ def write_attack_preview(path: Path, teacher, cfg, dataset, names: list[str], ep
         for name in names:
             clean = dataset.prepare_train_img(index[name])["img"]
             adv_path, fmt = find_adversarial(path.parent, name)
-            adv = read_adversarial(adv_path, clean, fmt=fmt)
+            adv = read_adversarial(adv_path, clean, fmt=fmt, eps=eps)
             det = [inference_detector(teacher, im) for im in (clean, adv)]
             det = [d[0] if isinstance(d, tuple) else d for d in det]  # (bbox, segm) of mask models
             items.append(dict(name=name, clean=clean, adv=adv, det_clean=det[0], det_adv=det[1]))
@@ -202,6 +203,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     from ikd_cli.core.machine import pin_compute
 
     attack = preset_attack(preset)  # built first: a bad method or option stops here, before anything is written
+    refuse_onto_inputs(preset, out or adversarial_set_dir(preset, split), "--out")
     pin_compute(preset)
     device = pick_device(device)
     distributed, rank, world = init_distributed(launcher, device)
@@ -252,6 +254,7 @@ def _todo(run: AttackRun, settings: dict, overwrite: bool, limit: int | None, di
     also says what an earlier run already did)."""
     from ikd_cli.core.distributed import barrier
 
+    output_names([info["filename"] for info in run.dataset.data_infos], run.preset["attack"]["format"])
     if run.rank == 0:
         check_settings(run.out_dir, settings, overwrite)
     barrier(distributed)  # settings checked (the folder cleared on --overwrite) first

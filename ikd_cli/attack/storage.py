@@ -162,12 +162,14 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def read_adversarial(path: Path, clean: Optional[np.ndarray], *, fmt: str) -> np.ndarray:
-    """Read one adversarial image of either format.
+def read_adversarial(path: Path, clean: Optional[np.ndarray], *, fmt: str, eps: Optional[float] = None) -> np.ndarray:
+    """Read one adversarial image of either format, checked against its source: the one check
+    every reader goes through (the training pipeline, ``ikd evaluate --images``, the export).
 
     ``delta`` needs ``clean``, the decoded source image (in the training pipeline: the
-    ``results['img']`` that ``LoadImageFromFile`` made). For ``png``, ``clean`` is optional and
-    only used to check the size. Every problem is an IkdError naming ``path``.
+    ``results['img']`` that ``LoadImageFromFile`` made). A ``png`` must be a PNG whose declared
+    size (read before decoding) is its source's, where ``clean`` is given. ``eps``: the set's
+    budget, which no pixel may exceed. Every problem is an IkdError naming ``path``.
     """
     _check_format(fmt)
     path = Path(path)
@@ -180,16 +182,28 @@ def read_adversarial(path: Path, clean: Optional[np.ndarray], *, fmt: str) -> np
     if fmt == "delta":
         if clean is None:
             raise IkdError(f"adversarial image {path} is a delta file: it needs its decoded source image")
-        return decode_delta(data, clean, name=str(path))
-    if clean is not None and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":
-        # the size a PNG says it has, checked before decoding it: a tiny file declaring
-        # 60000 x 60000 pixels would otherwise be decoded into gigabytes first
-        width, height = struct.unpack(">II", data[16:24])
-        if (height, width) != tuple(np.shape(clean)[:2]):
-            raise IkdError(f"adversarial image {path} is {height} x {width} but its source is "
-                           f"{_shape_text(np.shape(clean)[:2])}")
+        adv = decode_delta(data, clean, name=str(path))
+    else:
+        adv = _decode_png(path, data, clean)
+    if eps is not None and clean is not None:
+        linf = int(np.abs(adv.astype(np.int16) - np.asarray(clean).astype(np.int16)).max(initial=0))
+        if linf > eps:
+            raise IkdError(f"adversarial image {path} differs from its source by {linf} > eps {eps:g}, the set's budget")
+    return adv
+
+
+def _decode_png(path: Path, data: bytes, clean: Optional[np.ndarray]) -> np.ndarray:
+    # Only a PNG is decoded, and only at its source's size as its header declares it: another
+    # format under a .png name (a WebP of 10 KB) or a tiny file declaring 60000 x 60000 pixels
+    # would otherwise be decoded into gigabytes before any check.
+    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise IkdError(f"adversarial image {path} is not a readable image: not a PNG file (its first bytes say otherwise)")
+    width, height = struct.unpack(">II", data[16:24])
+    if clean is not None and (height, width) != tuple(np.shape(clean)[:2]):
+        raise IkdError(f"adversarial image {path} is {height} x {width} but its source is "
+                       f"{_shape_text(np.shape(clean)[:2])}")
     flag = cv2.IMREAD_UNCHANGED if clean is not None and np.ndim(clean) == 2 else cv2.IMREAD_COLOR
-    adv = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+    adv = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if adv is None:
         raise IkdError(f"adversarial image {path} is not a readable image")
     if clean is not None and adv.shape != np.shape(clean):

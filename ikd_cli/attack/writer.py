@@ -23,7 +23,7 @@ from pathlib import Path
 from ikd_cli.attack.storage import encode_adversarial, pixel_digest
 from ikd_cli.config.layout import adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_bytes, inside
+from ikd_cli.core.fileio import atomic_write_bytes, unlinked
 
 _DONE = object()  # the last job: no more batches
 _POLL_S = 0.1  # how often a blocked put or get looks whether the other side has stopped
@@ -110,7 +110,7 @@ class SetWriter:
             if self._stop.is_set():
                 return
             rel = adversarial_name(item["name"], self.fmt)
-            atomic_write_bytes(inside(self.out_dir, rel, "image file name"),
+            atomic_write_bytes(unlinked(self.out_dir, rel, "image file name"),
                                encode_adversarial(item["img"], result.pixels, self.eps, self.fmt, name=item["name"]))
             # after the rename, never before: a record always names a complete file
             self._record({"image": item["name"], "out": str(rel), "source": pixel_digest(item["img"]),

@@ -30,8 +30,8 @@ from ikd_cli.backdoor.layout import (MANIFEST, TRAIN_ANN, TRAIN_IMAGES, TRIGGERE
                                      VAL_IMAGES, poisoned_dir)
 from ikd_cli.config.presets import data_path, preset_classes
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, ensure_writable_dir,
-                                 inside, read_json, sha256_of)
+from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, distinct_outputs,
+                                 ensure_writable_dir, inside, read_json, sha256_of)
 from ikd_cli.core.lock import LOCK_FILE, lock_folder
 
 POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
@@ -153,6 +153,9 @@ def make_poisoned_set(preset: dict, progress: Progress = None) -> tuple[Path, di
     source = _read_source(preset)
     for info in source["train"]["images"] + source["val"]["images"]:  # all checked before anything is written
         inside(TRAIN_IMAGES, str(info.get("file_name", "")), "image file name")
+    for split in ("train", "val"):  # stamped copies are PNG: a.jpg and a.png would both be a.png
+        distinct_outputs([str(info.get("file_name", "")) for info in source[split]["images"]],
+                         lambda name: Path(name).with_suffix(".png"), what=f"poisoned {split} images")
     settings = poison_settings(preset, source)
     out = poisoned_dir(preset)
     if out.is_dir():  # one poisoning per folder: a second one stops here, naming this one

@@ -162,6 +162,48 @@ def inside(base: str | os.PathLike, rel: str | os.PathLike, what: str = "file na
     return Path(base) / norm
 
 
+def unlinked(base: str | os.PathLike, rel: str | os.PathLike, what: str = "file name") -> Path:
+    """:func:`inside`, and refused where a folder between ``base`` and the file is a symbolic
+    link: every path ikd writes or deletes in a folder of its own (an adversarial set, an export,
+    a run) by a name read from a file goes through here, so a received folder with a planted
+    ``link -> /home/you`` cannot turn the record ``link/notes.txt`` into a file elsewhere. The
+    file itself may be a link: writes replace it (atomic rename) and deletes remove it, never
+    what it points to. ``base`` itself may be a link (a work dir on another disk)."""
+    path = inside(base, rel, what)
+    folder = Path(base)
+    for part in path.relative_to(base).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            raise IkdError(f"{what} {os.fspath(rel)!r} lies behind the symbolic link {folder}; ikd never writes or "
+                           "deletes through a link in its folders (remove the link)")
+    return path
+
+
+def files_below(folder: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Every file (or link) below ``folder`` whose name ends in ``suffix``, without entering a
+    linked folder (``Path.rglob`` enters them before Python 3.13)."""
+    for top, _, names in os.walk(folder):  # followlinks=False
+        yield from (Path(top) / n for n in names if n.endswith(suffix))
+
+
+def distinct_outputs(names, rename, reserved=(), what: str = "images") -> dict[str, Path]:
+    """``name -> rename(name)`` for every name, refused in one line where two names give one
+    output (``a.jpg`` and ``a.png`` both as ``a.png``) or an output takes a name its folder keeps
+    for its own files (``reserved``: the attack's ``preview.png``, say): one file would silently
+    replace the other, and its record would name the wrong image."""
+    reserved = {Path(r) for r in reserved}
+    taken: dict[Path, str] = {}
+    for name in names:
+        out = Path(rename(name))
+        if out in reserved:
+            raise IkdError(f"{what}: {name} would be written as {out}, a name the folder keeps for its own file; "
+                           "rename the image")
+        if out in taken:
+            raise IkdError(f"{what}: {taken[out]} and {name} would both be written as {out}; rename one of them")
+        taken[out] = name
+    return {name: out for out, name in taken.items()}
+
+
 def is_inside(rel: str | os.PathLike) -> bool:
     """Whether :func:`inside` accepts ``rel`` (for checks that collect problems, not raise them)."""
     try:

@@ -21,6 +21,7 @@ only.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -69,7 +70,7 @@ def _read(path: Path) -> dict | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # judged like a torn record: by its age (holder_alive)
         return {}
     try:
         holder = json.loads(text)
@@ -101,9 +102,10 @@ def holder_alive(path: Path, holder: dict) -> bool:
     return _age(path) < STALE_AFTER_S
 
 
-def describe(holder: dict) -> str:
+def describe(holder: dict, path: Path) -> str:
     if not holder:
-        return "an unreadable lock file"
+        return (f"a lock file that cannot be read ({path}), taken over once untouched for "
+                f"{STALE_AFTER_S / 60:g} min")
     started = holder.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
     return (f"pid {holder.get('pid')} on {holder.get('host')}, started {when}"
@@ -166,7 +168,7 @@ class FolderLock:
                 continue  # released meanwhile: try again
             if holder_alive(self.path, holder):
                 raise IkdError(f"{self.folder} is in use by another ikd {holder.get('what') or 'run'}: "
-                               f"{describe(holder)}; wait for it to end, or stop it (a lock of a dead process "
+                               f"{describe(holder, self.path)}; wait for it to end, or stop it (a lock of a dead process "
                                f"is taken over; remove {self.path} if you know it is stale)")
             self._break(holder)
         else:
@@ -203,6 +205,21 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> FolderLock:
     lock.acquire()
     _held[key] = lock
     return lock
+
+
+@contextlib.contextmanager
+def holding(folder: str | os.PathLike, what: str = "run"):
+    """:func:`lock_folder` for a ``with`` block only: a step inside a longer command (making the
+    built-in data) lets go of its folder when done, unless this process held it already."""
+    key = str(Path(folder).resolve())
+    held_before = key in _held
+    lock = lock_folder(folder, what)
+    try:
+        yield lock
+    finally:
+        if not held_before and _held.get(key) is lock:
+            del _held[key]
+            lock.release()
 
 
 def release_all() -> None:

@@ -328,9 +328,14 @@ def require_usable(reports: list[SplitReport], preset_name: str = "", *, skip_ba
             raise IkdError(f"data check: {report.split}: {problem.what}: {problem.examples[0]}{more}{hint}")
     for report in reports:
         bad = report.bad_images
+        kinds = ", ".join(f"{p.what}: {p.count}" for p in report.errors if p.what in BAD_IMAGES)
+        if bad and skip_bad and len(bad) >= report.images:
+            # skipping them all would leave an attack of nothing (exit 0) and a training loop
+            # over an empty split that never ends its first epoch
+            raise IkdError(f"data check: {report.split}: none of its {report.images} images can be read ({kinds}): "
+                           f"nothing is left to go on with, --skip-bad or not{hint}")
         if not bad or skip_bad is True or (skip_bad and set(bad) <= set(skip_bad)):
             continue
-        kinds = ", ".join(f"{p.what}: {p.count}" for p in report.errors if p.what in BAD_IMAGES)
         shown = ", ".join(list(bad)[:EXAMPLES]) + (", ..." if len(bad) > EXAMPLES else "")
         where = (f"; all of them: `ikd data check {preset_name}`" if preset_name else "")
         raise IkdError(f"data check: {report.split}: {len(bad)} of {report.images} images cannot be read "

@@ -44,6 +44,7 @@ from PIL import Image, ImageDraw
 from ikd_cli.config.presets import SHAPES_DEFAULTS
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from ikd_cli.core.lock import holding
 
 CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -543,11 +544,19 @@ def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = SHAPES_DEFA
     wanted = _manifest(seed, num_train, num_val, hw)
 
     layout = ShapesLayout.at(ensure_writable_dir(out_dir, "shapes output folder"))
-    partial_path = layout.root / PARTIAL_NAME
-    keep_existing = _keep_existing(layout, wanted)
-    if keep_existing is None:
-        return layout
+    # one writer per folder, as for every other: two seeds at once would interleave their images
+    with holding(layout.root, "shapes data"):
+        keep_existing = _keep_existing(layout, wanted)
+        if keep_existing is not None:
+            _write_set(layout, wanted, keep_existing, progress)
+    return layout
 
+
+def _write_set(layout: ShapesLayout, wanted: dict, keep_existing: bool, progress: Optional[Progress]) -> None:
+    """The images, then the annotations, then the manifest (a folder with one is complete)."""
+    seed, num_train, num_val = wanted["seed"], wanted["num_train"], wanted["num_val"]
+    hw = tuple(wanted["image_size"])
+    partial_path = layout.root / PARTIAL_NAME
     atomic_write_json(partial_path, wanted)
     total, done = num_train + num_val, 0
 
@@ -567,4 +576,3 @@ def generate_shapes(out_dir: Union[str, os.PathLike], *, seed: int = SHAPES_DEFA
         os.unlink(partial_path)
     except OSError:
         pass
-    return layout

@@ -45,9 +45,12 @@ class LoadAdversarialImage:
     stacks, and the distiller leaves them out of the adversarial loss (its ``no_adv``)."""
 
     def __init__(self, adv_dir: str, replace: bool = False, skipped=()):
+        from ikd_cli.attack.manifest import set_budget
+
         self.adv_dir = Path(adv_dir)
         self.replace = replace
         self.skipped = frozenset(skipped)
+        self.eps = set_budget(self.adv_dir)  # every image is held to the set's budget
 
     def __call__(self, results):
         from ikd_cli.attack.storage import find_adversarial, read_adversarial
@@ -56,7 +59,7 @@ class LoadAdversarialImage:
             adv = results["img"].copy()
         else:
             path, fmt = find_adversarial(self.adv_dir, results["img_info"]["filename"])
-            adv = read_adversarial(path, results["img"], fmt=fmt)
+            adv = read_adversarial(path, results["img"], fmt=fmt, eps=self.eps)
         if self.replace:
             results["img"] = adv
             return results

@@ -63,8 +63,10 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None, extra_steps=()):
     if images is not None:
         if not Path(images).is_dir():
             raise IkdError(f"image folder not found: {images}")
-        if is_delta_set(Path(images)):
-            # A delta set is rebuilt on the clean images: load those, then swap in the rebuilt one.
+        if is_attack_set(Path(images)):
+            # An adversarial set is read as distillation reads it: the clean image first, then
+            # its copy checked against it (format, size before decoding, the set's budget), or a
+            # delta rebuilt on it.
             import ikd_cli.distill.pipelines  # noqa: F401  (registers LoadAdversarialImage)
 
             ds.pipeline = [ds.pipeline[0], dict(type="LoadAdversarialImage", adv_dir=str(images), replace=True),
@@ -74,12 +76,11 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None, extra_steps=()):
     return ds
 
 
-def is_delta_set(folder: Path) -> bool:
+def is_attack_set(folder: Path) -> bool:
+    """A folder ``ikd attack`` wrote (its attack.json), as opposed to a folder of plain images."""
     from ikd_cli.config.layout import ATTACK_SETTINGS_FILE
-    from ikd_cli.core.fileio import read_json
 
-    settings = folder / ATTACK_SETTINGS_FILE
-    return settings.is_file() and read_json(settings, "attack settings").get("format") == "delta"
+    return (folder / ATTACK_SETTINGS_FILE).is_file()
 
 
 def point_at_images(dataset, images: Path) -> None:
@@ -221,7 +222,7 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
     out_json = metrics_path(checkpoint, tag, out)  # the detections and the log go beside it
     with quiet_to_log(out_json.with_suffix(".log"), verbose=ev.verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
-        if images is not None and not is_delta_set(Path(images)):
+        if images is not None and not is_attack_set(Path(images)):
             point_at_images(dataset, Path(images))
         loader = bind_workers(build_dataloader(dataset, samples_per_gpu=samples_per_gpu,
                                                workers_per_gpu=min(2, cfg.data.workers_per_gpu), dist=False,
