@@ -11,7 +11,7 @@ from typing import Any
 
 from ikd_cli.attack.manifest import (check_settings, output_names, read_records, record_skipped, refuse_onto_inputs,
                                      summarise)
-from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_set_dir, records_file
+from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, adversarial_set_dir, attack_log_file, records_file
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import ensure_writable_dir, sha256_of
 from ikd_cli.core.lock import lock_folder
@@ -214,7 +214,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     if rank == 0:  # one attack per folder: a second one stops here, naming this one
         lock_folder(out_dir, "attack")
     settings = set_settings(preset, attack, ckpt_path, split, role=target.role, config_name=target.config_name)
-    log = out_dir / f"attack-{rank}.log"
+    log = out_dir / attack_log_file(rank)
     with quiet_to_log(log, verbose=verbose):
         dataset = attack_dataset(cfg, split)
         run = AttackRun(preset, attack, load_teacher(cfg, ckpt_path, device, target.state_dict),

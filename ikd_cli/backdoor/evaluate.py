@@ -15,9 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.backdoor.asr import attack_success
-from ikd_cli.backdoor.layout import TRIGGERED_ANN, TRIGGERED_IMAGES, VAL_IMAGES, poisoned_dir, result_file
+from ikd_cli.backdoor.layout import (TRIGGERED_ANN, TRIGGERED_IMAGES, VAL_IMAGES, poisoned_dir, result_file,
+                                     result_picture)
 from ikd_cli.backdoor.poison import read_manifest
 from ikd_cli.backdoor.preview import write_backdoor_preview
+from ikd_cli.config.layout import detections_suffix, eval_file, images_tag
 from ikd_cli.config.schema import check
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, read_json
@@ -67,7 +69,7 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
             console.print(f"{checkpoint} already evaluated with these settings: {path} (--force runs it again)",
                           soft_wrap=True)
             print_result(old, title=checkpoint.name)
-            if not path.with_suffix(".png").is_file():  # evaluated before there were pictures
+            if not result_picture(checkpoint).is_file():  # evaluated before there were pictures
                 _picture(checkpoint, out, settings, score_thr, *_detections(checkpoint, out))
             return old
 
@@ -91,15 +93,14 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
 def _detections(checkpoint: Path, out: Path) -> tuple[dict, list, list]:
     """The triggered val ground truth and the checkpoint's detections on the clean and the
     triggered val images (the files its two evaluations wrote)."""
-    stem = checkpoint.with_name(checkpoint.stem)
     return (read_json(out / TRIGGERED_ANN, "triggered val annotations"),
-            read_json(f"{stem}.eval-val.bbox.json", "detections"),
-            read_json(f"{stem}.eval-val-{TRIGGERED_IMAGES}.bbox.json", "detections"))
+            read_json(eval_file(checkpoint, "val", detections_suffix("bbox")), "detections"),
+            read_json(eval_file(checkpoint, images_tag("val", TRIGGERED_IMAGES), detections_suffix("bbox")), "detections"))
 
 
 def _picture(checkpoint: Path, out: Path, settings: dict, score_thr: float, gt: dict, dets_clean: list,
              dets_triggered: list) -> None:
-    picture = result_file(checkpoint).with_suffix(".png")
+    picture = result_picture(checkpoint)
     write_backdoor_preview(picture, gt, out / VAL_IMAGES, out / TRIGGERED_IMAGES, dets_clean, dets_triggered,
                            score_thr, title=f"{checkpoint}: {settings['attack']} -> {settings['target_class']}")
     console.print(f"picture: {picture}", soft_wrap=True)

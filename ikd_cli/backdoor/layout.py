@@ -99,3 +99,8 @@ def result_file(checkpoint: str | Path) -> Path:
     """The backdoor evaluation JSON beside a checkpoint."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.stem + RESULT_SUFFIX)
+
+
+def result_picture(checkpoint: str | Path) -> Path:
+    """The picture of a checkpoint's backdoor evaluation, beside its JSON: ``<stem>.backdoor.png``."""
+    return result_file(checkpoint).with_suffix(".png")

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ikd_cli.cli.app import app, handle_errors
+from ikd_cli.config.layout import REPORT_JSON_FILE, REPORT_LOSSES_FILE, REPORT_MD_FILE, REPORT_VAL_AP_FILE
 from ikd_cli.core.errors import IkdError
 
 
@@ -17,7 +18,8 @@ def report(
     runs: List[Path] = typer.Argument(..., help="Run folders (work dirs of ikd train/distill) or folders "
                                                 "holding them, e.g. a study."),
     out: Path = typer.Option(Path("report"), "--out", "-o",
-                             help="Folder for report.md, report.json, val_ap.png and losses.png."),
+                             help=f"Folder for {REPORT_MD_FILE}, {REPORT_JSON_FILE}, {REPORT_VAL_AP_FILE} and "
+                                  f"{REPORT_LOSSES_FILE}."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", metavar="A,B",
                                                 help="Pair arms A and B by seed and give A - B on AP with a 95% "
                                                      "t-interval, e.g. --compare ikd,fgd; repeat for more pairs "

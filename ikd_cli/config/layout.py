@@ -16,6 +16,14 @@ LOG_FILE = "train.log"
 LATEST = "latest.pth"  # the newest checkpoint of a run (a symlink mmcv's runner keeps)
 STUDENT_LATEST = "student_latest.pth"  # a distill run's student alone, loadable as a plain detector
 STUDENT_BEST = "student_best.pth"
+# The checkpoint each training command's run folder delivers (what ``ikd evaluate`` and the report read).
+DELIVERED = {"train": LATEST, "distill": STUDENT_LATEST}
+CHECKPOINT_SUFFIX = ".pth"
+CHECKPOINTS_GLOB = f"*{CHECKPOINT_SUFFIX}"
+EPOCH_CHECKPOINT = "epoch_{}.pth"  # mmcv's runner's filename_tmpl: one checkpoint per epoch
+EPOCH_CHECKPOINTS_GLOB = EPOCH_CHECKPOINT.format("*")
+BEST_CHECKPOINTS_GLOB = "best_*_epoch_*.pth"  # mmcv's EvalHook(save_best): best_<metric>_epoch_<N>.pth
+LOG_JSON_GLOB = "*.log.json"  # mmcv's JSON log, one per launch: <timestamp>.log.json
 ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written once it can start
 ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to look at
 ATTACK_SUMMARY_FILE = "summary.json"  # an adversarial set's totals, written when a run finishes
@@ -28,10 +36,57 @@ def records_file(rank: int) -> str:
     return f"records-{rank}.jsonl"
 
 
-def eval_file_name(checkpoint_stem: str, tag: str = "val") -> str:
-    """What ``ikd evaluate`` writes beside a checkpoint: ``<stem>.eval-<tag>.json`` (tag: the
-    split, or ``<split>-<images folder>`` for other images of it)."""
-    return f"{checkpoint_stem}.eval-{tag}.json"
+def attack_log_file(rank: int) -> str:
+    """One rank's log of an attack (MMDetection's output, kept off the terminal): ``attack-<rank>.log``."""
+    return f"attack-{rank}.log"
+
+
+def epoch_in_name(path: str | Path) -> int:
+    """The epoch in a checkpoint's name (``epoch_12.pth``, ``best_bbox_mAP_epoch_12.pth``); -1 if none."""
+    try:
+        return int(Path(path).stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def best_checkpoints(work_dir: Path) -> list[Path]:
+    """The best checkpoints mmcv's EvalHook left in ``work_dir``, oldest epoch first."""
+    return sorted(Path(work_dir).glob(BEST_CHECKPOINTS_GLOB), key=epoch_in_name)
+
+
+def eval_file_name(checkpoint_stem: str, tag: str = "val", suffix: str = ".json") -> str:
+    """What ``ikd evaluate`` writes beside a checkpoint for one setting: ``<stem>.eval-<tag>.json``
+    (``tag``: the split, ``val-<images folder>``, ``val-corruption-<name>-<severity>`` ...), and
+    with ``suffix`` its detections (:func:`detections_suffix`) and log (``.log``)."""
+    return f"{checkpoint_stem}.eval-{tag}{suffix}"
+
+
+EVAL_LOG_SUFFIX = ".log"  # an evaluation's MMDetection log, beside its eval file
+
+
+def images_tag(split: str, images: str | Path) -> str:
+    """The eval tag of a split scored on another copy of its images: ``<split>-<images folder>``."""
+    return f"{split}-{Path(images).name}"
+
+
+def whitebox_tag(split: str, whitebox_set: Path) -> str:
+    """The eval tag of a white-box set (:func:`whitebox_set_dir`): ``<split>-whitebox-<key>``."""
+    return f"{split}-whitebox-{Path(whitebox_set).name.rsplit('-', 1)[-1]}"
+
+
+def corruption_tag(split: str, corruption: str, severity: int) -> str:
+    """The eval tag of a split under one corruption: ``<split>-corruption-<name>-<severity>``."""
+    return f"{split}-corruption-{corruption}-{severity}"
+
+
+def detections_suffix(iou_type: str) -> str:
+    """The suffix of an evaluation's detections file (``.bbox.json``, ``.segm.json``), in place of ``.json``."""
+    return f".{iou_type}.json"
+
+
+def checkpoint_of_eval(name: str, tag: str = "val") -> str:
+    """The checkpoint file name whose eval file is ``name`` (the inverse of :func:`eval_file_name`)."""
+    return name[: -len(eval_file_name("", tag))] + CHECKPOINT_SUFFIX
 
 
 def run_dir(preset: dict, role: str) -> Path:
@@ -42,7 +97,7 @@ def run_dir(preset: dict, role: str) -> Path:
 def final_checkpoint(preset: dict, role: str) -> Path:
     """What a run of ``role`` leaves for evaluation: the detector's latest checkpoint, and for a
     distill run the student's."""
-    return run_dir(preset, role) / (STUDENT_LATEST if role == "distill" else LATEST)
+    return run_dir(preset, role) / DELIVERED["distill" if role == "distill" else "train"]
 
 
 def adversarial_set_dir(preset: dict, split: str) -> Path:
@@ -76,6 +131,11 @@ def adversarial_name(relative: str | Path, fmt: str = "delta") -> Path:
 REPORT_CLASSWISE_FILE = "classwise.png"
 REPORT_DIAG_DISTANCE_FILE = "diag_teacher_distance.png"
 REPORT_DIAG_GRADIENT_FILE = "diag_gradients.png"
+# `ikd report`'s own files: the tables, their numbers, and the curves (report/plots.py).
+REPORT_MD_FILE = "report.md"
+REPORT_JSON_FILE = "report.json"
+REPORT_VAL_AP_FILE = "val_ap.png"
+REPORT_LOSSES_FILE = "losses.png"
 # The robustness figures per arm, per corruption and paired (report/robustness.py).
 REPORT_ROBUSTNESS_FILE = "robustness.png"
 # Each --compare pair's paired AP difference with its interval (report/comparisons.py).
@@ -92,17 +152,20 @@ DIAG_GRAD_VS_DISTILL = "diag_grad_adv_vs_distill_log10_"
 DIAG_GRAD_VS_DET = "diag_grad_adv_vs_det_log10_"
 
 def eval_file(checkpoint: str | Path, tag: str, suffix: str = ".json") -> Path:
-    """What ``ikd evaluate`` writes beside a checkpoint for one setting: ``<stem>.eval-<tag>.json``
-    (``tag``: the split, ``val-<images folder>``, ``val-corruption-<name>-<severity>`` ...), and
-    with ``suffix`` its detections (``.bbox.json``) and log (``.log``)."""
+    """:func:`eval_file_name` beside ``checkpoint``."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.eval-{tag}{suffix}")
+    return checkpoint.with_name(eval_file_name(checkpoint.stem, tag, suffix))
+
+
+def robustness_file_name(checkpoint_stem: str, split: str = "val") -> str:
+    """The summary of ``ikd evaluate --robustness``: ``<stem>.robustness-<split>.json``."""
+    return f"{checkpoint_stem}.robustness-{split}.json"
 
 
 def robustness_file(checkpoint: str | Path, split: str = "val") -> Path:
-    """The summary of ``ikd evaluate --robustness``: ``<stem>.robustness-<split>.json``."""
+    """:func:`robustness_file_name` beside ``checkpoint``."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.robustness-{split}.json")
+    return checkpoint.with_name(robustness_file_name(checkpoint.stem, split))
 
 
 def whitebox_set_dir(checkpoint: str | Path, split: str, key: str) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ikd_cli.config.layout import eval_file
+from ikd_cli.config.layout import EVAL_LOG_SUFFIX, detections_suffix, eval_file, images_tag
 from ikd_cli.config.schema import METRICS
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
@@ -218,9 +218,9 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
     classes = list(test_cfg["classes"]) if test_cfg.get("classes") else None
     require_usable([check_split_cached(split, Path(test_cfg.ann_file), None if images else Path(test_cfg.img_prefix),
                                        classes)], "")
-    tag = tag or (split if images is None else f"{split}-{Path(images).name}")
+    tag = tag or (split if images is None else images_tag(split, images))
     out_json = metrics_path(checkpoint, tag, out)  # the detections and the log go beside it
-    with quiet_to_log(out_json.with_suffix(".log"), verbose=ev.verbose):
+    with quiet_to_log(out_json.with_suffix(EVAL_LOG_SUFFIX), verbose=ev.verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_attack_set(Path(images)):
             point_at_images(dataset, Path(images))
@@ -231,9 +231,9 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
             ev.net = build_detector_with_weights(cfg, ev.weights, str(checkpoint))
         ev.net.CLASSES = dataset.CLASSES
         results = run_inference(ev.net, loader, ev.device, title=f"evaluate {tag}")
-        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(".bbox.json"), classwise)}
+        metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(detections_suffix("bbox")), classwise)}
         if has_masks(cfg):
-            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(".segm.json"), classwise)
+            metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(detections_suffix("segm")), classwise)
     report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
               "num_images": len(dataset), **(extra or {}), **metrics}
     atomic_write_json(out_json, report)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikd_cli.config.distillers import DISTILLERS
+from ikd_cli.config.layout import REPORT_LOSSES_FILE, REPORT_VAL_AP_FILE
 from ikd_cli.core.figures import new_figure, save_png
 from ikd_cli.report.runs import Run
 
@@ -141,6 +142,6 @@ def _legend_entries(axes, with_switch: bool):
 
 def write_plots(runs: list[Run], out: Path) -> list[str]:
     """Write both pictures into ``out``; returns their file names."""
-    plot_val_ap(runs, out / "val_ap.png")
-    plot_losses(runs, out / "losses.png")
-    return ["val_ap.png", "losses.png"]
+    plot_val_ap(runs, out / REPORT_VAL_AP_FILE)
+    plot_losses(runs, out / REPORT_LOSSES_FILE)
+    return [REPORT_VAL_AP_FILE, REPORT_LOSSES_FILE]

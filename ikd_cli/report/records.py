@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE
+from ikd_cli.config.layout import (LOG_FILE, LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, STUDY_FILE, detections_suffix,
+                                   eval_file_name, robustness_file_name)
 from ikd_cli.core.fileio import copy_file, ensure_writable_dir, refuse_inside
 
 # What report/runs.py reads from a run folder. Detections (``*.bbox.json``) and evaluation logs
 # are left behind: the report never opens them, and they are most of an eval's bytes.
-_RECORD_GLOBS = (RUN_FILE, PRESET_FILE, LOG_FILE, "*.log.json", "*.eval-*.json", "*.robustness-*.json")
-_LEFT_BEHIND = (".bbox.json",)
+_RECORD_GLOBS = (RUN_FILE, PRESET_FILE, LOG_FILE, LOG_JSON_GLOB, eval_file_name("*", "*"), robustness_file_name("*", "*"))
+_LEFT_BEHIND = (detections_suffix("bbox"),)
 
 
 def record_files(folder: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ikd_cli.config.layout import REPORT_JSON_FILE, REPORT_MD_FILE
 from ikd_cli.core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ikd_cli.core.ui import console
 from ikd_cli.report.classwise import classwise_summary, plot_classwise
@@ -37,9 +38,9 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
     figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + plot_comparisons(summary, out)
                + plot_robustness(summary, out)
                + write_diagnostics_plots(runs, out) + write_sweep_plots(summary["sweep"], out))
-    summary["files"] = {name: str(out / name) for name in ["report.md", "report.json", *figures]}
-    atomic_write_text(out / "report.md", render_markdown(summary, figures))
-    atomic_write_json(out / "report.json", summary)
+    summary["files"] = {name: str(out / name) for name in [REPORT_MD_FILE, REPORT_JSON_FILE, *figures]}
+    atomic_write_text(out / REPORT_MD_FILE, render_markdown(summary, figures))
+    atomic_write_json(out / REPORT_JSON_FILE, summary)
     print_summary(summary)
     if keep is not None:
         finished = [run.path for run in runs if run.final is not None]
@@ -47,5 +48,5 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
         left = f"; {len(runs) - len(finished)} unfinished or unevaluated runs not kept" if len(finished) < len(runs) else ""
         console.print(f"records: {kept} files of {len(finished)} runs in {keep}{left} "
                       f"(`ikd report {keep}` redraws this report)")
-    console.print(f"report: {out / 'report.md'} ({len(runs)} runs)")
+    console.print(f"report: {out / REPORT_MD_FILE} ({len(runs)} runs)")
     return summary

@@ -28,7 +28,8 @@ from typing import Iterable
 import yaml
 
 from ikd_cli.config.distillers import label
-from ikd_cli.config.layout import LOG_FILE, PRESET_FILE, RUN_FILE, STUDY_FILE, eval_file_name, robustness_file
+from ikd_cli.config.layout import (DELIVERED, LOG_FILE, LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, STUDY_FILE,
+                                   checkpoint_of_eval, eval_file, eval_file_name, robustness_file)
 from ikd_cli.config.presets import load_yaml
 from ikd_cli.config.schema import METRICS, default
 from ikd_cli.core.errors import IkdError
@@ -37,8 +38,6 @@ from ikd_cli.core.ui import console
 
 _LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
                 "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
-# The checkpoint a run delivers; `ikd evaluate CKPT` writes ``<stem>.eval-val.json`` beside it.
-_LATEST = {"train": "latest", "distill": "student_latest"}
 # mmcv's text log says "Epoch [3][40/117]": 117 is the epoch's true length, which the JSON log
 # does not record (it logs every log_interval iterations and skips the tail of an epoch).
 _EPOCH_LENGTH = re.compile(r"Epoch \[(\d+)\]\[\d+/(\d+)\]")
@@ -110,7 +109,7 @@ def read_run(folder: Path) -> Run:
     folder = Path(folder)
     info = read_json(folder / RUN_FILE, "run file")
     kind = info.get("command") if isinstance(info, dict) else None
-    if kind not in _LATEST:
+    if kind not in DELIVERED:
         raise IkdError(f"{folder / RUN_FILE} does not say whether it is a train or distill run")
     preset = _read_preset(folder)
     role = info.get("role", "student") if kind == "train" else "student"
@@ -190,7 +189,7 @@ def read_log(folder: Path) -> tuple[dict, list[dict]]:
     """
     meta: dict = {}
     records: list[dict] = []
-    for path in sorted(folder.glob("*.log.json")):  # names are launch timestamps
+    for path in sorted(folder.glob(LOG_JSON_GLOB)):  # names are launch timestamps
         file_meta, file_records = _read_log_file(path)
         meta = meta or file_meta
         if file_records:
@@ -282,15 +281,14 @@ def _val_epochs(records: list[dict]) -> list[dict]:
 def _eval_file(folder: Path, kind: str) -> tuple[Path | None, str]:
     """(eval file, checkpoint name if not the latest): the latest checkpoint's eval file, else
     the newest eval file of another of the run's checkpoints, else (None, "")."""
-    latest = folder / eval_file_name(_LATEST[kind])
+    latest = eval_file(folder / DELIVERED[kind], "val")
     if latest.is_file():
         return latest, ""
-    suffix = eval_file_name("")
-    others = [p for p in folder.glob(f"*{suffix}") if p.is_file()]
+    others = [p for p in folder.glob(eval_file_name("*")) if p.is_file()]
     if not others:
         return None, ""
     newest = max(others, key=lambda p: (p.stat().st_mtime_ns, p.name))
-    return newest, newest.name[: -len(suffix)] + ".pth"
+    return newest, checkpoint_of_eval(newest.name)
 
 
 def _final_metrics(folder: Path, kind: str, val: list[dict], last_epoch: int) -> tuple[dict | None, str, str]:
@@ -320,7 +318,7 @@ ROBUSTNESS = ("AP clean", "AP transfer", "AP white-box", "mPC", "rPC")
 
 def read_robustness(folder: Path, kind: str) -> dict | None:
     """The robustness figures of the run's delivered weights, or None when not measured."""
-    path = robustness_file(folder / f"{_LATEST[kind]}.pth")
+    path = robustness_file(folder / DELIVERED[kind])
     if not path.is_file():
         return None
     data = read_json(path, "robustness file")

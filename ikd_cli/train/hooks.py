@@ -10,7 +10,7 @@ from mmcv.runner import HOOKS, Hook, get_dist_info
 
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.ui import progress_bar
-from ikd_cli.config.layout import LATEST
+from ikd_cli.config.layout import LATEST, best_checkpoints, epoch_in_name
 
 
 @HOOKS.register_module(force=True)
@@ -68,13 +68,6 @@ class FiniteLossHook(Hook):
                            f"{runner.inner_iter + 1}{keep}; lower the learning rate (--set train.lr=...)")
 
 
-def _best_epoch(path: Path) -> int:
-    try:
-        return int(path.stem.rsplit("_", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
 @HOOKS.register_module(force=True)
 class BestOfThisRunHook(Hook):
     """Before mmcv's EvalHook reads which checkpoint is best (its ``before_run``), make that the
@@ -89,8 +82,8 @@ class BestOfThisRunHook(Hook):
         if runner.meta is None:
             runner.meta = {}
         msgs = runner.meta.setdefault("hook_msgs", {})
-        files = sorted(Path(runner.work_dir).glob("best_*_epoch_*.pth"), key=_best_epoch)
-        kept = [path for path in files if _best_epoch(path) <= runner.epoch]
+        files = best_checkpoints(runner.work_dir)
+        kept = [path for path in files if epoch_in_name(path) <= runner.epoch]
         newest = kept[-1] if kept else None
         if get_dist_info()[0] == 0:
             for path in files:

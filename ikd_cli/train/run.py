@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikd_cli.config.layout import LATEST
+from ikd_cli.config.layout import LATEST, best_checkpoints
 from ikd_cli.train import template
 
 
@@ -32,5 +32,5 @@ def train_detector(preset: dict, role: str, *, device: str | None, launcher: str
 
 
 def _best_line(work_dir: Path) -> str:
-    best = sorted(work_dir.glob("best_bbox_mAP_epoch_*.pth"))
+    best = best_checkpoints(work_dir)
     return f" (best: {best[-1].name})" if best else ""

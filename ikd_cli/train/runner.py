@@ -12,7 +12,7 @@ from mmcv.runner import RUNNERS, EpochBasedRunner, load_state_dict
 from ikd_cli.core.checkpoints import read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_symlink
-from ikd_cli.config.layout import LATEST
+from ikd_cli.config.layout import EPOCH_CHECKPOINT, LATEST
 
 
 @RUNNERS.register_module(force=True)
@@ -21,7 +21,7 @@ class IKDEpochBasedRunner(EpochBasedRunner):
     into place: a crash never leaves a half-written epoch_N.pth, or a latest.pth that points at
     one. (IKD's stage switch is a hook, :class:`ikd_cli.distill.hooks.DFAStageHook`.)"""
 
-    def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
+    def save_checkpoint(self, out_dir, filename_tmpl=EPOCH_CHECKPOINT, save_optimizer=True, meta=None,
                         create_symlink=True):
         final = filename_tmpl.format(self.epoch + 1)
         tmp = f".{final}.tmp"

@@ -10,7 +10,8 @@ import time
 from typing import Callable
 from pathlib import Path
 
-from ikd_cli.config.layout import CONFIG_FILE, LATEST, LOG_FILE, PRESET_FILE, RUN_FILE
+from ikd_cli.config.layout import (CHECKPOINTS_GLOB, CONFIG_FILE, EPOCH_CHECKPOINTS_GLOB, LATEST, LOG_FILE,
+                                   LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, epoch_in_name)
 from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
@@ -71,7 +72,7 @@ def resume_point(work_dir: Path) -> tuple[Path | None, str]:
         why = f"{LATEST} points to {os.readlink(latest)}, which is gone"
     else:
         why = f"there is no {LATEST}"
-    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: _epoch_of(p.name), reverse=True)
+    epochs = sorted(work_dir.glob(EPOCH_CHECKPOINTS_GLOB), key=epoch_in_name, reverse=True)
     for path in epochs:
         if path.resolve() == latest.resolve():
             continue
@@ -86,16 +87,9 @@ def resume_point(work_dir: Path) -> tuple[Path | None, str]:
     return None, ""
 
 
-def _epoch_of(name: str) -> int:
-    try:
-        return int(name.split("_", 1)[1].split(".", 1)[0])
-    except (IndexError, ValueError):
-        return -1
-
-
 def clear_run(work_dir: Path) -> None:
     """What --restart removes: checkpoints, their links and the run's logs."""
-    for pattern in ("*.pth", "*.log.json", LOG_FILE):
+    for pattern in (CHECKPOINTS_GLOB, LOG_JSON_GLOB, LOG_FILE):
         for path in work_dir.glob(pattern):
             path.unlink()
 
