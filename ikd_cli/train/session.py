@@ -10,7 +10,7 @@ import time
 from typing import Callable
 from pathlib import Path
 
-from ikd_cli.config.layout import (CHECKPOINTS_GLOB, CONFIG_FILE, EPOCH_CHECKPOINTS_GLOB, LATEST, LOG_FILE,
+from ikd_cli.config.layout import (BEST_CHECKPOINTS_GLOB, CONFIG_FILE, EPOCH_CHECKPOINTS_GLOB, LATEST, LOG_FILE,
                                    LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, epoch_in_name)
 from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
@@ -87,11 +87,23 @@ def resume_point(work_dir: Path) -> tuple[Path | None, str]:
     return None, ""
 
 
+# What a train or distill run writes into its folder under names of its own (mmcv's runner, its
+# EvalHook, the student hook and the logs): all that --restart may remove.
+RUN_OUTPUTS = (EPOCH_CHECKPOINTS_GLOB, LATEST, BEST_CHECKPOINTS_GLOB, "student_*.pth", LOG_JSON_GLOB, LOG_FILE)
+
+
 def clear_run(work_dir: Path) -> None:
-    """What --restart removes: checkpoints, their links and the run's logs."""
-    for pattern in (CHECKPOINTS_GLOB, LOG_JSON_GLOB, LOG_FILE):
-        for path in work_dir.glob(pattern):
-            path.unlink()
+    """What --restart removes: the files an ikd run writes (:data:`RUN_OUTPUTS`), and only in a
+    folder whose run.json says an ikd run lived there; a folder without one is refused if it
+    holds files of those names (another tool's, which the new run would overwrite). A link is
+    removed, never what it points to; a folder of such a name is left alone."""
+    outputs = sorted({p for pattern in RUN_OUTPUTS for p in work_dir.glob(pattern) if p.is_symlink() or p.is_file()})
+    if outputs and not (work_dir / RUN_FILE).is_file():
+        shown = ", ".join(p.name for p in outputs[:3]) + (" ..." if len(outputs) > 3 else "")
+        raise IkdError(f"{work_dir} holds {shown} but no {RUN_FILE}: no ikd run wrote them, and --restart removes "
+                       "only what one did; use another --work-dir")
+    for path in outputs:
+        path.unlink()
 
 
 class TrainingSession:
