@@ -258,6 +258,31 @@ def test_no_write_or_delete_goes_through_a_linked_folder(tmp_path):
     assert victim.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("planted", ["records-0.jsonl", "attack-0.log"])
+def test_an_attack_never_appends_through_a_planted_link(planted, trained_teacher, tiny_sets, tmp_path):
+    outside = tmp_path / "bashrc"
+    outside.write_text("keep me")
+    out = tmp_path / "adv"
+    out.mkdir()
+    (out / planted).symlink_to(outside)
+    result = run_cli("attack", "--checkpoint", trained_teacher, "--out", out, "--device", DEVICE, "--workers", "0",
+                     "--steps", "1", "--limit", "1", *tiny_sets, expect=None)
+    _one_line(result, f"{out / planted} is a symbolic link")
+    assert outside.read_text() == "keep me"
+
+
+def test_a_training_never_appends_its_log_through_a_planted_link(tiny_sets, tmp_path):
+    outside = tmp_path / "bashrc"
+    outside.write_text("keep me")
+    run = tmp_path / "w" / "student"
+    run.mkdir(parents=True)
+    (run / "train.log").symlink_to(outside)
+    result = run_cli("train", "--model", "student", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets,
+                     expect=None)
+    _one_line(result, f"{run / 'train.log'} is a symbolic link")
+    assert outside.read_text() == "keep me"
+
+
 def _with_extra_train_image(root: Path, name: str) -> None:
     """A copy of the first training image under ``name``, with its own entry and box."""
     ann_file = root / "annotations" / "instances_train.json"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, DELTA_SUFFIX, adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json, distinct_outputs, files_below, inside, read_json, unlinked
+from ikd_cli.core.fileio import (atomic_write_json, distinct_outputs, files_below, inside, open_append, read_json,
+                                 unlinked)
 from ikd_cli.config.layout import ATTACK_SUMMARY_FILE, RECORDS_GLOB, records_file
 
 
@@ -140,7 +141,7 @@ def record_skipped(out_dir: Path, bad: dict, rank: int = 0) -> None:
     """Append a "skipped" record for each of ``bad`` (image -> why) the set does not list yet."""
     new = {name: why for name, why in bad.items() if name not in read_skipped(out_dir)}
     if new:
-        with open(Path(out_dir) / records_file(rank), "a", encoding="utf-8") as records:
+        with open_append(Path(out_dir) / records_file(rank)) as records:
             records.write("".join(json.dumps({"image": name, "skipped": why}) + "\n" for name, why in new.items()))
 
 

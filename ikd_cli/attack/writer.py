@@ -23,7 +23,7 @@ from pathlib import Path
 from ikd_cli.attack.storage import encode_adversarial, pixel_digest
 from ikd_cli.config.layout import adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_bytes, unlinked
+from ikd_cli.core.fileio import atomic_write_bytes, open_append, unlinked
 
 _DONE = object()  # the last job: no more batches
 _POLL_S = 0.1  # how often a blocked put or get looks whether the other side has stopped
@@ -43,7 +43,7 @@ class SetWriter:
         self._thread = threading.Thread(target=self._run, name="ikd-attack-writer")
 
     def __enter__(self) -> SetWriter:
-        self._records = open(self.records_path, "a", encoding="utf-8")
+        self._records = open_append(self.records_path)
         self._thread.start()
         return self
 

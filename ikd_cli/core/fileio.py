@@ -179,6 +179,20 @@ def unlinked(base: str | os.PathLike, rel: str | os.PathLike, what: str = "file 
     return path
 
 
+def open_append(path: str | os.PathLike):
+    """``path`` opened to append text (a log, an adversarial set's records), never through a
+    symbolic link: a received folder's ``records-0.jsonl -> ~/.bashrc`` would otherwise have
+    ikd append to the file behind it. Line-buffered, so each record reaches the file whole."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise IkdError(f"{path} is a symbolic link; ikd never writes through a link in its folders "
+                           "(remove it)") from None
+        raise _explain_os_error(Path(path), err) from None
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
 def files_below(folder: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Every file (or link) below ``folder`` whose name ends in ``suffix``, without entering a
     linked folder (``Path.rglob`` enters them before Python 3.13)."""

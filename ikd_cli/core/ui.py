@@ -16,6 +16,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from ikd_cli.core.fileio import open_append
+
 
 class _Terminal:
     """A file-like object that writes to whatever stream was the terminal when the quiet
@@ -93,7 +95,7 @@ def quiet_to_log(log_file: str | os.PathLike | None, verbose: bool = False) -> I
         return
     log_path = Path(log_file)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8", buffering=1) as log_stream, _loggers_to(log_path), \
+    with open_append(log_path) as log_stream, _loggers_to(log_path), \
             _console_and_warnings(), _mmcv_bars_to(log_stream), _fd2_to(log_stream), \
             contextlib.redirect_stdout(log_stream), contextlib.redirect_stderr(log_stream), \
             warnings.catch_warnings():
