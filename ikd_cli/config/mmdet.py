@@ -118,8 +118,19 @@ def has_masks(cfg) -> bool:
     return _has_masks(cfg.model)
 
 
-def build_config(preset: dict, role: str):
-    """The mmdet Config for ``role`` (teacher or student) of ``preset``, ready to train or test."""
+def student_start(preset: dict) -> str | None:
+    """``student.checkpoint``: the weights a student run starts from (None: its own
+    initialisation); a path where no file is, is refused in one line before any work."""
+    path = preset["student"]["checkpoint"]
+    if path and not Path(path).is_file():
+        raise IkdError(f"student.checkpoint not found: {path} (the weights to start the student from); fix the "
+                       "path, or set student.checkpoint='' to start from the student's own initialisation")
+    return path or None
+
+
+def build_config(preset: dict, role: str, *, start: bool = False):
+    """The mmdet Config for ``role`` (teacher or student) of ``preset``, ready to train or test;
+    ``start``: for training, the student starts from ``student.checkpoint`` (mmdet's ``load_from``)."""
     if role not in ROLES:
         raise IkdError(f"model must be teacher or student, got '{role}'")
     cfg = load_mmdet_config(resolve_config_path(preset[role]["config"]))
@@ -127,6 +138,9 @@ def build_config(preset: dict, role: str):
     apply_schedule(cfg, preset, role)
     if role == "student" and not preset["student"].get("pretrained", True):
         drop_pretrained(cfg.model)
+    start_from = student_start(preset) if start and role == "student" else None
+    if start_from:
+        cfg.load_from = start_from
     cfg.work_dir = str(run_dir(preset, role))
     cfg.gpu_ids = [0]
     cfg.ikd = dict(preset=preset["name"], role=role)

@@ -147,7 +147,27 @@ def load_weights(model, state_dict: dict, source: str, *, prefix: str = "", allo
                         f"{tuple(wanted[k].shape)} in the model" + (f" (+{len(shape) - 1} more)" if len(shape) > 1 else ""))
     if problems:
         raise IkdError(f"checkpoint {source} does not fit the model config: " + "; ".join(problems))
+    unfit = _not_finite_floats(given, wanted)
+    if unfit:
+        raise IkdError(f"checkpoint {source} {unfit}: its weights are not finite floats; refused")
     model.load_state_dict({k: v for k, v in given.items() if k in wanted}, strict=False)
+
+
+def _not_finite_floats(given: dict, wanted: dict) -> str:
+    """'' when every weight the model holds as a float is a finite float in the checkpoint, else
+    what the first other one is: an integer tensor would be cast silently, and one NaN makes
+    every output NaN (a teacher so broken attacks nothing and teaches nothing)."""
+    import torch
+
+    for key, target in wanted.items():
+        value = given.get(key)
+        if not isinstance(value, torch.Tensor) or not target.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            return f"holds {key} as {str(value.dtype).removeprefix('torch.')}, where the model has a float tensor"
+        if not bool(torch.isfinite(value).all()):
+            return f"holds non-finite values (nan or inf) in {key}"
+    return ""
 
 
 def build_detector_with_weights(cfg, state_dict: dict, source: str):

@@ -87,6 +87,8 @@ def build_distill_config(preset: dict):
         init_student=d["init_student"],
         losses=distill_losses(preset),
     )
+    if preset["student"]["checkpoint"]:  # the whole student starts from it (checked to fit)
+        cfg.model.student_checkpoint = preset["student"]["checkpoint"]
     train = base_dataset(cfg.data.train)
     adv_dir = str(adversarial_set_dir(preset, "train"))
     skipped = sorted(skipped_images(preset)) if d["dfa_until"] > 0 else []

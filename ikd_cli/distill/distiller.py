@@ -112,24 +112,32 @@ class IKDDistiller(BaseDetector):
         for loss in self.distill_losses.values():
             if hasattr(loss, "init_weights"):
                 loss.init_weights()
+        # what init_student did, for the run to say and record (distill/hooks.py: RunChecksHook)
+        self.inherited = None
         if self.teacher_checkpoint:
             ckpt = read_checkpoint(self.teacher_checkpoint)
             load_weights(self.teacher, ckpt["state_dict"], self.teacher_checkpoint)
-            if self.init_student:
-                self._copy_teacher_into_student(ckpt["state_dict"])
-        if self.student_checkpoint:  # the whole student, checked to fit (after init_student: it wins)
+            # a student checkpoint replaces every student weight: inheriting first would be undone
+            if self.init_student and not self.student_checkpoint:
+                self.inherited = self._copy_teacher_into_student(ckpt["state_dict"])
+        if self.student_checkpoint:  # the whole student, checked to fit
             load_weights(self.student, read_checkpoint(self.student_checkpoint)["state_dict"], self.student_checkpoint)
 
-    def _copy_teacher_into_student(self, teacher_state: dict) -> None:
+    def _copy_teacher_into_student(self, teacher_state: dict) -> dict:
         """``init_student``: every teacher weight but the backbone's goes into the student, where
-        the student has a parameter of that name and shape (neck and head)."""
+        the student has a tensor of that name and shape (neck and head). Returns the counts over
+        the student's neck and head tensors: inherited, of, and the others skipped for their
+        ``shape`` or ``missing`` from the teacher."""
         student_state = self.student.state_dict()
-        copied = {k: v for k, v in teacher_state.items()
-                  if not k.startswith("backbone.") and k in student_state and student_state[k].shape == v.shape}
+        own = [k for k in student_state if not k.startswith("backbone.")]
+        copied = {k: teacher_state[k] for k in own
+                  if k in teacher_state and teacher_state[k].shape == student_state[k].shape}
         if not copied:
             raise IkdError("init_student found no teacher weights that fit the student's neck or head; "
                            "set distill.init_student=false")
         load_state_dict(self.student, copied, strict=False)
+        shape = sum(k in teacher_state for k in own) - len(copied)
+        return dict(inherited=len(copied), of=len(own), shape=shape, missing=len(own) - len(copied) - shape)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -23,7 +23,7 @@ def train_detector(preset: dict, role: str, *, device: str | None, launcher: str
     from ikd_cli.config.mmdet import build_config
 
     return template.run(template.Run(
-        preset, build=lambda: build_config(preset, role), run_info={"command": "train", "role": role},
+        preset, build=lambda: build_config(preset, role, start=True), run_info={"command": "train", "role": role},
         title=f"train {role}", role=role, counts=training_keys(preset, role),
         announce=lambda session, cfg: f"training the [bold]{role}[/] of preset [bold]{preset['name']}[/] on "
                                       f"{session.where}",
