@@ -29,6 +29,8 @@ ATTACK_PREVIEW_FILE = "preview.png"  # what the attack did to a few images, to l
 ATTACK_SUMMARY_FILE = "summary.json"  # an adversarial set's totals, written when a run finishes
 RECORDS_GLOB = "records-*.jsonl"  # every rank's per-image records of an adversarial set
 STUDY_FILE = "study.json"  # marks the top of a study for `ikd report`: study/<arm>/.../<run folder>
+TEACHER_CHECK_FILE = "teacher-check.json"  # beside a teacher checkpoint: its score on a few val images, per sha256
+DRY_RUN_FILE = "dry-run.txt"  # the table `ikd distill --dry-run` leaves in the work dir (and nothing else)
 
 
 def records_file(rank: int) -> str:

@@ -59,7 +59,12 @@ def _grad_norms(loss: Tensor | None, features: list[Tensor]) -> list[float]:
 
 
 def _log10_ratio(a: float, b: float) -> float:
-    return math.log10((a + _TINY) / (b + _TINY))
+    """log10(a / b), also where a gradient norm overflowed (a distillation weight of 1e30): inf,
+    -inf or nan then, logged as such, so that the NaN guard, not math.log10, says what happened."""
+    ratio = (a + _TINY) / (b + _TINY)
+    if math.isnan(ratio) or ratio <= 0.0:
+        return math.nan if math.isnan(ratio) else -math.inf
+    return math.log10(ratio)
 
 
 def adversarial_diagnostics(entries: dict, losses: dict, clean: tuple[dict, dict], adv: tuple[dict, dict]) -> dict:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ikd_cli.attack.manifest import missing_or_stale, read_skipped
 from ikd_cli.config.distillers import DISTILLERS, label
@@ -53,32 +54,42 @@ def counts_for_distill(preset: dict):
     teacher, student, distill and attack (backdoor.* and the like change nothing here), less the
     weights of the distiller it does not use (an FGD run ignores distill.mgd.*, and so on)."""
     sections = ("data", "train", "teacher", "student", "distill", "attack")
-    unused = tuple(f"distill.{m}." for m in DISTILLERS if m != preset["distill"]["method"])
+    # ... and the teacher check's settings, which decide whether a run starts, not what it learns
+    unused = tuple(f"distill.{m}." for m in DISTILLERS if m != preset["distill"]["method"]) + ("distill.teacher_check",)
     return lambda key: key.split(".", 1)[0] in sections and not key.startswith(unused)
 
 
 def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: bool, restart: bool = False,
-                must_resume: bool = False, work_dir: Path | None = None) -> Path:
+                must_resume: bool = False, work_dir: Path | None = None,
+                teacher_check: Callable[[Path], dict] | None = None) -> Path:
     """Distil (or continue distilling) with ``preset``; returns the student's latest checkpoint.
-    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself)."""
+    ``work_dir`` replaces the preset's run folder (``ikd resume DIR`` continues DIR itself);
+    ``teacher_check`` scores the teacher's checkpoint before any model is built
+    (``ikd_cli.evaluate.teacher_check``, from the API), and run.json records its answer."""
     from ikd_cli.distill.config import skipped_images
 
     method = label(preset["distill"]["method"])
     # Images the adversarial set skipped as unreadable (--skip-bad) do not stop the data check.
     skipped = skipped_images(preset) if preset["distill"]["dfa_until"] > 0 else {}
+    checked = {}  # what build()'s teacher check said, for run.json
 
     def build():
         import mmcv
 
+        from ikd_cli.config.mmdet import student_start
         from ikd_cli.core.checkpoints import teacher_checkpoint
         from ikd_cli.distill.config import build_distill_config
 
         cfg = build_distill_config(preset)
-        teacher_checkpoint(preset)  # fail early, before any model is built
+        teacher = teacher_checkpoint(preset)  # fail early, before any model is built
+        student_start(preset)
+        if teacher_check is not None:  # before the run seeds its generators (and they are kept anyway)
+            checked["teacher_check"] = teacher_check(teacher)
         mmcv.utils.import_modules_from_strings(**cfg.custom_imports)
         return cfg
 
     def hooks(session, cfg):
+        from ikd_cli.distill.checks import RunChecksHook, weight_keys
         from ikd_cli.distill.hooks import DFAStageHook, StudentCheckpointHook
 
         if skipped:
@@ -86,7 +97,9 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         loader = stage1_loader(cfg, preset, session.distributed) if cfg.dfa_until > 0 else None
         stage = DFAStageHook(cfg.dfa_until, loader, stage1=f"{method} + IKD augmentation (adversarial features)",
                              stage2=f"plain {method}")
-        return [(stage, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best(), *diagnostics_hooks(preset)]
+        checks = RunChecksHook(weight_keys(preset), checked)
+        return [(stage, "VERY_HIGH"), (checks, "VERY_HIGH"), *StudentCheckpointHook.for_preset(preset).with_best(),
+                *diagnostics_hooks(preset)]
 
     def done(work_dir: Path) -> str:
         best = f" (best: {STUDENT_BEST})" if (work_dir / STUDENT_BEST).exists() else ""
