@@ -23,11 +23,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+from ikd_cli.attack.run import RECORD_LOSS, WORKERS
 from ikd_cli.config import presets
 from ikd_cli.config.schema import SETTINGS
 from ikd_cli.core.errors import IkdError
 
-__all__ = ["load_preset", "train", "attack", "distill", "evaluate"]
+__all__ = ["load_preset", "train", "attack", "export_attack", "distill", "evaluate", "robustness"]
 
 
 def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] = None, section: str = "",
@@ -64,16 +65,27 @@ def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, setti
 
 def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settings: Optional[dict] = None,
            limit: Optional[int] = None, checkpoint: Optional[Path] = None, out: Optional[Path] = None,
-           overwrite: bool = False, device: Optional[str] = None, workers: int = 2, record_loss: bool = True,
-           verbose: bool = False, **options: Any) -> dict:
+           overwrite: bool = False, device: Optional[str] = None, workers: int = WORKERS,
+           record_loss: bool = RECORD_LOSS, verbose: bool = False, launcher: str = "none", skip_bad: bool = False,
+           **options: Any) -> dict:
     """``ikd attack``: adversarial copies of a split's images against the teacher (``options`` are
     ``attack.*``: ``method``, ``eps``, ``steps``, ...); returns the set's summary (images,
     attacked, failed, linf_max, losses before and after)."""
     from ikd_cli.attack.run import run_attack
 
     tree = load_preset(preset, settings, "attack", **options)
-    return run_attack(tree, split=split, limit=limit, device=device, launcher="none", overwrite=overwrite,
-                      checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose)
+    return run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
+                      checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
+                      skip_bad=skip_bad)
+
+
+def export_attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, dest: Path,
+                  settings: Optional[dict] = None, out: Optional[Path] = None) -> int:
+    """``ikd attack --export DIR``: the finished set of ``split`` (at ``out``, or the preset's) as
+    plain PNG images in ``dest``; returns the images written."""
+    from ikd_cli.attack.export import export_set
+
+    return export_set(load_preset(preset, settings), split=split, out=out, dest=Path(dest))
 
 
 def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = None, device: Optional[str] = None,
@@ -88,14 +100,28 @@ def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = 
 
 def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student",
              images: Optional[Path] = None, split: str = "val", settings: Optional[dict] = None,
-             device: Optional[str] = None, verbose: bool = False) -> dict:
+             device: Optional[str] = None, verbose: bool = False, classwise: bool = False,
+             out: Optional[Path] = None) -> dict:
     """``ikd evaluate``: COCO bbox metrics of a checkpoint on the preset's split (or on ``images``,
     another copy of them); returns ``{"AP": ..., "AP50": ..., ...}`` (fractions, as COCOeval)
-    and writes the same JSON file beside the checkpoint as the command."""
+    and writes the same JSON file beside the checkpoint as the command (or at ``out``). Without
+    a preset, ``settings`` apply to the preset the checkpoint carries."""
     from ikd_cli.evaluate.run import evaluate_checkpoint
 
-    sets = [f"{k}={v}" for k, v in (settings or {}).items()]
-    tree = presets.load(preset, presets.parse_set(sets)) if preset else None
+    tree = load_preset(preset, settings) if preset else None
     results = evaluate_checkpoint(Path(checkpoint), preset=tree, model=model, images=images, split=split,
-                                  overrides=sets, data_root=None, device=device, verbose=verbose)
+                                  overrides=settings, device=device, verbose=verbose, classwise=classwise, out=out)
     return results["bbox"] if "bbox" in results else results
+
+
+def robustness(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student", split: str = "val",
+               settings: Optional[dict] = None, corruptions: Optional[str] = None, severities: Optional[str] = None,
+               device: Optional[str] = None, verbose: bool = False) -> dict:
+    """``ikd evaluate --robustness``: the checkpoint scored clean, on the teacher's adversarial
+    set, under the preset's attack on itself and under corruptions (``corruptions``: a set name
+    or names, None: the default set); returns the summary it writes beside the checkpoint."""
+    from ikd_cli.evaluate.robustness import evaluate_robustness
+
+    tree = load_preset(preset, settings) if preset else None
+    return evaluate_robustness(Path(checkpoint), preset=tree, model=model, overrides=settings, device=device,
+                               verbose=verbose, corruptions=corruptions, severities=severities, split=split)

@@ -47,7 +47,9 @@ def parse_args():
     parser.add_argument("--json", help="write the images/s and peak GPU memory here")
     parser.add_argument("--command-images", type=int, default=16,
                         help="images of the command's loop per timing (0: skip part 4)")
-    parser.add_argument("--workers", type=int, default=2, help="the command's loader workers (ikd attack's default)")
+    from ikd_cli.attack.run import WORKERS
+
+    parser.add_argument("--workers", type=int, default=WORKERS, help="the command's loader workers (ikd attack's default)")
     parser.add_argument("--coco", action="store_true", help="only the COCO-scale projection (see above)")
     return parser.parse_args()
 
@@ -157,6 +159,7 @@ def batch_variants(bench: Bench, batches: list, amp_batches: list) -> dict:
 
     from ikd_cli.attack.batch import attack_batch, pad_batch
     from ikd_cli.attack.methods import build_attack
+    from ikd_cli.attack.run import RECORD_LOSS
     from ikd_cli.attack.storage import encode_adversarial
 
     clock, images = bench.clock, bench.images
@@ -182,7 +185,7 @@ def batch_variants(bench: Bench, batches: list, amp_batches: list) -> dict:
     def whole(n, amp=False):  # what ikd attack does per batch (the same functions), without the file system
         start = clock()
         results = attack_batch(attack, bench.teacher, bench.prep, images[:n], bench.boxes[:n], bench.labels[:n],
-                               device=bench.device, seed=0, amp=amp)
+                               device=bench.device, seed=0, record_loss=RECORD_LOSS, amp=amp)
         for image, result in zip(images, results):
             encode_adversarial(image, result.pixels, attack.eps, "delta")  # the default storage format
         return (clock() - start) / n
@@ -286,7 +289,8 @@ def command_variants(args, root, teacher, prep, batches, device, clock) -> dict:
             batch = items[k:k + b]
             results = attack_batch(run.attack, teacher, prep, [i["img"] for i in batch], [i["bboxes"] for i in batch],
                                    [i["labels"] for i in batch], device=device,
-                                   seed=batch_seed(run.preset, batch[0]["index"]), amp=run.preset["attack"]["amp"])
+                                   seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
+                                   amp=run.preset["attack"]["amp"])
             for item, result in zip(batch, results):
                 encode_adversarial(item["img"], result.pixels, run.attack.eps, fmt)
         return (clock() - start) / len(items)
@@ -309,7 +313,7 @@ def coco_projection(args) -> None:
     from mmdet.models import build_detector
 
     from ikd_cli.attack.batch import attack_batch
-    from ikd_cli.attack.run import AttackData, attack_dataset, batch_seed, preset_attack
+    from ikd_cli.attack.run import RECORD_LOSS, AttackData, attack_dataset, batch_seed, preset_attack
     from ikd_cli.attack.storage import encode_adversarial
     from ikd_cli.attack.teacher_loss import Preprocess, prepare_teacher
     from ikd_cli.config import presets
@@ -327,7 +331,8 @@ def coco_projection(args) -> None:
     for item in items if args.device == "cpu" else [items[0]] + items * 3:
         start = time.perf_counter()
         result = attack_batch(attack, teacher, prep, [item["img"]], [item["bboxes"]], [item["labels"]],
-                              device=args.device, seed=batch_seed(preset, item["index"]))[0]
+                              device=args.device, seed=batch_seed(preset, item["index"]),
+                              record_loss=RECORD_LOSS)[0]
         encode_adversarial(item["img"], result.pixels, attack.eps, "delta")
         if args.device == "cuda":
             torch.cuda.synchronize()

@@ -15,6 +15,7 @@ import pytest
 
 from helpers import DEVICE, IKD_EXE, run_cli, verify_adversarial_set
 from ikd_cli.config.layout import eval_file, robustness_file
+from ikd_cli.config.presets import parse_set
 
 # One attack step, a small budget: the tests check behaviour, not strength.
 ATTACK = ["--set", "attack.steps=2", "--set", "attack.eps=4", "--set", "attack.alpha=2"]
@@ -84,7 +85,7 @@ def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, tra
     assert statistics.fmean(after) > statistics.fmean(before) and sum(a > b for a, b in zip(after, before)) >= 7
 
     # The loss the records hold is the student's own: recomputed here from the stored pixels.
-    ev = load_evaluation(ckpt, preset=None, model="student", overrides=ATTACK[1::2], data_root=None, device="cpu",
+    ev = load_evaluation(ckpt, preset=None, model="student", overrides=parse_set(ATTACK[1::2]), device="cpu",
                          verbose=False)
     assert whitebox_plan(ev, "val")[0] == folder  # the folder is keyed by these weights and settings
     from ikd_cli.attack.run import load_teacher
@@ -109,13 +110,13 @@ def test_whitebox_attack_raises_the_models_own_loss_within_eps(tiny_student, tra
     assert "finished; reused" in again.output and "stored in" in again.output
     assert eval_file(ckpt, summary["whitebox"]["file"].split(".eval-")[1][:-5]).stat().st_mtime_ns == mtime
     # Another budget, or other weights, is another set (and another eval file), never the cached one.
-    other = load_evaluation(ckpt, preset=None, model="student", overrides=[*ATTACK[1::2], "attack.eps=2"],
-                            data_root=None, device="cpu", verbose=False)
+    other = load_evaluation(ckpt, preset=None, model="student", overrides=parse_set([*ATTACK[1::2], "attack.eps=2"]),
+                            device="cpu", verbose=False)
     assert whitebox_plan(other, "val")[0] != folder
     retrained = ckpt.with_name("retrained.pth")
     torch.save(dict(torch.load(ckpt, weights_only=False), meta={**torch.load(ckpt, weights_only=False)["meta"],
                                                                 "epoch": 99}), retrained)
-    ev_retrained = load_evaluation(retrained, preset=None, model="student", overrides=ATTACK[1::2], data_root=None,
+    ev_retrained = load_evaluation(retrained, preset=None, model="student", overrides=parse_set(ATTACK[1::2]),
                                    device="cpu", verbose=False)
     assert whitebox_plan(ev_retrained, "val")[0].name.split("-")[-1] != folder.name.split("-")[-1]
 
@@ -180,8 +181,7 @@ def test_batched_settings_detect_as_batch_one_and_batch_only_one_size(trained_te
     from ikd_cli.evaluate.run import load_evaluation, score
 
     ckpt = _copy_run(trained_teacher, tmp_path / "run")
-    ev = load_evaluation(ckpt, preset=None, model="teacher", overrides=[], data_root=None, device=DEVICE,
-                         verbose=False)
+    ev = load_evaluation(ckpt, preset=None, model="teacher", overrides={}, device=DEVICE, verbose=False)
     assert batch_size(ev, "val") == 4  # the tiny preset's data.samples_per_gpu: every val image is 96 x 96
     one, four = (score(ev, "val", tag=f"val-b{n}", samples_per_gpu=n) for n in (1, 4))
 

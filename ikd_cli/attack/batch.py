@@ -54,7 +54,7 @@ class Autocast:
 
 
 def attack_batch(attack: Attack, teacher, prep: Preprocess, images, boxes, labels, *, device: str,
-                 seed: int, record_loss: bool = True, amp: bool = False) -> list[AttackedImage]:
+                 seed: int, record_loss: bool, amp: bool = False) -> list[AttackedImage]:
     """Attack ``images`` (list of (h, w, 3) uint8) against ``teacher``'s classification loss with
     their gt ``boxes``/``labels``; returns one :class:`AttackedImage` each, rounded into the budget.
 

@@ -94,6 +94,9 @@ def load_teacher(cfg, checkpoint: Path, device: str, state_dict: dict | None = N
 
 
 PREVIEW_IMAGES = 4  # rows of preview.png
+# `ikd attack`'s options that are not preset keys: they change what a run costs, never its pixels.
+WORKERS = 2  # image-loading worker processes
+RECORD_LOSS = True  # measure the teacher's loss before and after (2 extra forward passes)
 
 
 def write_attack_preview(path: Path, teacher, cfg, dataset, names: list[str], eps: float) -> None:
@@ -187,13 +190,13 @@ class AttackRun:
     device: str
     rank: int = 0
     world: int = 1
-    workers: int = 2
-    record_loss: bool = True
+    workers: int = WORKERS
+    record_loss: bool = RECORD_LOSS
 
 
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
-               out: Path | None = None, workers: int = 2, record_loss: bool = True,
+               out: Path | None = None, workers: int = WORKERS, record_loss: bool = RECORD_LOSS,
                verbose: bool = False, skip_bad: bool = False, target: Target | None = None) -> dict:
     """Attack ``split`` against ``target`` (default: the preset's teacher, ``checkpoint`` or its
     usual file) into ``out`` (default: the preset's adversarial set folder); ``skip_bad`` goes on

@@ -26,7 +26,9 @@ from collections import defaultdict
 
 import numpy as np
 
-ATTACKS = ("misclassify", "disappear")
+from ikd_cli.config.schema import BackdoorAttack, default
+
+ATTACKS = tuple(a.value for a in BackdoorAttack)
 
 
 def iou_matrix(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
@@ -42,8 +44,8 @@ def iou_matrix(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def attack_success(gt: dict, detections: list, *, attack: str, target_id: int, score_thr: float = 0.3,
-                   iou_thr: float = 0.5) -> dict:
+def attack_success(gt: dict, detections: list, *, attack: str, target_id: int,
+                   score_thr: float = default("backdoor.score_thr"), iou_thr: float = default("backdoor.iou_thr")) -> dict:
     """ASR over the images of ``gt`` (a COCO annotation dict) given ``detections`` (a COCO result
     list: image_id, category_id, bbox, score). Returns ``{"asr": k / n, "successes": k, "objects":
     n, "detected": d, "asr_detected": k / d}`` (misclassify; a share is None when its count is 0;
@@ -55,7 +57,7 @@ def attack_success(gt: dict, detections: list, *, attack: str, target_id: int, s
     for ann in gt["annotations"]:
         if ann.get("iscrowd", 0) or ann["image_id"] not in images:
             continue
-        if attack == "misclassify" and ann["category_id"] == target_id:
+        if attack == BackdoorAttack.misclassify and ann["category_id"] == target_id:
             continue
         objects[ann["image_id"]].append(ann["bbox"])
     found = defaultdict(list)  # image -> [(box, score, is target)]
@@ -70,10 +72,10 @@ def attack_success(gt: dict, detections: list, *, attack: str, target_id: int, s
         for row in overlaps:
             matched = [dets[j] for j in np.flatnonzero(row)]
             detected += bool(matched)
-            if attack == "disappear":
+            if attack == BackdoorAttack.disappear:
                 successes += not matched
             elif matched:
                 successes += max(matched, key=lambda d: d[1])[2]
     share = (lambda k, n: k / n if n else None)
     return dict(asr=share(successes, total), successes=successes, objects=total, detected=detected,
-                asr_detected=share(successes, detected) if attack == "misclassify" else None)
+                asr_detected=share(successes, detected) if attack == BackdoorAttack.misclassify else None)

@@ -36,8 +36,8 @@ def defence_preset(preset: dict, method: str, victim: Path, teacher: Path | None
     """The preset a defence trains with: the clean subset as training data, the clean val split,
     the victim's model config as teacher and student, the ``backdoor.*`` schedule, and no
     validation: ``ikd backdoor evaluate`` measures the result, clean AP included (a validation
-    after the last epoch repeated that half of it, ~2.5 of a subset's 14 CPU minutes, and
-    changed no weight: it ran after the last checkpoint)."""
+    after the last epoch would repeat that half of it at a real share of the defence's time,
+    and changes no weight: it runs after the last checkpoint)."""
     b = preset["backdoor"]
     config = preset[b["victim"]]["config"]
     absolute = {key: str(Path(data_path(preset, key)).resolve()) for key in ("train_images", "val_ann", "val_images")}
@@ -185,7 +185,7 @@ def _stages_text(dfa_until: int, epochs: int) -> str:
 
 
 def _stage_hook(dfa_until: int, loader):
-    """``ikd distill``'s stage switch (:class:`DFAStageHook`), saying NAD where it says FGD."""
+    """``ikd distill``'s stage switch (:class:`DFAStageHook`), its stages named for NAD."""
     from ikd_cli.distill.hooks import DFAStageHook
 
     return DFAStageHook(dfa_until, loader, stage1="NAD + IKD augmentation (adversarial features)", stage2="NAD")

@@ -74,7 +74,7 @@ def evaluate_backdoor(checkpoint: Path, *, preset: dict | None = None, score_thr
             return old
 
     role = tree["backdoor"]["victim"] if preset is not None else "student"
-    common = dict(preset=preset, model=role, split="val", overrides=None, data_root=None, device=device,
+    common = dict(preset=preset, model=role, split="val", overrides=None, device=device,
                   verbose=verbose)
     clean = evaluate_checkpoint(checkpoint, images=None, **common)
     triggered = evaluate_checkpoint(checkpoint, images=out / TRIGGERED_IMAGES, **common)

@@ -7,10 +7,12 @@ from typing import List, Optional
 
 import typer
 
+from ikd_cli import api
 from ikd_cli.cli.app import app, handle_errors
-from ikd_cli.cli.options import DataRootOpt, Device, DeviceOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, load_preset
+from ikd_cli.cli.options import DataRootOpt, Device, DeviceOpt, SetOpt, TrustCheckpointOpt, VerboseOpt, cli_settings
 from ikd_cli.config.presets import Role, Split
 from ikd_cli.core.errors import IkdError
+from ikd_cli.evaluate.corruptions import DEFAULT_SET, NO_CORRUPTIONS, describe_sets
 
 
 @app.command()
@@ -39,30 +41,22 @@ def evaluate(
                                          "against this checkpoint itself (white-box, cached beside it) and common "
                                          "corruptions (mPC, rPC); each setting is kept and skipped on re-run."),
     corruptions: Optional[str] = typer.Option(None, "--corruptions", metavar="SET|NAMES",
-                                    help="With --robustness: 'default' (gaussian_noise, shot_noise, motion_blur, "
-                                         "contrast, jpeg_compression at severities 1,3,5), 'all' (the 15 x 5 of the "
-                                         "benchmark), 'none', or corruption names separated by commas. "
-                                         "[default: default]"),
+                                    help=f"With --robustness: {describe_sets()}, '{NO_CORRUPTIONS}', or corruption "
+                                         f"names separated by commas. [default: {DEFAULT_SET}]"),
     severities: Optional[str] = typer.Option(None, "--severities", metavar="1,3,5",
                                              help="With --robustness: the severities (1-5) instead of the set's."),
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
-    preset_tree = load_preset(preset, sets, data_root) if preset else None
+    settings = cli_settings(sets, data_root)
     if not robustness and (corruptions or severities):
         raise IkdError("--corruptions and --severities go with --robustness")
     if robustness:
         if images is not None or classwise:
             raise IkdError("--robustness scores its own copies of the images; leave out --images and --classwise "
                            "(run --classwise on its own)")
-        from ikd_cli.evaluate.robustness import evaluate_robustness
-
-        evaluate_robustness(checkpoint, preset=preset_tree, model=model.value, overrides=sets, data_root=data_root,
-                            device=device, verbose=verbose, corruptions=corruptions or "default", severities=severities,
-                            split=split.value)
+        api.robustness(checkpoint, preset=preset, model=model.value, split=split.value, settings=settings,
+                       corruptions=corruptions, severities=severities, device=device, verbose=verbose)
         return
-    from ikd_cli.evaluate.run import evaluate_checkpoint
-
-    evaluate_checkpoint(checkpoint, preset=preset_tree, model=model.value, images=images, split=split.value,
-                        overrides=sets, data_root=data_root, device=device, verbose=verbose, classwise=classwise,
-                        out=out)
+    api.evaluate(checkpoint, preset=preset, model=model.value, images=images, split=split.value, settings=settings,
+                 device=device, verbose=verbose, classwise=classwise, out=out)

@@ -4,6 +4,7 @@ from their one home (:mod:`ikd_cli.config.presets`, :mod:`ikd_cli.core.distribut
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from typing import List, Optional
 
@@ -65,6 +66,28 @@ def setting_option(key: str, *names: str, help: str = ""):
     if s.bounds_text() and s.choices is None:
         text += f"; {s.bounds_text()}"
     return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False)
+
+
+def section_options(section: str, *, but: tuple[str, ...] = ()):
+    """A decorator: the command gets, after its first parameter, the option of every key of
+    ``section`` in the settings schema (but the keys ``but``), each from :func:`setting_option`
+    and named after its key (``attack.resize_rate``: ``--resize-rate``; a true/false key also
+    ``--no-...``). Their values reach the command in its ``**options`` (None: not given), so a
+    key is written once, in the schema, and a new one is on the command line by itself."""
+    keys = [k for k in schema.SETTINGS if k.startswith(f"{section}.") and k not in but]
+
+    def option(key: str) -> inspect.Parameter:
+        s, name = schema.SETTINGS[key], key.split(".", 1)[1]
+        flag = "--" + name.replace("_", "-")
+        flags = f"{flag}/--no-{flag[2:]}" if s.type is bool else flag
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[s.choices or s.type],
+                                 default=setting_option(key, flags))
+
+    def decorate(command):
+        first, *rest = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature([first, *map(option, keys), *rest])
+        return command
+    return decorate
 
 
 def cli_settings(sets: Optional[List[str]], data_root: Optional[str] = None, work_dir: Optional[str] = None,

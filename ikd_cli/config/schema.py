@@ -73,8 +73,8 @@ class BackdoorAttack(str, Enum):
 
 class StorageFormat(str, Enum):
     """``attack.format``: how an adversarial set is stored (both lossless)."""
-    delta = "delta"  # the perturbation only, rebuilt on the source: ~2.5x smaller than png (README)
-    png = "png"  # whole images, for other tools (about 4x the JPEG source on photographs)
+    delta = "delta"  # the perturbation only, rebuilt on the source (smaller than png)
+    png = "png"  # whole images, for other tools
 
 
 # What one checkpoint's COCO evaluation reports, in COCOeval.stats order (evaluate and report).
@@ -99,7 +99,9 @@ class Setting:
     check with its wording (``("a list of epochs", fn)``). ``attack_set`` is the setting's name in
     an adversarial set's ``attack.json`` when the set's pixels depend on it; ``pixels`` marks the
     options handed to the attack method itself; ``distill_ignores`` those a distillation does not
-    hold against a set (a study shares one set between seeds and batch sizes).
+    hold against a set (a study shares one set between seeds and batch sizes). ``per_method``: an
+    attack option's default where it depends on ``attack.method`` (method -> default; the methods
+    that take the option), read by their constructors.
     """
     default: Any
     help: str = ""
@@ -113,6 +115,7 @@ class Setting:
     attack_set: str = ""
     pixels: bool = False
     distill_ignores: bool = False
+    per_method: Optional[dict[str, Any]] = None
 
     @property
     def type(self) -> Optional[type]:
@@ -134,6 +137,16 @@ def _s(default, help="", **kw) -> Setting:
 def _pix(default, help, **kw) -> Setting:
     """An option of the attack method: it decides the pixels, the set records it."""
     return Setting(default, help, pixels=True, **kw)
+
+
+def _pix_by_method(help: str, per_method: dict[str, Any], **kw) -> Setting:
+    """An option of the attack method whose default is each method's own (null in a preset); its
+    help says them, from ``per_method``."""
+    methods: dict[Any, list[str]] = {}
+    for method, value in per_method.items():
+        methods.setdefault(value, []).append(method)
+    said = "; ".join(f"{str(v).lower() if isinstance(v, bool) else v} for {', '.join(m)}" for v, m in methods.items())
+    return _pix(None, f"{help} (null: the method's own: {said})", per_method=per_method, **kw)
 
 
 # The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
@@ -187,18 +200,20 @@ SETTINGS: dict[str, Setting] = {
     "attack.alpha": _pix(2.0, "step size, pixel units", low=0.0, low_open=True),
     "attack.steps": _pix(5, "iterations", low=1),
     # Two options whose default differs by method: null = the method's own.
-    "attack.decay": _pix(None, "momentum decay (null: 1.0 for the momentum methods, 0.0 for tifgsm)",
-                         kind=float, low=0.0),
+    "attack.decay": _pix_by_method("momentum decay", {"difgsm": 1.0, "mifgsm": 1.0, "tifgsm": 0.0, "vmifgsm": 1.0,
+                                                      "m_difgsm": 1.0}, kind=float, low=0.0),
     "attack.resize_rate": _pix(0.9, "input diversity: smallest resize factor", low=0.0, low_open=True, high=1.0),
     "attack.diversity_prob": _pix(0.5, "input diversity: probability per step", low=0.0, high=1.0),
-    "attack.random_start": _pix(None, "start from a random point in the eps-ball (null: on for pgd only)", kind=bool),
+    "attack.random_start": _pix_by_method("start from a random point in the eps-ball",
+                                          {"difgsm": False, "mifgsm": False, "tifgsm": False, "vmifgsm": False,
+                                           "m_difgsm": False, "pgd": True}, kind=bool),
     "attack.kernel_len": _pix(15, "TI-FGSM gaussian kernel length", low=1),
     "attack.nsig": _pix(3.0, "TI-FGSM kernel radius in sigmas", low=0.0, low_open=True),
     "attack.beta": _pix(1.5, "VMI-FGSM neighbourhood factor", low=0.0),
     "attack.n": _pix(20, "VMI-FGSM neighbours sampled", low=1),
     "attack.m": _pix(4, "M-DI-FGSM input-diversity draws averaged per step", low=1),
     "attack.batch_size": _s(1, "images attacked at once", low=1, attack_set="batch_size", distill_ignores=True),
-    "attack.format": _s("delta", "how the set is stored: delta (the perturbation, rebuilt exactly on the source; ~2.5x smaller than png) or png", choices=StorageFormat,
+    "attack.format": _s("delta", "how the set is stored: delta (the perturbation, rebuilt exactly on the source; smaller than png) or png", choices=StorageFormat,
                         attack_set="format", distill_ignores=True),
     "attack.amp": _s(False, "mixed precision for the teacher's passes (bf16 autocast; pixels stay fp32)",
                      attack_set="amp"),
@@ -257,8 +272,8 @@ SETTINGS: dict[str, Setting] = {
                                       "one does, so a run repeats across x86 machines; native: the CPU's best",
                             choices=CpuKernels),
     # -- `ikd evaluate --robustness` ---------------------------------------------------------------
-    # Batching the many val passes is its largest saving on CPU (1.6x per image on the shapes
-    # student); only exact when no image of a batch is padded, hence the default.
+    # Batching the many val passes is its largest saving on CPU; only exact when no image of a
+    # batch is padded, hence the default.
     "robustness.batch_size": _s(None, "images per inference batch of the robustness settings other than clean "
                                       "(null: data.samples_per_gpu when every image of the split has one size, "
                                       "else 1; mmdet pads a batch to its largest image)", kind=int, low=1),

@@ -32,7 +32,18 @@ SUBSETS = {
     "default": (("gaussian_noise", "shot_noise", "motion_blur", "contrast", "jpeg_compression"), (1, 3, 5)),
     "all": (COMMON, (1, 2, 3, 4, 5)),
 }
+DEFAULT_SET = "default"  # what --robustness runs without --corruptions
+NO_CORRUPTIONS = "none"
 MIN_SIDE = 32  # imagecorruptions refuses smaller images
+
+
+def describe_sets() -> str:
+    """The named sets for ``--help``: "'default' (gaussian_noise, ... at severities 1,3,5), 'all' (...)"."""
+    def what(names, levels):
+        if names == COMMON:
+            return f"the {len(names)} x {len(levels)} of the benchmark"
+        return f"{', '.join(names)} at severities {','.join(map(str, levels))}"
+    return ", ".join(f"'{name}' ({what(*subset)})" for name, subset in SUBSETS.items())
 
 
 def corruption_plan(corruptions: str, severities: str | None = None) -> tuple[str, list[tuple[str, int]]]:
@@ -40,8 +51,8 @@ def corruption_plan(corruptions: str, severities: str | None = None) -> tuple[st
     ``none``, or corruption names separated by commas) and ``--severities`` ("1,3,5"; default:
     the subset's, 1,3,5 for a list of names)."""
     text = (corruptions or "").strip().lower()
-    if text == "none":
-        return "none", []
+    if text == NO_CORRUPTIONS:
+        return NO_CORRUPTIONS, []
     if text in SUBSETS:
         names, levels = SUBSETS[text]
         label = text
@@ -50,8 +61,8 @@ def corruption_plan(corruptions: str, severities: str | None = None) -> tuple[st
         unknown = [n for n in names if n not in COMMON]
         if not names or unknown:
             raise IkdError(f"unknown corruption '{(unknown or [corruptions])[0]}'; choose "
-                           f"{', '.join(SUBSETS)}, none, or names among: {', '.join(COMMON)}")
-        levels, label = SUBSETS["default"][1], ",".join(names)
+                           f"{', '.join(SUBSETS)}, {NO_CORRUPTIONS}, or names among: {', '.join(COMMON)}")
+        levels, label = SUBSETS[DEFAULT_SET][1], ",".join(names)
     if severities is not None:
         try:
             levels = tuple(sorted({int(s) for s in severities.split(",") if s.strip()}))

@@ -7,9 +7,11 @@
                 classification loss (:mod:`.whitebox`)
     corruptions each corruption at each severity (:mod:`.corruptions`) <stem>.eval-val-corruption-<name>-<s>.json
 
-and the summary ``<stem>.robustness-val.json`` (AP of each, mPC, rPC, seconds). Each setting's
-eval file records the checkpoint's sha256 and the setting; a re-run finds it and skips that
-setting, so an interrupted run continues where it stopped, and new weights are scored afresh.
+and the summary ``<stem>.robustness-val.json`` (AP of each, mPC, rPC, seconds). :data:`SETTINGS`
+lists them (how each runs, where the summary keeps it, its label); the report reads the same
+list. Each setting's eval file records the checkpoint's sha256 and the setting; a re-run finds
+it and skips that setting, so an interrupted run continues where it stopped, and new weights
+are scored afresh.
 
 Every setting but clean runs the model on batches of ``robustness.batch_size`` images (default:
 ``data.samples_per_gpu`` when all images of the split have one size, so a batch pads nothing and
@@ -24,9 +26,11 @@ import json
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
-from ikd_cli.config.layout import eval_file, robustness_file
+from ikd_cli.config.layout import corruption_tag, eval_file, images_tag, robustness_file, whitebox_tag
 from ikd_cli.core.fileio import atomic_write_json, read_json, sha256_of
 from ikd_cli.core.ui import console
 
@@ -76,7 +80,36 @@ def _entry(report: dict | None, tag: str, **more) -> dict | None:
             "seconds": report.get("seconds"), "cpu_seconds": report.get("cpu_seconds"), **more}
 
 
-def _transfer(ev, split: str, digest: str, batch: int) -> tuple[dict | None, str]:
+@dataclass(frozen=True)
+class _Job:
+    """What every setting of one ``--robustness`` run shares."""
+    ev: object  # the loaded checkpoint (:class:`ikd_cli.evaluate.run.Evaluation`)
+    split: str
+    digest: str  # the checkpoint's sha256, a part of every setting
+    batch: int  # images per inference batch (:func:`batch_size`)
+    seed: int
+    corruptions: str  # the corruption set's label
+    plan: list[tuple[str, int]]  # (corruption, severity) to run
+
+
+# A setting's runner: (job, the summary so far) -> (its entry in the summary, more summary
+# fields, the eval entries it scored, for the cost).
+def _clean(job: _Job, summary: dict) -> tuple[dict, dict, list]:
+    # clean also stores AP per class (free: COCOeval's precision array is computed anyway), so a
+    # study scored for robustness gets the report's per-class table without another evaluation
+    setting = {"kind": "clean", "checkpoint_sha256": job.digest, "classwise": True}
+    entry = _entry(_setting_result(job.ev, job.split, job.split, setting, classwise=True), job.split)
+    return entry, {}, [entry]
+
+
+def _transfer(job: _Job, summary: dict) -> tuple[dict | None, dict, list]:
+    entry, why = _transfer_entry(job.ev, job.split, job.digest, job.batch)
+    if entry is None:
+        console.print(f"[yellow]{TRANSFER.name}: skipped[/] ({why})", soft_wrap=True)
+    return entry, {"transfer_skipped": why or None}, [entry]
+
+
+def _transfer_entry(ev, split: str, digest: str, batch: int) -> tuple[dict | None, str]:
     """The teacher's adversarial set of ``split``, scored; (None, why) when there is none to score."""
     from ikd_cli.attack.manifest import missing_or_stale
     from ikd_cli.config.layout import ATTACK_SETTINGS_FILE, adversarial_set_dir
@@ -88,7 +121,7 @@ def _transfer(ev, split: str, digest: str, batch: int) -> tuple[dict | None, str
     if not (folder / ATTACK_SETTINGS_FILE).is_file() or missing_or_stale(folder, names):
         return None, (f"{folder} does not hold every {split} image; `ikd attack --split {split}` with the preset "
                       "makes it")
-    tag = f"{split}-{folder.name}"
+    tag = images_tag(split, folder)
     setting = {"kind": "transfer", "checkpoint_sha256": digest, "images": str(folder),
                "attack_sha256": sha256_of(folder / ATTACK_SETTINGS_FILE), "batch_size": batch}
     report = _setting_result(ev, split, tag, setting, images=folder, samples_per_gpu=batch)
@@ -101,13 +134,21 @@ def _ann_file(ev, split: str) -> str:
     return base_dataset(ev.cfg.data.train).ann_file if split == "train" else ev.cfg.data.test.ann_file
 
 
-def _whitebox(ev, split: str, digest: str, batch: int) -> dict:
+def _whitebox(job: _Job, summary: dict) -> tuple[dict | None, dict, list]:
+    if job.ev.preset is None:
+        console.print(f"[yellow]{WHITEBOX.name}: skipped[/] (no preset: pass --preset NAME --model ...)", soft_wrap=True)
+        return None, {}, []
+    entry = _whitebox_entry(job.ev, job.split, job.digest, job.batch)
+    return entry, {}, [entry]
+
+
+def _whitebox_entry(ev, split: str, digest: str, batch: int) -> dict:
     from ikd_cli.evaluate.whitebox import make_whitebox_set
 
     cpu = cpu_seconds()
     folder, attack = make_whitebox_set(ev, split)
     attack_cpu = round(cpu_seconds() - cpu, 2) if not attack.get("reused") else _stored_attack_cpu(ev, split, folder)
-    tag = f"{split}-whitebox-{folder.name.rsplit('-', 1)[-1]}"
+    tag = whitebox_tag(split, folder)
     setting = {"kind": "whitebox", "checkpoint_sha256": digest, "images": folder.name, "batch_size": batch}
     report = _setting_result(ev, split, tag, setting, images=folder, samples_per_gpu=batch)
     s = attack["settings"]
@@ -126,12 +167,19 @@ def _stored_attack_cpu(ev, split: str, folder: Path) -> float | None:
     return entry.get("attack_cpu_seconds") if isinstance(entry, dict) and entry.get("images") == str(folder) else None
 
 
-def _corruptions(ev, split: str, digest: str, plan: list[tuple[str, int]], seed: int, batch: int) -> list[dict]:
+def _corruptions(job: _Job, summary: dict) -> tuple[dict, dict, list]:
+    rows = _corruption_rows(job.ev, job.split, job.digest, job.plan, job.seed, job.batch)
+    entry = {"set": job.corruptions, "seed": job.seed, "results": rows,
+             **corruption_summary(rows, CLEAN.value(summary))}
+    return entry, {}, rows
+
+
+def _corruption_rows(ev, split: str, digest: str, plan: list[tuple[str, int]], seed: int, batch: int) -> list[dict]:
     from ikd_cli.evaluate.corruptions import pipeline_step
 
     rows = []
     for name, severity in plan:
-        tag = f"{split}-corruption-{name}-{severity}"
+        tag = corruption_tag(split, name, severity)
         setting = {"kind": "corruption", "checkpoint_sha256": digest, "corruption": name, "severity": severity,
                    "seed": seed, "batch_size": batch}
         report = _setting_result(ev, split, tag, setting, extra_steps=[pipeline_step(name, severity, seed)],
@@ -140,10 +188,10 @@ def _corruptions(ev, split: str, digest: str, plan: list[tuple[str, int]], seed:
     return rows
 
 
-def _cost(clean: dict, transfer: dict | None, whitebox: dict | None, rows: list[dict]) -> dict:
+def _cost(scored: list[dict | None], whitebox: dict | None) -> dict:
     """Wall and CPU seconds of every setting as it was scored (whichever run scored it) and of
     the white-box attack: what the whole evaluation of this checkpoint costs from scratch."""
-    entries = [e for e in (clean, transfer, whitebox, *rows) if e is not None]
+    entries = [e for e in scored if e is not None]
     out = {}
     for key in ("seconds", "cpu_seconds"):
         values = [e.get(key) for e in entries] + ([whitebox.get(f"attack_{key}")] if whitebox else [])
@@ -161,39 +209,31 @@ def corruption_summary(rows: list[dict], clean_ap: float) -> dict:
     per_mean = {name: statistics.fmean(aps) for name, aps in per.items()}
     mpc = statistics.fmean(per_mean.values()) if per_mean else None
     rpc = mpc / clean_ap if mpc is not None and clean_ap > 0 else None
-    return {"per_corruption": per_mean, "mPC": mpc, "rPC": rpc}
+    return {"per_corruption": per_mean, CORRUPTIONS.field: mpc, RPC.field: rpc}
 
 
-def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, overrides, data_root,
-                        device: str | None, verbose: bool, corruptions: str = "default",
+def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, overrides: dict | None,
+                        device: str | None, verbose: bool, corruptions: str | None = None,
                         severities: str | None = None, split: str = "val") -> dict:
-    from ikd_cli.evaluate.corruptions import corruption_plan
+    """Score ``checkpoint`` in every setting of :data:`SETTINGS` (``corruptions``: a set name or
+    names, None: the default set) and write the summary beside it."""
+    from ikd_cli.evaluate.corruptions import DEFAULT_SET, corruption_plan
     from ikd_cli.evaluate.run import load_evaluation
 
-    label, plan = corruption_plan(corruptions, severities)  # a bad --corruptions stops before any work
+    label, plan = corruption_plan(corruptions or DEFAULT_SET, severities)  # a bad --corruptions stops before any work
     start, cpu = time.perf_counter(), cpu_seconds()
-    ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, data_root=data_root,
-                         device=device, verbose=verbose)
+    ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, device=device, verbose=verbose)
     digest = sha256_of(ev.checkpoint)
     seed = int((ev.preset or {}).get("train", {}).get("seed", 0))
-    batch = batch_size(ev, split)
-    # clean also stores AP per class (free: COCOeval's precision array is computed anyway), so a
-    # study scored for robustness gets the report's per-class table without another evaluation
-    clean = _entry(_setting_result(ev, split, split, {"kind": "clean", "checkpoint_sha256": digest, "classwise": True},
-                                   classwise=True), split)
-    transfer, why = _transfer(ev, split, digest, batch)
-    if transfer is None:
-        console.print(f"[yellow]transfer: skipped[/] ({why})", soft_wrap=True)
-    whitebox = _whitebox(ev, split, digest, batch) if ev.preset is not None else None
-    if whitebox is None:
-        console.print("[yellow]white-box: skipped[/] (no preset: pass --preset NAME --model ...)", soft_wrap=True)
-    rows = _corruptions(ev, split, digest, plan, seed, batch)
-    summary = {"checkpoint": str(ev.checkpoint), "checkpoint_sha256": digest, "split": split, "clean": clean,
-               "transfer": transfer, "transfer_skipped": why or None, "whitebox": whitebox,
-               "corruptions": {"set": label, "seed": seed, "results": rows,
-                               **corruption_summary(rows, clean["AP"])},
-               "batch_size": batch, "seconds": round(time.perf_counter() - start, 2),
-               "cpu_seconds": round(cpu_seconds() - cpu, 2), "cost": _cost(clean, transfer, whitebox, rows)}
+    job = _Job(ev, split, digest, batch_size(ev, split), seed, label, plan)
+    summary, scored = {"checkpoint": str(ev.checkpoint), "checkpoint_sha256": digest, "split": split}, []
+    for setting in SETTINGS:
+        if setting.run is not None:
+            entry, more, entries = setting.run(job, summary)
+            summary.update({setting.key: entry, **more})
+            scored += entries
+    summary.update({"batch_size": job.batch, "seconds": round(time.perf_counter() - start, 2),
+                    "cpu_seconds": round(cpu_seconds() - cpu, 2), "cost": _cost(scored, summary[WHITEBOX.key])})
     out = robustness_file(ev.checkpoint, split)
     atomic_write_json(out, summary)
     print_robustness(summary)
@@ -204,17 +244,44 @@ def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, ov
 def print_robustness(summary: dict) -> None:
     from rich.table import Table
 
-    def pct(entry):
-        return "-" if entry is None else f"{100 * entry['AP']:.1f}"
-
-    c = summary["corruptions"]
-    table = Table("AP clean", "AP transfer", "AP white-box", f"mPC ({c['set']})", "rPC",
+    corruptions = summary[CORRUPTIONS.key]["set"]
+    table = Table(*(f"{s.label} ({corruptions})" if s is CORRUPTIONS else s.label for s in SETTINGS),
                   title=f"{Path(summary['checkpoint']).name} on {summary['split']}: robustness (AP %)")
-    table.add_row(pct(summary["clean"]), pct(summary["transfer"]), pct(summary["whitebox"]),
-                  "-" if c["mPC"] is None else f"{100 * c['mPC']:.1f}",
-                  "-" if c["rPC"] is None else f"{100 * c['rPC']:.1f}%")
+    table.add_row(*("-" if s.value(summary) is None else f"{100 * s.value(summary):.1f}{'%' if s.ratio else ''}"
+                    for s in SETTINGS))
     console.print(table)
     cost = summary.get("cost") or {}
     if cost.get("cpu_seconds") is not None:
         console.print(f"cost of every setting as scored, the white-box attack included: {cost['seconds']:.0f} s wall, "
                       f"{cost['cpu_seconds']:.0f} s CPU (batch {summary['batch_size']})")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of ``ikd evaluate --robustness`` and the figure it gives: its name in
+    messages, how it runs (None: a figure computed with another setting's), where the summary
+    keeps it (``summary[key][field]``) and its label in tables and pictures. ``ratio``: not on
+    the AP scale, so in tables only."""
+    name: str
+    run: Optional[Callable]
+    key: str
+    label: str
+    field: str = "AP"
+    ratio: bool = False
+
+    def value(self, summary: dict):
+        """The figure in a robustness summary (a fraction; None: not measured)."""
+        entry = summary.get(self.key)
+        return entry.get(self.field) if isinstance(entry, dict) else None
+
+
+CLEAN = Setting("clean", _clean, "clean", "AP clean")
+TRANSFER = Setting("transfer", _transfer, "transfer", "AP transfer")
+WHITEBOX = Setting("white-box", _whitebox, "whitebox", "AP white-box")
+CORRUPTIONS = Setting("corruptions", _corruptions, "corruptions", "mPC", field="mPC")
+RPC = Setting("corruptions", None, "corruptions", "rPC", field="rPC", ratio=True)  # mPC / AP clean
+# Every setting in the order it runs and the report shows it: the one list the evaluation, the
+# report's tables (report/table.py) and its picture (report/robustness.py) read.
+SETTINGS = (CLEAN, TRANSFER, WHITEBOX, CORRUPTIONS, RPC)
+ROBUSTNESS = tuple(s.label for s in SETTINGS)  # the report's robustness columns
+FIGURES = tuple(s.label for s in SETTINGS if not s.ratio)  # those on one AP scale: the picture's

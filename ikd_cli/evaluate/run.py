@@ -21,9 +21,10 @@ from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
 
-def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides, data_root):
+def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides: dict | None):
     """Which mmdet config goes with a checkpoint: the preset given on the command line, else the
-    preset ikd embedded when it trained it, else the plain mmdet config text in its meta."""
+    preset ikd embedded when it trained it (with ``overrides``, dotted settings, applied), else
+    the plain mmdet config text in its meta."""
     from ikd_cli.config import presets as presets_mod
     from ikd_cli.config.mmdet import build_config
 
@@ -32,16 +33,13 @@ def config_for_checkpoint(ckpt: dict, preset: dict | None, role: str, overrides,
         return build_config(preset, role), preset
     embedded = meta.get("ikd_preset")
     if embedded:
-        extra = presets_mod.parse_set(overrides or [])
-        if data_root is not None:
-            extra["data.root"] = data_root
-        tree = presets_mod.resolve(embedded, extra, received_from="this checkpoint's preset")
+        tree = presets_mod.resolve(embedded, dict(overrides or {}), received_from="this checkpoint's preset")
         # A full distillation checkpoint (epoch_N.pth) holds teacher, student and losses: its
         # student is what is evaluated, exactly as student_epoch_N.pth would be.
         role = meta.get("ikd_role", "student")
         return build_config(tree, "student" if role == "distill" else role), tree
     if meta.get("config"):
-        if overrides or data_root:
+        if overrides:
             raise IkdError("--set/--data-root need a preset: pass --preset for this checkpoint")
         return config_from_checkpoint(ckpt, "this checkpoint"), None
     raise IkdError("this checkpoint carries no config; say which with --preset NAME --model teacher|student")
@@ -83,18 +81,33 @@ def is_attack_set(folder: Path) -> bool:
     return (folder / ATTACK_SETTINGS_FILE).is_file()
 
 
-def point_at_images(dataset, images: Path) -> None:
-    """Use ``images`` instead of the annotation's image folder. Each image is looked up under the
-    same relative path; a copy saved in another format (``ikd attack`` writes .png for .jpg
-    sources) is found by its stem."""
+def point_at_images(dataset, images: Path, sources: Path) -> None:
+    """Use ``images`` instead of the annotation's image folder (``sources``). Each image is looked
+    up under the same relative path; a copy saved in another format (``ikd attack`` writes .png
+    for .jpg sources) is found by its stem. Each must have its source's size (the boxes are
+    the source's), read from both headers before anything is decoded."""
     for info in dataset.data_infos:
         rel = Path(info["filename"])
-        if (images / rel).is_file():
-            continue
-        for suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-            if (images / rel.with_suffix(suffix)).is_file():
-                info["filename"] = str(rel.with_suffix(suffix))
-                break
+        if not (images / rel).is_file():
+            for suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+                if (images / rel.with_suffix(suffix)).is_file():
+                    info["filename"] = str(rel.with_suffix(suffix))
+                    break
+        _same_size_as_source(images / info["filename"], sources / rel)
+
+
+def _same_size_as_source(path: Path, source: Path) -> None:
+    from ikd_cli.data.check import image_size
+
+    if not path.is_file() or not source.is_file():
+        return  # said by the loader, naming the file
+    try:
+        got, want = image_size(path), image_size(source)
+    except (OSError, ValueError) as err:  # ImageTooLarge too: a header declaring a bomb's size
+        raise IkdError(f"{path} is not a readable image ({err})") from None
+    if got != want:
+        raise IkdError(f"{path} is {got[1]} x {got[0]} but its source {source} is {want[1]} x {want[0]}: "
+                       "its boxes would not fit it")
 
 
 def run_inference(model, loader, device: str, title: str = "evaluate"):
@@ -181,7 +194,7 @@ class Evaluation:
     net: Any = None  # built on first use, then reused
 
 
-def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overrides, data_root, device: str | None,
+def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overrides: dict | None, device: str | None,
                     verbose: bool) -> Evaluation:
     from ikd_cli.core.distributed import pick_device
     from ikd_cli.core.machine import pin_compute
@@ -189,7 +202,7 @@ def load_evaluation(checkpoint: Path, *, preset: dict | None, model: str, overri
     device = pick_device(device)
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
-    cfg, tree = config_for_checkpoint(ckpt, preset, model, overrides, data_root)
+    cfg, tree = config_for_checkpoint(ckpt, preset, model, overrides)
     if tree is not None:  # the run's compute settings score its weights as they were trained
         pin_compute(tree)
     weights = ckpt["state_dict"]
@@ -223,7 +236,7 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
     with quiet_to_log(out_json.with_suffix(EVAL_LOG_SUFFIX), verbose=ev.verbose):
         dataset = build_dataset_checked(test_cfg, f"{split}")
         if images is not None and not is_attack_set(Path(images)):
-            point_at_images(dataset, Path(images))
+            point_at_images(dataset, Path(images), Path(_test_dataset_cfg(cfg, split, None).img_prefix))
         loader = bind_workers(build_dataloader(dataset, samples_per_gpu=samples_per_gpu,
                                                workers_per_gpu=min(2, cfg.data.workers_per_gpu), dist=False,
                                                shuffle=False, persistent_workers=False))
@@ -248,10 +261,9 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
 
 
 def evaluate_checkpoint(checkpoint: Path, *, preset: dict | None, model: str, images: Path | None, split: str,
-                        overrides, data_root, device: str | None, verbose: bool, classwise: bool = False,
+                        overrides: dict | None, device: str | None, verbose: bool, classwise: bool = False,
                         out: Path | None = None) -> dict:
-    ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, data_root=data_root,
-                         device=device, verbose=verbose)
+    ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, device=device, verbose=verbose)
     return score(ev, split, images=images, classwise=classwise, out=out)
 
 

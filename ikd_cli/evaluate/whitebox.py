@@ -58,7 +58,7 @@ def finished_summary(folder: Path, settings: dict) -> dict | None:
 def make_whitebox_set(ev, split: str) -> tuple[Path, dict]:
     """The finished white-box set of ``ev`` on ``split`` (made, or continued, when needed) and its
     summary (images, L-inf, the model's own loss before and after)."""
-    from ikd_cli.attack.run import Target, run_attack
+    from ikd_cli.attack.run import WORKERS, Target, run_attack
     from ikd_cli.core.ui import console
 
     folder, settings = whitebox_plan(ev, split)
@@ -68,5 +68,5 @@ def make_whitebox_set(ev, split: str) -> tuple[Path, dict]:
         return folder, {**summary, "reused": True}
     target = Target(ev.cfg, ev.checkpoint, settings["model_config"], ev.weights, role="model")
     summary = run_attack(ev.preset, split=split, device=ev.device, out=folder, target=target,
-                         verbose=ev.verbose, workers=min(2, ev.cfg.data.workers_per_gpu))
+                         verbose=ev.verbose, workers=min(WORKERS, ev.cfg.data.workers_per_gpu))
     return folder, summary

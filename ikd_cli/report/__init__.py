@@ -3,6 +3,6 @@
 groups them by arm and does the statistics, ``plots`` draws the curves, ``run`` ties them
 together.
 
-Imports only ``core`` and ``config``; imports no torch and no mmcv (matplotlib only when
-drawing).
+Imports ``core``, ``config`` and the list of robustness settings (``evaluate.robustness``,
+whose figures it reads); imports no torch and no mmcv (matplotlib only when drawing).
 """

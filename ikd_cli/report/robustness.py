@@ -16,10 +16,8 @@ from pathlib import Path
 
 from ikd_cli.config.layout import REPORT_ROBUSTNESS_FILE
 from ikd_cli.core.stats import interval
+from ikd_cli.evaluate.robustness import FIGURES, ROBUSTNESS
 from ikd_cli.report import cells
-from ikd_cli.report.runs import ROBUSTNESS
-
-FIGURES = ("AP clean", "AP transfer", "AP white-box", "mPC")  # one AP scale; rPC is a ratio (tables only)
 
 
 def _measured_arms(summary: dict) -> list[dict]:

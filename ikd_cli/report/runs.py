@@ -35,6 +35,7 @@ from ikd_cli.config.schema import METRICS, default
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import read_json
 from ikd_cli.core.ui import console
+from ikd_cli.evaluate.robustness import CORRUPTIONS, SETTINGS as ROBUSTNESS_SETTINGS
 
 _LOG_METRICS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75",
                 "bbox_mAP_s": "AP_S", "bbox_mAP_m": "AP_M", "bbox_mAP_l": "AP_L"}
@@ -61,7 +62,7 @@ class Run:
     final_source: str = ""  # the eval file, or "log epoch N"
     final_checkpoint: str = ""  # the checkpoint evaluated, where it is not the run's latest
     stage_switch_step: int | None = None  # global iteration where stage 2 starts, if it did
-    robustness: dict | None = None  # ROBUSTNESS metric -> fraction (None: not measured), + "corruptions" set,
+    robustness: dict | None = None  # robustness figure -> fraction (None: not measured), + "corruptions" set,
     #                                 "per_corruption": name -> mean AP over its severities
     compute: dict | None = None  # run.json's: threads, CPU, ISA flags, kernels, torch (None: not recorded)
     continued: list[dict] = field(default_factory=list)  # continuations on other compute: after_epoch, change
@@ -311,25 +312,16 @@ def _final_metrics(folder: Path, kind: str, val: list[dict], last_epoch: int) ->
     return None, "", ""
 
 
-# ``ikd evaluate --robustness``'s summary of the same checkpoint as the eval file: the report's
-# robustness columns, as fractions like METRICS (rPC = mPC / clean AP).
-ROBUSTNESS = ("AP clean", "AP transfer", "AP white-box", "mPC", "rPC")
-
-
 def read_robustness(folder: Path, kind: str) -> dict | None:
-    """The robustness figures of the run's delivered weights, or None when not measured."""
+    """The robustness figures of the run's delivered weights (``ikd evaluate --robustness``'s
+    summary of the same checkpoint as the eval file), as fractions like METRICS, or None when not
+    measured."""
     path = robustness_file(folder / DELIVERED[kind])
     if not path.is_file():
         return None
     data = read_json(path, "robustness file")
-    if not isinstance(data, dict) or not isinstance(data.get("corruptions"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get(CORRUPTIONS.key), dict):
         raise IkdError(f"{path} is not a robustness summary; run `ikd evaluate --robustness` on the checkpoint again")
-
-    def ap(entry):
-        return _metric(entry.get("AP")) if isinstance(entry, dict) else None
-
-    c = data["corruptions"]
-    return {"AP clean": ap(data.get("clean")), "AP transfer": ap(data.get("transfer")),
-            "AP white-box": ap(data.get("whitebox")), "mPC": _metric(c.get("mPC")), "rPC": _metric(c.get("rPC")),
-            "corruptions": c.get("set"),
+    c = data[CORRUPTIONS.key]
+    return {**{s.label: _metric(s.value(data)) for s in ROBUSTNESS_SETTINGS}, "corruptions": c.get("set"),
             "per_corruption": {str(k): _metric(v) for k, v in (c.get("per_corruption") or {}).items()}}

@@ -32,11 +32,13 @@ from ikd_cli.config.layout import REPORT_SWEEP_ALPHA_FILE, REPORT_SWEEP_STAGE1_F
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval
 from ikd_cli.core.ui import console
+from ikd_cli.evaluate.robustness import CORRUPTIONS, WHITEBOX
 from ikd_cli.report.runs import Run
 
 ALPHA, STAGE1 = "alpha_adv", "stage1"
 AXES = {ALPHA: ("alpha_adv", REPORT_SWEEP_ALPHA_FILE), STAGE1: ("stage-1 epochs", REPORT_SWEEP_STAGE1_FILE)}
-METRICS = ("AP", "mPC", "AP white-box")  # AP: the run's final (eval file); the others: its robustness file
+# AP: the run's final (eval file); the others: its robustness file
+METRICS = ("AP", CORRUPTIONS.label, WHITEBOX.label)
 FGD, AUG, IKD = "fgd", "ikd_aug", "ikd"
 _SWEPT_ALPHA = re.compile(r"ikd_adv(\d[0-9.e+-]*)")
 _SWEPT_STAGE1 = re.compile(r"ikd_dfa(\d+)")

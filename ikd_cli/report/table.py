@@ -13,10 +13,11 @@ from pathlib import Path
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.stats import interval, mean_sd
 from ikd_cli.core.ui import console
+from ikd_cli.evaluate.robustness import ROBUSTNESS
 from ikd_cli.report import cells
 from ikd_cli.report.classwise import classwise_tables
 from ikd_cli.report.robustness import robustness_tables
-from ikd_cli.report.runs import METRICS, ROBUSTNESS, Run
+from ikd_cli.report.runs import METRICS, Run
 from ikd_cli.report.sweep import sweep_tables
 
 

@@ -2,7 +2,7 @@
 
 ``build_attack("difgsm", loss_fn, eps=8, alpha=2, steps=5)`` gives a callable ``x0 -> x_adv``
 on float pixels in [0, 255]; :func:`to_uint8` rounds the result so the budget holds on disk.
-See :mod:`ikd_cli.attacks.base` for the conventions shared by every method.
+See :mod:`ikd_cli.attack.methods.base` for the conventions shared by every method.
 """
 
 from __future__ import annotations

@@ -23,12 +23,17 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ikd_cli.config.schema import check, default, pixel_options
+from ikd_cli.config.schema import SETTINGS, check, default, pixel_options
 
 # The attack options' defaults, from their one home (the settings schema, ``attack.*``): what a
-# method uses when built without them. ``decay`` and ``random_start`` have none there: each
-# method's constructor says its own (as torchattacks' do).
+# method uses when built without them. ``decay`` and ``random_start`` are each method's own
+# there (their ``per_method``; :func:`own`).
 D = {name: default(f"attack.{name}") for name in pixel_options()}
+
+
+def own(option: str, method: str):
+    """The default of ``attack.<option>`` for ``method``, whose constructor it is the default of."""
+    return SETTINGS[f"attack.{option}"].per_method[method]
 
 
 def option(name: str, value):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import D, Attack
+from .base import D, Attack, own
 
 
 class FGSM(Attack):
@@ -26,7 +26,8 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], random_start: bool = True):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
     def perturb(self, x0: torch.Tensor) -> torch.Tensor:

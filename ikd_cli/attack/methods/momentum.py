@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-from .base import D, Attack, input_diversity, l1_normalise, option
+from .base import D, Attack, input_diversity, l1_normalise, option, own
 
 
 class MIFGSM(Attack):
@@ -23,8 +23,8 @@ class MIFGSM(Attack):
 
     name = "mifgsm"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
-                 random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 decay: float = own("decay", name), random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
         self.decay = float(option("decay", decay))
 
@@ -53,8 +53,9 @@ class DIFGSM(MIFGSM):
 
     name = "difgsm"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
-                 resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"], random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 decay: float = own("decay", name), resize_rate: float = D["resize_rate"],
+                 diversity_prob: float = D["diversity_prob"], random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, random_start=random_start)
         self.resize_rate = float(option("resize_rate", resize_rate))
         self.diversity_prob = float(option("diversity_prob", diversity_prob))
@@ -81,8 +82,10 @@ class MDIFGSM(DIFGSM):
 
     name = "m_difgsm"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
-                 resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"], m: int = D["m"], random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 decay: float = own("decay", name), resize_rate: float = D["resize_rate"],
+                 diversity_prob: float = D["diversity_prob"], m: int = D["m"],
+                 random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, resize_rate=resize_rate,
                          diversity_prob=diversity_prob, random_start=random_start)
         self.m = option("m", m)

@@ -8,7 +8,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import D, option
+from .base import D, option, own
 from .momentum import DIFGSM
 
 
@@ -37,9 +37,10 @@ class TIFGSM(DIFGSM):
 
     name = "tifgsm"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 0.0,
-                 kernel_len: int = D["kernel_len"], nsig: float = D["nsig"], resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"],
-                 random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 decay: float = own("decay", name), kernel_len: int = D["kernel_len"], nsig: float = D["nsig"],
+                 resize_rate: float = D["resize_rate"], diversity_prob: float = D["diversity_prob"],
+                 random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, resize_rate=resize_rate,
                          diversity_prob=diversity_prob, random_start=random_start)
         self.kernel_len = int(kernel_len)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import D, l1_normalise, option
+from .base import D, l1_normalise, option, own
 from .momentum import MIFGSM
 
 
@@ -20,8 +20,9 @@ class VMIFGSM(MIFGSM):
 
     name = "vmifgsm"
 
-    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"], decay: float = 1.0,
-                 beta: float = D["beta"], N: int = D["n"], random_start: bool = False):
+    def __init__(self, loss_fn, eps: float = D["eps"], alpha: float = D["alpha"], steps: int = D["steps"],
+                 decay: float = own("decay", name), beta: float = D["beta"], N: int = D["n"],
+                 random_start: bool = own("random_start", name)):
         super().__init__(loss_fn, eps=eps, alpha=alpha, steps=steps, decay=decay, random_start=random_start)
         self.beta = float(option("beta", beta))
         self.N = option("n", N)
