@@ -387,6 +387,25 @@ def test_evaluate_images_checks_each_file_against_its_source(bad, message, own_t
     _one_line(result, str(target), message)
 
 
+@pytest.mark.parametrize("bad,message", [("bomb", "is 4000 x 4000 but its source"),
+                                         ("huge", "is not a readable image (20000x20000 px, over the"),
+                                         ("small", "is 48 x 48 but its source")])
+def test_evaluate_images_of_a_plain_folder_have_their_source_size(bad, message, own_teacher, shapes_root, tmp_path):
+    """A folder of plain images (no attack.json): no budget to hold them to, but each must be an
+    image of its source's size, from the headers, before any is decoded."""
+    root = _data_copy(shapes_root, tmp_path)
+    folder, names = _png_set(root, tmp_path)
+    (folder / "attack.json").unlink()
+    target = folder / Path(names[0]).with_suffix(".png")
+    if bad == "small":
+        cv2.imwrite(str(target), cv2.imread(str(root / "val" / names[0]), cv2.IMREAD_COLOR)[:48, :48])
+    else:
+        side = 4000 if bad == "bomb" else 20000
+        target.write_bytes(_png_declaring(side, side))
+    result = run_cli("evaluate", own_teacher, "--images", folder, "--device", DEVICE, *_sets(root), expect=None)
+    _one_line(result, str(target), message)
+
+
 def test_distill_pipeline_holds_a_delta_to_the_set_budget(shapes_root, tmp_path):
     """A delta of +128 (16x eps 8) is rebuilt exactly, and refused: the set's budget is 8."""
     from ikd_cli.attack.storage import encode_delta
