@@ -310,6 +310,29 @@ def test_attack_refuses_output_names_that_collide(extra, message, trained_teache
     assert not list(out.rglob("*.png"))
 
 
+def test_export_refuses_two_images_that_would_share_a_png_name(shapes_root, tmp_path):
+    """A delta set keeps a.jpg and a.png apart (a.jpg.ikdd, a.png.ikdd); as PNGs both are a.png."""
+    from ikd_cli.attack.storage import encode_delta
+
+    root = _data_copy(shapes_root, tmp_path)
+    first = json.loads((root / "annotations" / "instances_train.json").read_text())["images"][0]["file_name"]
+    twin = str(Path(first).with_suffix(".jpg"))
+    _with_extra_train_image(root, twin)
+    src = tmp_path / "set"
+    src.mkdir()
+    (src / "attack.json").write_text(json.dumps({"format": "delta", "eps": 8}))
+    records = []
+    for name in (first, twin):
+        clean = cv2.imread(str(root / "train" / name), cv2.IMREAD_COLOR)
+        (src / f"{name}.ikdd").write_bytes(encode_delta(clean, clean, 8))
+        records.append(json.dumps({"image": name, "out": f"{name}.ikdd"}) + "\n")
+    (src / "records-0.jsonl").write_text("".join(records))
+    result = run_cli("attack", "--out", src, "--export", tmp_path / "export", "--set", f"data.root={root}",
+                     "--set", "data.shapes=null", expect=None)
+    _one_line(result, "would both be written as")
+    assert not list((tmp_path / "export").glob("*.png"))
+
+
 def test_poison_refuses_two_images_that_would_share_a_name(shapes_root, tiny_sets, tmp_path):
     root = _data_copy(shapes_root, tmp_path)
     first = json.loads((root / "annotations" / "instances_train.json").read_text())["images"][0]["file_name"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ikd_cli.attack.manifest import clear_set, read_records, refuse_onto_inputs, set_budget
+from ikd_cli.attack.manifest import clear_set, output_names, read_records, refuse_onto_inputs, set_budget
 from ikd_cli.config.layout import ATTACK_SETTINGS_FILE, adversarial_name, adversarial_set_dir, records_file
 from ikd_cli.config.presets import data_path
 from ikd_cli.core.errors import IkdError
@@ -31,6 +31,7 @@ def export_set(preset: dict, *, split: str, out: Path | None, dest: Path) -> int
         raise IkdError(f"{src} holds no finished adversarial image to export")
     images = data_path(preset, f"{split}_images")
     _check_export_folder(preset, src, Path(dest))
+    output_names(list(done), "png", "export")  # a delta set keeps a.jpg and a.png apart; PNGs would not
     dest = ensure_writable_dir(dest, "export folder")
     lock_folder(dest, "export")
     if (dest / ATTACK_SETTINGS_FILE).is_file():

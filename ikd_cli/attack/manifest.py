@@ -88,13 +88,14 @@ def check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:
 SET_FILES = (ATTACK_SETTINGS_FILE, ATTACK_PREVIEW_FILE, ATTACK_SUMMARY_FILE)
 
 
-def output_names(names, fmt: str) -> dict:
+def output_names(names, fmt: str, what: str = "") -> dict:
     """Where each of ``names`` is written in a set of format ``fmt``, refused in one line where two
     would share a file or one would take a file of the set's own (``png`` drops the extension:
-    ``a.jpg`` and ``a.png``, or an image ``preview.png``; ``delta`` keeps it)."""
-    hint = " (or store the set as --format delta, which keeps the extension)" if fmt == "png" else ""
+    ``a.jpg`` and ``a.png``, or an image ``preview.png``; ``delta`` keeps it). ``what``: the
+    folder's name in the message (an export's, which cannot choose delta)."""
+    hint = " (or store the set as --format delta, which keeps the extension)" if fmt == "png" and not what else ""
     try:
-        return distinct_outputs(names, lambda name: adversarial_name(name, fmt), SET_FILES, f"{fmt} set")
+        return distinct_outputs(names, lambda name: adversarial_name(name, fmt), SET_FILES, what or f"{fmt} set")
     except IkdError as err:
         raise IkdError(f"{err}{hint}") from None
 
