@@ -92,12 +92,13 @@ def test_rerunning_train_continues_and_says_so(tiny_sets, tmp_path):
 
     run_file = json.loads((work / "run.json").read_text())
     assert run_file["compute"]["threads"] == 1 and run_file["compute"]["torch"] == torch.__version__
+    # the killed run had one thread (the shapes preset's train.threads); a continuation with two
+    # is not a settings change, but the run says it is not the same compute
     before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the killed run had one thread: the continuation says it is not the same
     try:
-        result = run_cli(*args)
+        result = run_cli(*args, "--set", "train.threads=2")
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before)  # run_cli runs in this process: the next tests keep their count
     assert "continuing the train teacher run" in result.output and "after epoch 1 of 2" in result.output
     assert "started on other compute (threads 1 -> 2)" in result.output
     saved = json.loads((work / "run.json").read_text())
