@@ -67,16 +67,17 @@ def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settin
            limit: Optional[int] = None, checkpoint: Optional[Path] = None, out: Optional[Path] = None,
            overwrite: bool = False, device: Optional[str] = None, workers: int = WORKERS,
            record_loss: bool = RECORD_LOSS, verbose: bool = False, launcher: str = "none", skip_bad: bool = False,
-           **options: Any) -> dict:
+           teacher_check: bool = True, **options: Any) -> dict:
     """``ikd attack``: adversarial copies of a split's images against the teacher (``options`` are
     ``attack.*``: ``method``, ``eps``, ``steps``, ...); returns the set's summary (images,
-    attacked, failed, linf_max, losses before and after)."""
+    attacked, failed, linf_max, losses before and after). ``teacher_check``: first score the
+    teacher on a few val images and refuse one near 0 AP."""
     from ikd_cli.attack.run import run_attack
 
     tree = load_preset(preset, settings, "attack", **options)
     return run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
                       checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
-                      skip_bad=skip_bad)
+                      skip_bad=skip_bad, teacher_check=_teacher_check(tree, device, teacher_check))
 
 
 def export_attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, dest: Path,
@@ -89,13 +90,29 @@ def export_attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *,
 
 
 def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = None, device: Optional[str] = None,
-            restart: bool = False, verbose: bool = False, launcher: str = "none", **keys: Any) -> Path:
+            restart: bool = False, verbose: bool = False, launcher: str = "none", teacher_check: bool = True,
+            dry_run: bool = False, **keys: Any) -> Path:
     """``ikd distill``: both stages in one run (``keys`` are ``distill.*``: ``method``,
-    ``dfa_until``, ``alpha_adv``, ...); returns the student's final checkpoint."""
+    ``dfa_until``, ``alpha_adv``, ...); returns the student's final checkpoint. ``teacher_check``:
+    first score the teacher on a few val images and refuse one near 0 AP; ``dry_run``: only the
+    checks and one iteration of each stage, their table in the work dir (returned)."""
     from ikd_cli.distill.run import run_distill
 
     tree = load_preset(preset, settings, "distill", **keys)
-    return run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose)
+    if dry_run:  # a teacher near 0 AP is a failed row of the table, not the end
+        from ikd_cli.distill.dry_run import dry_run_distill
+
+        return dry_run_distill(tree, device=device, teacher_check=_teacher_check(tree, device, teacher_check, False))
+    return run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose,
+                       teacher_check=_teacher_check(tree, device, teacher_check))
+
+
+def _teacher_check(tree: dict, device: Optional[str], enabled: bool, refuse: bool = True):
+    """The teacher check as the run calls it, with the teacher's checkpoint, once its cheaper
+    checks have passed (it lives in evaluate/, which attack and distill do not import)."""
+    from ikd_cli.evaluate.teacher_check import check_teacher
+
+    return lambda checkpoint: check_teacher(tree, checkpoint=checkpoint, device=device, enabled=enabled, refuse=refuse)
 
 
 def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student",

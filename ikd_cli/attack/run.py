@@ -5,9 +5,10 @@ through the folder's manifest (:mod:`.manifest`) and sharded over torch.distribu
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ikd_cli.attack.manifest import (check_settings, output_names, read_records, record_skipped, refuse_onto_inputs,
                                      summarise)
@@ -197,10 +198,12 @@ class AttackRun:
 def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, device: str | None = None,
                launcher: str = "none", overwrite: bool = False, checkpoint: Path | None = None,
                out: Path | None = None, workers: int = WORKERS, record_loss: bool = RECORD_LOSS,
-               verbose: bool = False, skip_bad: bool = False, target: Target | None = None) -> dict:
+               verbose: bool = False, skip_bad: bool = False, target: Target | None = None,
+               teacher_check: Callable[[Path], dict] | None = None) -> dict:
     """Attack ``split`` against ``target`` (default: the preset's teacher, ``checkpoint`` or its
     usual file) into ``out`` (default: the preset's adversarial set folder); ``skip_bad`` goes on
-    without the images the data check finds unreadable (recorded as skipped)."""
+    without the images the data check finds unreadable (recorded as skipped); ``teacher_check``
+    scores the checkpoint before the attack (``ikd_cli.evaluate.teacher_check``, from the API)."""
     from ikd_cli.attack.teacher_loss import Preprocess
     from ikd_cli.core.distributed import barrier, init_distributed, pick_device
     from ikd_cli.core.machine import pin_compute
@@ -213,6 +216,8 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
     bad = _checked_data(preset, split, skip_bad, distributed, rank)
     target = target or teacher_target(preset, checkpoint)
     cfg, ckpt_path = target.cfg, target.checkpoint
+    if teacher_check is not None and rank == 0:  # before hours of attack, a teacher near 0 AP stops here
+        teacher_check(ckpt_path)
     out_dir = ensure_writable_dir(out or adversarial_set_dir(preset, split), "attack output folder")
     if rank == 0:  # one attack per folder: a second one stops here, naming this one
         lock_folder(out_dir, "attack")
@@ -228,6 +233,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
         barrier(distributed)
     summary = _finish(run, cfg, settings, todo_all, log, verbose) if rank == 0 else {}
     barrier(distributed)
+    _stop_if_unperturbed(summary)
     if summary.get("failed"):
         shown = ", ".join(summary["failed_images"][:5])
         raise IkdError(f"{summary['failed']} image(s) could not be read and were skipped: {shown}")
@@ -307,10 +313,29 @@ def attack_images(run: AttackRun, indices: list[int], total: int | None = None) 
                                    [b["bboxes"] for b in batch], [b["labels"] for b in batch], device=run.device,
                                    seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
                                    amp=opts["amp"])
+            _stop_if_not_finite(batch, results)
             writer.save(batch, results)  # encoded and written in the background, while the next batch runs
             first = results[0]
             progress.update(task, advance=len(batch) * run.world if show else 0,
                             info=f"loss {first.loss_before:.3f} -> {first.loss_after:.3f}" if run.record_loss else "")
+
+
+def _stop_if_not_finite(batch: list, results: list) -> None:
+    """Before a batch is written: a NaN or infinite teacher loss gives the attack no gradient to
+    follow, and it would write unperturbed images as attacked ones."""
+    for item, result in zip(batch, results):
+        for loss in (result.loss_before, result.loss_after):
+            if loss is not None and not math.isfinite(loss):
+                raise IkdError(f"the teacher's loss is {loss} on {item['name']}: its outputs are not finite, so the "
+                               "attack has no gradient to follow; stopped (check the teacher checkpoint; --no-amp)")
+
+
+def _stop_if_unperturbed(summary: dict) -> None:
+    """A set whose every image equals its source teaches distillation nothing adversarial."""
+    if summary.get("attacked") and not summary.get("linf_max"):
+        raise IkdError(f"the attack left all {summary['attacked']} images unperturbed (max L-inf 0): the teacher's "
+                       "loss gives it no gradient, or eps rounds to no change of an 8-bit pixel; check the teacher "
+                       "(ikd evaluate) or raise --eps")
 
 
 def _finish(run: AttackRun, cfg, settings: dict, todo_all: list[int], log: Path, verbose: bool) -> dict:

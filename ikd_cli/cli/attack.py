@@ -11,7 +11,8 @@ from ikd_cli import api
 from ikd_cli.attack.run import RECORD_LOSS, WORKERS
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import (DataRootOpt, Device, DeviceOpt, GpusOpt, LauncherOpt, PresetOpt, SetOpt,
-                                 TrustCheckpointOpt, VerboseOpt, cli_settings, relaunch, section_options)
+                                 TeacherCheckOpt, TrustCheckpointOpt, VerboseOpt, cli_settings, relaunch,
+                                 section_options)
 from ikd_cli.config.schema import Split
 from ikd_cli.core.distributed import Launcher
 from ikd_cli.core.errors import IkdError
@@ -43,6 +44,7 @@ def attack(
                                      help="Measure the teacher's loss before and after (2 extra forward passes)."),
     verbose: bool = VerboseOpt,
     trust_checkpoint: bool = TrustCheckpointOpt,
+    teacher_check: bool = TeacherCheckOpt,
     **options: Any,
 ):
     """Make adversarial examples against the teacher (DI-FGSM family), lossless and resumable."""
@@ -54,4 +56,4 @@ def attack(
         return
     api.attack(preset, split.value, settings=settings, limit=limit, checkpoint=checkpoint, out=out,
                overwrite=overwrite, device=device, workers=workers, record_loss=record_loss, verbose=verbose,
-               launcher=relaunch(gpus, launcher), skip_bad=skip_bad, **options)
+               launcher=relaunch(gpus, launcher), skip_bad=skip_bad, teacher_check=teacher_check, **options)

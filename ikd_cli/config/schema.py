@@ -241,6 +241,13 @@ SETTINGS: dict[str, Setting] = {
     "distill.diagnostics": _s(True, "stage 1 logs, every train.log_interval iterations, the teacher's feature "
                                     "distance adversarial vs clean and the adversarial term's gradient share "
                                     "(distill/diagnostics.py)"),
+    # A teacher near 0 AP (a random one, or one of other data whose keys fit) is refused before
+    # hours of attack or distillation; a few val images keep the check to seconds, cached per
+    # checkpoint digest. Also read by `ikd attack`, which has no section of its own for it.
+    "distill.teacher_check_images": _s(50, "the first N val images the teacher is scored on before `ikd attack` "
+                                           "and `ikd distill` (--no-teacher-check skips it)", low=1),
+    "distill.teacher_check_min_ap": _s(0.01, "bbox AP (0-1) on those images below which the teacher is refused",
+                                       low=0.0, high=1.0),
     # -- training ----------------------------------------------------------------------------------
     "train.epochs": _s(24, "epochs", low=1),
     "train.lr": _s(0.01, "SGD learning rate", low=0.0),
