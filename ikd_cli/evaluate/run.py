@@ -104,7 +104,7 @@ def _same_size_as_source(path: Path, source: Path) -> None:
     try:
         got, want = image_size(path), image_size(source)
     except (OSError, ValueError) as err:  # ImageTooLarge too: a header declaring a bomb's size
-        raise IkdError(f"{path} is not a readable image ({err})") from None
+        raise IkdError(f"cannot read image {path} ({err})") from None
     if got != want:
         raise IkdError(f"{path} is {got[1]} x {got[0]} but its source {source} is {want[1]} x {want[0]}: "
                        "its boxes would not fit it")
