@@ -98,8 +98,9 @@ def cli_reference() -> str:
     ctx = typer.Context(root, info_name="ikd")
     body = ["# Command reference", "",
             "Every command, argument and option of `ikd`, as `ikd COMMAND --help` prints them. An option "
-            "named after a preset key (its help ends with `(attack.eps; preset default: 8)`) overrides that "
-            "key; its type, bounds and default are the key's, in [the settings reference](settings.md).", ""]
+            "named after a preset key (its help ends with `(attack.eps; 8 unless the preset sets it: ...)`) "
+            "overrides that key; its type, bounds and default are the key's, in [the settings "
+            "reference](settings.md).", ""]
     body += _command_md(root, ctx, "ikd", 2)
     return HEADER.format(source="the Typer app (ikd_cli/cli/)") + "\n".join(body).rstrip() + "\n"
 

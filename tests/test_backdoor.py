@@ -169,7 +169,7 @@ def test_an_option_out_of_bounds_is_the_schema_s_one_line(tiny_sets, tmp_path):
     result = run_cli("backdoor", "poison", *tiny_sets, "--out", tmp_path / "p", "--rate", "1.5", expect=1)
     assert result.output.strip() == "error: backdoor.rate must be a number > 0 and <= 1, got 1.5"
     helptext = " ".join(run_cli("backdoor", "poison", "--help").output.replace("│", " ").split())
-    assert "> 0 and <= 1 (backdoor.rate; preset default: 0.1)" in helptext
+    assert "> 0 and <= 1 (backdoor.rate; 0.1 unless the preset sets it" in helptext
 
 
 def test_empty_clean_subset_is_one_line(bd):

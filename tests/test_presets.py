@@ -177,7 +177,7 @@ def test_help_and_keys_show_the_schema_defaults():
     for option in ("eps", "steps", "resize_rate"):
         s = SETTINGS[f"attack.{option}"]
         shown = f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
-        assert f"preset default: {shown})" in helptext.replace("│ ", "").replace(" │", ""), option
+        assert f"{shown} unless the preset sets it" in helptext.replace("│ ", "").replace(" │", ""), option
 
 
 def test_presets_show_path_is_the_layout():

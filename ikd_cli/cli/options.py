@@ -31,8 +31,8 @@ DeviceOpt = typer.Option(Device.auto, help="auto = cuda where torch sees a GPU, 
 RestartOpt = typer.Option(False, "--restart", help="Start over: remove the work dir's checkpoints first "
                                                    "(re-running the same command continues the run).")
 AmpOpt = typer.Option(None, "--amp/--no-amp", show_default=False,
-                      help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU (train.amp, preset "
-                           "default: off).")
+                      help="Mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU (train.amp; off "
+                           "unless the preset sets it).")
 
 
 def _trust_checkpoint(value: bool) -> bool:
@@ -50,13 +50,16 @@ TrustCheckpointOpt = typer.Option(False, "--trust-checkpoint", callback=_trust_c
                                        "carry: only for files you trust (by default only weights and the metadata "
                                        "mmcv/mmdet write are read; anything else is refused).")
 GpusOpt = typer.Option(1, help="Processes (GPUs) on this machine; >1 relaunches under torchrun.")
+TeacherCheckOpt = typer.Option(True, "--teacher-check/--no-teacher-check",
+                               help="First score the teacher on a few val images and refuse one near 0 AP "
+                                    "(distill.teacher_check_*; cached per checkpoint).")
 LauncherOpt = typer.Option(Launcher.none, help="none, pytorch (under torchrun) or slurm (under srun).")
 
 
 def setting_option(key: str, *names: str, help: str = ""):
     """The command-line option of preset key ``key``, from the settings schema: its help (or
-    ``help``), its bounds, the preset default shown, its choices (the option's Enum type). Its
-    value is None when not given: the preset's applies. The bounds are checked by the schema
+    ``help``), its bounds, the schema default shown (a preset may set another), its choices (the
+    option's Enum type). Its value is None when not given: the preset's applies. The bounds are checked by the schema
     with the preset (one line, exit 1), not as Typer's min=/max= (a usage box, exit 2), so a
     value is refused the same way on the command line, in --set and in a preset file."""
     s = schema.SETTINGS[key]
@@ -65,7 +68,8 @@ def setting_option(key: str, *names: str, help: str = ""):
     text = (help or s.help[:1].upper() + s.help[1:]).rstrip(".")
     if s.bounds_text() and s.choices is None:
         text += f"; {s.bounds_text()}"
-    return typer.Option(None, *names, help=f"{text} ({key}; preset default: {shown}).", show_default=False)
+    return typer.Option(None, *names, help=f"{text} ({key}; {shown} unless the preset sets it: `ikd presets show`).",
+                        show_default=False)
 
 
 def section_options(section: str, *, but: tuple[str, ...] = ()):
