@@ -54,7 +54,9 @@ def test_distill_and_evaluate_the_student(family):
     assert "stage 1" in result.output
     log = (work / "distill" / "train.log").read_text()
     assert "loss_adv_neck_fpn_convs_3_conv" in log and own_loss in log
-    run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", DEVICE)
+    # the preset names a local .py config: a checkpoint's embedded preset may not load it
+    # without trust (docs/promises.md), so the preset is given as the user's own
+    run_cli("evaluate", work / "distill" / "student_latest.pth", "--device", DEVICE, "--preset", preset, *sets)
     report = json.loads((work / "distill" / "student_latest.eval-val.json").read_text())
     assert metrics <= set(report)
 
