@@ -20,12 +20,14 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 from enum import Enum
+from os import PathLike
 from pathlib import Path
 from typing import Any, Optional
 
 from ikd_cli.attack.run import RECORD_LOSS, WORKERS
 from ikd_cli.config import presets
-from ikd_cli.config.schema import SETTINGS
+from ikd_cli.config.schema import SETTINGS, Role, Split, shown
+from ikd_cli.core.distributed import check_launcher
 from ikd_cli.core.errors import IkdError
 
 __all__ = ["load_preset", "train", "attack", "export_attack", "distill", "evaluate", "robustness"]
@@ -36,7 +38,9 @@ def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] =
     """The resolved preset tree with ``settings`` (dotted keys) and ``keys`` (keys of ``section``,
     or dotted keys when no section is given) applied. A None in ``settings`` sets the key to null;
     a keyword set to None is "not given" (the preset's value applies), as an option left out."""
-    overrides = dict(settings or {})
+    if not isinstance(preset, (str, PathLike)):
+        raise IkdError(f"preset must be a preset's name or a YAML path, got {shown(preset)}")
+    overrides = _settings(settings)
     for key, value in keys.items():
         dotted = f"{section}.{key}" if section and f"{section}.{key}" in SETTINGS else key
         if dotted not in SETTINGS and not dotted.startswith("data.shapes."):
@@ -51,6 +55,25 @@ def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] =
     return tree
 
 
+def _settings(settings: Any) -> dict:
+    """A copy of ``settings`` (dotted key -> value), or one line saying what it must be."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+        raise IkdError(f"settings must be a dict of dotted keys (text) to values, such as {{'train.seed': 1}}; "
+                       f"got {shown(settings)}")
+    return dict(settings)
+
+
+def _choice(what: str, value: Any, choices: type[Enum]) -> str:
+    """``value`` (a member of ``choices`` or its name) as a name, or one line naming the valid ones."""
+    value = value.value if isinstance(value, Enum) else value
+    names = [c.value for c in choices]
+    if value not in names:
+        raise IkdError(f"{what} must be one of {', '.join(names)}, got {shown(value)}")
+    return value
+
+
 def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, settings: Optional[dict] = None,
           device: Optional[str] = None, restart: bool = False, must_resume: bool = False, verbose: bool = False,
           launcher: str = "none", **keys: Any) -> Path:
@@ -58,6 +81,7 @@ def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, setti
     run's final checkpoint."""
     from ikd_cli.train.run import train_detector
 
+    model, launcher = _choice("model", model, Role), check_launcher(launcher)
     tree = load_preset(preset, settings, "train", **keys)
     return train_detector(tree, model, must_resume=must_resume, restart=restart, device=device, launcher=launcher,
                           verbose=verbose)
@@ -74,6 +98,7 @@ def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settin
     teacher on a few val images and refuse one near 0 AP."""
     from ikd_cli.attack.run import run_attack
 
+    split, launcher = _choice("split", split, Split), check_launcher(launcher)
     tree = load_preset(preset, settings, "attack", **options)
     return run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
                       checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
@@ -86,6 +111,7 @@ def export_attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *,
     plain PNG images in ``dest``; returns the images written."""
     from ikd_cli.attack.export import export_set
 
+    split = _choice("split", split, Split)
     return export_set(load_preset(preset, settings), split=split, out=out, dest=Path(dest))
 
 
@@ -98,6 +124,7 @@ def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = 
     checks and one iteration of each stage, their table in the work dir (returned)."""
     from ikd_cli.distill.run import run_distill
 
+    launcher = check_launcher(launcher)
     tree = load_preset(preset, settings, "distill", **keys)
     if dry_run:  # a teacher near 0 AP is a failed row of the table, not the end
         from ikd_cli.distill.dry_run import dry_run_distill
@@ -125,6 +152,7 @@ def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str
     a preset, ``settings`` apply to the preset the checkpoint carries."""
     from ikd_cli.evaluate.run import evaluate_checkpoint
 
+    split, model, settings = _choice("split", split, Split), _choice("model", model, Role), _settings(settings)
     tree = load_preset(preset, settings) if preset else None
     results = evaluate_checkpoint(Path(checkpoint), preset=tree, model=model, images=images, split=split,
                                   overrides=settings, device=device, verbose=verbose, classwise=classwise, out=out)
@@ -139,6 +167,7 @@ def robustness(checkpoint: str | Path, *, preset: Optional[str] = None, model: s
     or names, None: the default set); returns the summary it writes beside the checkpoint."""
     from ikd_cli.evaluate.robustness import evaluate_robustness
 
+    split, model, settings = _choice("split", split, Split), _choice("model", model, Role), _settings(settings)
     tree = load_preset(preset, settings) if preset else None
     return evaluate_robustness(Path(checkpoint), preset=tree, model=model, overrides=settings, device=device,
                                verbose=verbose, corruptions=corruptions, severities=severities, split=split)

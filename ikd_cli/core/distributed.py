@@ -28,6 +28,15 @@ class Launcher(str, Enum):
 LAUNCHERS = tuple(item.value for item in Launcher)
 
 
+def check_launcher(launcher) -> str:
+    """``launcher`` (a :class:`Launcher` or its name) as a name, or one line naming the valid ones."""
+    launcher = getattr(launcher, "value", launcher)
+    if launcher not in LAUNCHERS:
+        raise IkdError(f"launcher must be one of {', '.join(LAUNCHERS)} (how the processes are started), "
+                       f"got {launcher!r}")
+    return launcher
+
+
 # Under ``--gpus N`` the processes report their first error here instead of printing it, so the
 # user sees one line once, from the command they typed, and not N lines and torchrun's traceback.
 ERROR_FILE_ENV = "IKD_ERROR_FILE"
@@ -39,8 +48,7 @@ def maybe_relaunch(gpus: int, launcher: str, *, debug: bool = False) -> None:
     The first failing process's error becomes this process's error (one line, its exit status);
     torchrun's own report goes to a file that is shown only when no process said what failed
     (``debug`` lets everything through)."""
-    if launcher not in LAUNCHERS:
-        raise IkdError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got '{launcher}'")
+    launcher = check_launcher(launcher)
     if gpus < 1:
         raise IkdError(f"--gpus must be at least 1, got {gpus}")
     if gpus == 1 or launcher != "none":
@@ -153,7 +161,7 @@ def first_slurm_host(nodelist: str) -> str:
 
 def init_distributed(launcher: str, device: str) -> tuple[bool, int, int]:
     """Start the process group for ``launcher``; returns (distributed, rank, world_size)."""
-    if launcher == "none":
+    if check_launcher(launcher) == "none":
         return False, 0, 1
     import torch
     import torch.distributed as dist

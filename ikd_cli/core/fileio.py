@@ -77,12 +77,21 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def parse_json(text: str):
+    """``json.loads``, where values nested deeper than Python's parser can follow are malformed
+    JSON like any other (a JSONDecodeError), not a RecursionError from a file made elsewhere."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("values nested too deeply to read", text, 0) from None
+
+
 def read_json(path: str | os.PathLike, what: str = "file"):
     """Read a JSON file, turning a missing or corrupt file into a one-line IkdError."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return parse_json(fh.read())
     except FileNotFoundError:
         raise IkdError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:

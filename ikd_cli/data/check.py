@@ -7,7 +7,9 @@ so it stays fast on COCO. Problems are grouped, counted and shown with their fir
 * errors, which would stop or silently empty a run: a missing or unparsable annotation file,
   missing or unreadable images, image file names that leave the image folder (``../val/x.png``,
   an absolute path: a copy made of such an image would be written outside its output folder),
-  no class of the preset among the file's categories, a split without any usable box;
+  a box that is not four numbers or has no numeric area (MMDetection unpacks every box of an
+  image, whatever its class, and stops with a traceback), no class of the preset among the
+  file's categories, a split without any usable box;
 * warnings, for what MMDetection drops without a word: boxes with no area, boxes wholly outside
   their image, unknown category ids, image sizes in the JSON that differ from the file, classes
   without any box.
@@ -26,13 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import atomic_write_json, is_inside
+from ikd_cli.core.fileio import atomic_write_json, is_inside, parse_json
 
 EXAMPLES = 3  # examples shown per problem
 # The errors of single image files: a run can go on without those images (``--skip-bad``), and
 # ``ikd data check`` lists every one of them.
 BAD_IMAGES = ("missing images", "unreadable or truncated images")
-CHECK_VERSION = 5  # bump when the checks change: cached results of older checks are ignored
+CHECK_VERSION = 6  # bump when the checks change: cached results of older checks are ignored
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -132,7 +134,7 @@ def image_size(path: Path) -> tuple[int, int]:
 def _load(ann_file: Path) -> dict:
     try:
         with open(ann_file, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = parse_json(fh.read())
     except FileNotFoundError:
         raise IkdError(f"annotation file not found: {ann_file}") from None
     except json.JSONDecodeError as err:
@@ -241,6 +243,12 @@ def _usable_boxes(data: dict, cats: dict, used: set, images: dict, problems: _Pr
     """The usable boxes per category id of ``used``; each box MMDetection drops is a warning."""
     per_class = {cid: 0 for cid in used}
     for ann in _objects(data, "annotations", problems):
+        if ann.get("ignore"):
+            continue  # MMDetection passes over these before reading anything else
+        malformed = _malformed(ann)
+        if malformed is not None:
+            problems("error", malformed[0]).add(malformed[1])
+            continue
         cid = ann.get("category_id")
         if cid in cats and (cid not in used or ann.get("iscrowd", 0)):
             continue  # a class the preset leaves out, or a crowd region: no box to train on
@@ -252,16 +260,30 @@ def _usable_boxes(data: dict, cats: dict, used: set, images: dict, problems: _Pr
     return per_class
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _malformed(ann: dict) -> tuple[str, str] | None:
+    """(problem, example) for an annotation MMDetection cannot read: its ``bbox`` is unpacked
+    into four numbers and its ``area`` compared with 0 for every box of an image, whatever the
+    class ("1,2,3,4" or [1, 2] stops training with "too many values to unpack"); None if readable."""
+    where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return "boxes that are not [x, y, w, h] (four numbers)", f"{where}: {_short(bbox)}"
+    if not _is_number(ann.get("area")):
+        return "boxes without a numeric 'area'", f"{where}: area {_short(ann.get('area'))}"
+    return None
+
+
 def _why_dropped(ann: dict, cats: dict, images: dict) -> tuple[str, str] | None:
     """(problem, example) for a box MMDetection would drop without a word; None for a usable one."""
     where = f"annotation {ann.get('id')} of image {ann.get('image_id')}"
     cid = ann.get("category_id")
     if cid not in cats:
         return "boxes of unknown category ids (dropped)", f"{where}: category {cid}"
-    try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-    except (KeyError, TypeError, ValueError):
-        return "boxes that are not [x, y, w, h] (dropped)", where
+    x, y, w, h = (float(v) for v in ann["bbox"])  # four numbers: _malformed came first
     if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every < and >= test below
         return "boxes with a NaN or infinite number (dropped)", f"{where}: {ann['bbox']}"
     info = images.get(ann.get("image_id"))
@@ -292,7 +314,7 @@ def check_split_cached(split: str, ann_file: Path, image_dir: Path | None, class
     cached = _cache_file(ann_file, image_dir, classes)
     if cached.is_file():
         try:
-            raw = json.loads(cached.read_text())
+            raw = parse_json(cached.read_text())
             return SplitReport(**{**raw, "problems": [Problem(**p) for p in raw["problems"]]})
         except (ValueError, TypeError, KeyError):
             pass  # a stale or torn cache file: check again

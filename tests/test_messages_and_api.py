@@ -1,0 +1,99 @@
+"""Messages and the API (issue 31, part 5): each case once ended in a traceback, a wrong run or a
+misleading hint; on real files and real commands, in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import DEVICE, run_cli
+from ikd_cli import api
+from ikd_cli.core.errors import IkdError
+
+
+def _one_line(result) -> str:
+    """The output of a refused command, checked to be one sentence: no traceback, no usage box."""
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+    return text
+
+
+def _data_with(shapes_root: Path, tmp_path: Path, **changes) -> Path:
+    """A copy of the tiny shapes data whose first training box has ``changes`` (None: removed)."""
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    ann = root / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    box = data["annotations"][0]
+    for key, value in changes.items():
+        box.pop(key) if value is None else box.__setitem__(key, value)
+    ann.write_text(json.dumps(data))
+    return root
+
+
+# ------------------------------------------------------------------ a box MMDetection cannot read
+@pytest.mark.parametrize("changes, problem", [
+    ({"bbox": "1,2,3,4"}, "boxes that are not [x, y, w, h] (four numbers)"),
+    ({"bbox": [1, 2]}, "boxes that are not [x, y, w, h] (four numbers)"),
+    ({"bbox": ["1", "2", "30", "40"]}, "boxes that are not [x, y, w, h] (four numbers)"),
+    ({"area": None}, "boxes without a numeric 'area'"),
+])
+def test_data_check_calls_a_malformed_box_an_error(changes, problem, shapes_root, tmp_path):
+    root = _data_with(shapes_root, tmp_path, **changes)
+    result = run_cli("data", "check", "--set", f"data.root={root}", "--set", "data.shapes=null",
+                     "--json", tmp_path / "check.json", expect=1)
+    found = {p["what"]: p for p in json.loads((tmp_path / "check.json").read_text())[0]["problems"]}
+    assert found[problem]["severity"] == "error" and found[problem]["count"] == 1
+    assert "not usable" in result.output
+
+
+def test_training_on_a_malformed_box_stops_in_one_line(shapes_root, tiny_sets, tmp_path):
+    root = _data_with(shapes_root, tmp_path, bbox="1,2,3,4")
+    result = run_cli("train", "--model", "student", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets,
+                     "--set", f"data.root={root}", expect=1)
+    assert "data check: train: boxes that are not [x, y, w, h]" in _one_line(result)
+    assert '"1,2,3,4"' in result.output
+
+
+# ------------------------------------------------------------------------------------- the API
+@pytest.mark.parametrize("call, message", [
+    (lambda: api.train("shapes", "bogus"), "model must be one of teacher, student, got 'bogus'"),
+    (lambda: api.attack("shapes", "test"), "split must be one of train, val, got 'test'"),
+    (lambda: api.export_attack("shapes", "test", dest=Path("x")), "split must be one of train, val"),
+    (lambda: api.train("shapes", settings=["train.epochs=1"]), "settings must be a dict of dotted keys"),
+    (lambda: api.train("shapes", settings="train.epochs=1"), "settings must be a dict of dotted keys"),
+    (lambda: api.train("shapes", settings={1: 2}), r"settings must be a dict .*got \{1: 2\}"),
+    (lambda: api.load_preset(3), "preset must be a preset's name or a YAML path"),
+    (lambda: api.train("shapes", launcher="mpi"), "launcher must be one of none, pytorch, slurm"),
+    (lambda: api.distill("shapes", launcher="mpi"), "launcher must be one of none, pytorch, slurm"),
+    (lambda: api.evaluate("missing.pth", model="bogus"), "model must be one of teacher, student"),
+])
+def test_the_api_refuses_a_bad_argument_with_the_one_line_error(call, message):
+    with pytest.raises(IkdError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("score", [api.evaluate, api.robustness])
+def test_evaluate_refuses_a_split_it_has_not_got(score, tmp_path):
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"not read: the split is refused first")
+    with pytest.raises(IkdError, match="split must be one of train, val, got 'test'"):
+        score(checkpoint, split="test")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]  # no eval-test.json
+
+
+# --------------------------------------------------------------------- catch-alls get a sentence
+def test_a_deeply_nested_annotation_file_is_one_sentence(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    ann = root / "annotations" / "instances_train.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = run_cli("data", "check", "--set", f"data.root={root}", "--set", "data.shapes=null", expect=1)
+    assert f"annotation file {ann} is not valid JSON (line 1: values nested too deeply" in " ".join(
+        result.output.split())
