@@ -88,6 +88,46 @@ def test_evaluate_refuses_a_split_it_has_not_got(score, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]  # no eval-test.json
 
 
+# ------------------------------------------------------------------------ --work-dir and the teacher
+def test_a_teacher_trained_in_the_work_dir_given_is_the_one_read(tmp_path):
+    """teacher.checkpoint inside the preset's own work dir is W's where W holds one; where W holds
+    none, the preset's (a study's runs in their own work dirs share the main teacher)."""
+    work, preset_own = tmp_path / "w", "work_dirs/shapes/teacher/latest.pth"
+    assert api.load_preset("shapes", {"work_dir": str(work)})["teacher"]["checkpoint"] == preset_own
+    (work / "teacher").mkdir(parents=True)
+    (work / "teacher" / "latest.pth").write_bytes(b"")
+    moved = api.load_preset("shapes", {"work_dir": str(work)})
+    assert moved["teacher"]["checkpoint"] == str(work / "teacher" / "latest.pth")
+    kept = api.load_preset("shapes", {"work_dir": str(work), "teacher.checkpoint": "mine.pth"})
+    assert kept["teacher"]["checkpoint"] == "mine.pth"
+
+
+def test_the_teacher_ikd_train_put_in_work_dir_is_the_one_used(trained_teacher, tiny_sets, tmp_path):
+    """The session teacher is `ikd train --work-dir W`'s: an attack given that work dir reads it."""
+    from ikd_cli.core.fileio import sha256_of
+
+    work = trained_teacher.parent.parent
+    run_cli("attack", "--set", f"work_dir={work}", "--out", tmp_path / "adv", "--limit", "1", "--steps", "1",
+            "--no-teacher-check", "--workers", "0", "--device", DEVICE, *tiny_sets)
+    settings = json.loads((tmp_path / "adv" / "attack.json").read_text())
+    assert settings["teacher_sha256"] == sha256_of(trained_teacher)
+
+
+@pytest.mark.parametrize("teacher", ["", "teachers/mine.pth"])
+def test_the_hint_trains_the_teacher_where_it_is_then_looked_for(teacher, tiny_sets, tmp_path, monkeypatch):
+    """No teacher anywhere: the hint's training writes into the work dir, and its --set points
+    the next run at it (which finds it there anyway where the preset's path was its own work dir's)."""
+    monkeypatch.chdir(tmp_path)  # no work_dirs/shapes/teacher of another run here
+    work = tmp_path / "w"
+    given = ["--set", f"teacher.checkpoint={teacher}"] if teacher else []
+    result = run_cli("distill", "--work-dir", work, *given, "--device", DEVICE, *tiny_sets, expect=1)
+    text = " ".join(result.output.split())
+    assert f"teacher checkpoint not found: {teacher or 'work_dirs/shapes/teacher/latest.pth'};" in text
+    train, again = shlex.split(text.split("`")[1]), shlex.split(text.split("`")[3])
+    assert train[:2] == ["ikd", "train"] and f"work_dir={work}" in train and train[-2:] == ["--model", "teacher"]
+    assert again == ["--set", f"teacher.checkpoint={work / 'teacher' / 'latest.pth'}"]
+
+
 # --------------------------------------------------------------------- catch-alls get a sentence
 def test_a_deeply_nested_annotation_file_is_one_sentence(shapes_root, tmp_path):
     root = tmp_path / "data"

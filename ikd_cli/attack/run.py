@@ -77,7 +77,7 @@ class Target:
 
 def teacher_target(preset: dict, checkpoint: Path | None = None) -> Target:
     from ikd_cli.config.mmdet import build_config
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
 
     return Target(build_config(preset, "teacher"), teacher_checkpoint(preset, checkpoint), preset["teacher"]["config"])
 

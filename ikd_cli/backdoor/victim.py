@@ -50,7 +50,7 @@ def victim_init(preset: dict) -> Path | None:
     """The weights the attacker starts from (backdoor.victim_init): None (from scratch), a
     checkpoint file, or ``teacher``: the preset's teacher checkpoint, a model trained on the clean
     data that the attacker fine-tunes on the poisoned set."""
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
 
     init = preset["backdoor"]["victim_init"]
     if not init:

@@ -102,6 +102,29 @@ def final_checkpoint(preset: dict, role: str) -> Path:
     return run_dir(preset, role) / DELIVERED["distill" if role == "distill" else "train"]
 
 
+def teacher_checkpoint(preset: dict, given: str | Path | None = None) -> Path:
+    """The teacher's checkpoint file (``given`` or the preset's), or an error that says how to
+    get it: a download, or a training whose checkpoint (:func:`final_checkpoint`) is named with
+    --set teacher.checkpoint where it is not where the preset looks."""
+    path = Path(given or preset["teacher"]["checkpoint"])
+    if path.is_file():
+        return path
+    import shlex
+
+    from ikd_cli.core.invocation import preset_args
+
+    if preset["teacher"]["download"]:
+        how = f"`ikd download teacher {preset_args(preset)}`"
+    else:
+        trained = final_checkpoint(preset, "teacher")
+        how = f"`ikd train {preset_args(preset)} --model teacher`"
+        if trained != path:  # as it was given: --checkpoint FILE (ikd attack) or the preset's key
+            again = f"--checkpoint {shlex.quote(str(trained))}" if given else \
+                f"--set {shlex.quote(f'teacher.checkpoint={trained}')}"
+            how += f", then run again with `{again}`"
+    raise IkdError(f"teacher checkpoint not found: {path}; get it with {how}")
+
+
 def adversarial_set_dir(preset: dict, split: str) -> Path:
     """``attack.out`` with its ``{method}``/``{eps}``/``{steps}`` fields filled; val gets ``_val``."""
     a = preset["attack"]

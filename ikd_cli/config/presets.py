@@ -214,6 +214,7 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
     preset made elsewhere came from: its model configs are checked (:func:`check_received_configs`)."""
     preset = _merge(DEFAULTS, tree)
     preset["name"] = preset["name"] or default_name
+    own_work_dir = preset["work_dir"] or str(Path("work_dirs") / preset["name"])
     overrides = dict(overrides or {})
     shapes_overrides = {k.rsplit(".", 1)[1]: overrides.pop(k) for k in list(overrides)
                         if k.startswith("data.shapes.")}
@@ -225,10 +226,30 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
         preset = _merge(preset, schema.nest(overrides))
     if not preset["work_dir"]:
         preset["work_dir"] = str(Path("work_dirs") / preset["name"])
+    _follow_work_dir(preset, own_work_dir, set(flatten(schema.nest(overrides))))
     preset["data"]["shapes"] = _resolve_shapes(preset["data"]["shapes"], shapes_overrides)
     if received_from:
         check_received_configs(preset, received_from)
     return preset
+
+
+def _follow_work_dir(preset: dict, own: str, overridden: set) -> None:
+    """A path the preset puts in its own work dir (``own``) names what a run there writes (its
+    teacher.checkpoint, work_dirs/shapes/teacher/latest.pth, is ``ikd train``'s): where the work
+    dir it got holds that file, after ``ikd train --work-dir W``, it is W's. Where W holds none,
+    the preset's stays (a study's runs in their own work dirs share the main teacher); so does a
+    path set with the overrides."""
+    new = Path(preset["work_dir"])
+    if new == Path(own):
+        return
+    for key in schema.work_dir_paths():
+        section, leaf = key.split(".")
+        value = preset[section][leaf]
+        if key in overridden or not value or Path(own) not in Path(value).parents:
+            continue
+        moved = new / Path(value).relative_to(own)
+        if moved.exists():
+            preset[section][leaf] = str(moved)
 
 
 def derive(preset: dict, changes: dict) -> dict:

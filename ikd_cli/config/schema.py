@@ -101,7 +101,9 @@ class Setting:
     options handed to the attack method itself; ``distill_ignores`` those a distillation does not
     hold against a set (a study shares one set between seeds and batch sizes). ``per_method``: an
     attack option's default where it depends on ``attack.method`` (method -> default; the methods
-    that take the option), read by their constructors.
+    that take the option), read by their constructors. ``follows_work_dir``: a path that, when the
+    preset puts it inside its own work dir (what a run there writes), is read from the work dir
+    given instead where that holds it.
     """
     default: Any
     help: str = ""
@@ -116,6 +118,7 @@ class Setting:
     pixels: bool = False
     distill_ignores: bool = False
     per_method: Optional[dict[str, Any]] = None
+    follows_work_dir: bool = False
 
     @property
     def type(self) -> Optional[type]:
@@ -162,18 +165,19 @@ SHAPES: dict[str, Setting] = {
 SETTINGS: dict[str, Setting] = {
     "name": _s("", "the preset's name (default: the YAML file's stem)"),
     "description": _s(""),
-    "work_dir": _s("", "where runs write (default: work_dirs/<name>)"),
+    "work_dir": _s("", "where runs write (default: work_dirs/<name>); given another (--work-dir W), a path the "
+                       "preset puts in its own (teacher.checkpoint ...) is W's where W holds that file"),
     # -- the models --------------------------------------------------------------------------------
     "teacher.config": _s("", '"mmdet::family/file.py" (shipped in mmdet), "ikd::models/x.py" or a path',
                          attack_set="teacher_config"),
-    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk"),
+    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk", follows_work_dir=True),
     "teacher.download": _s("", "registry name for `ikd download teacher`"),
     # Teachers are trained longer than their students, as in the model zoo; null = train's.
     "teacher.epochs": _s(None, "`ikd train --model teacher` epochs (null: train.epochs)", kind=int, low=1),
     "teacher.lr_steps": _s(None, "`ikd train --model teacher` lr steps (null: train.lr_steps)", kind=list,
                            valid=("a list of epochs (integers)", _int_list)),
     "student.config": _s(""),
-    "student.checkpoint": _s("", "weights to start the student from (optional)"),
+    "student.checkpoint": _s("", "weights to start the student from (optional)", follows_work_dir=True),
     "student.download": _s(""),
     # the zoo configs' init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50'), fetched
     # by `ikd download --preset`
@@ -218,7 +222,7 @@ SETTINGS: dict[str, Setting] = {
     "attack.amp": _s(False, "mixed precision for the teacher's passes (bf16 autocast; pixels stay fp32)",
                      attack_set="amp"),
     "attack.out": _s("", "folder of the adversarial set, mirroring the training images' paths; "
-                         "{method}, {eps}, {steps} are filled in"),
+                         "{method}, {eps}, {steps} are filled in", follows_work_dir=True),
     # -- distillation ------------------------------------------------------------------------------
     "distill.dfa_until": _s(16, "last epoch of stage 1 (IKD's augmentation + adversarial features); 0 = the "
                                 "distiller alone", low=0),
@@ -298,15 +302,18 @@ SETTINGS: dict[str, Setting] = {
     # One victim, many defenders: a subset seed other than backdoor.seed puts the defences in
     # <work_dir>/backdoor/subset-<k>/ beside the one victim (scripts/backdoor_design.sh)
     "backdoor.subset_seed": _s(None, "the defender's clean subset (null: backdoor.seed)", kind=int, low=0),
-    "backdoor.out": _s("", "the poisoned set (default: data/{name}_backdoor_{attack}_{rate:g}_s{seed})"),
+    "backdoor.out": _s("", "the poisoned set (default: data/{name}_backdoor_{attack}_{rate:g}_s{seed})",
+                       follows_work_dir=True),
     "backdoor.victim": _s("teacher", "which model config of the preset the attacker trains", choices=Role),
     # The attacker's schedule: "" = the model config's own init (from scratch here); a checkpoint,
     # or "teacher" for teacher.checkpoint (a clean model the attacker fine-tunes).
-    "backdoor.victim_init": _s("", 'weights the victim starts from: "", a checkpoint, or teacher'),
+    "backdoor.victim_init": _s("", 'weights the victim starts from: "", a checkpoint, or teacher',
+                               follows_work_dir=True),
     "backdoor.victim_epochs": _s(None, "null: what `ikd train --model <victim>` uses", kind=int, low=1),
     "backdoor.victim_lr_steps": _s(None, "null: what `ikd train --model <victim>` uses", kind=list,
                                    valid=("a list of epochs (integers)", _int_list)),
-    "backdoor.victim_checkpoint": _s("", "default: the victim that `ikd backdoor train-victim` trains"),
+    "backdoor.victim_checkpoint": _s("", "default: the victim that `ikd backdoor train-victim` trains",
+                                     follows_work_dir=True),
     "backdoor.clean_fraction": _s(0.05, "the defender's clean share of the training images", low=0.0,
                                   low_open=True, high=1.0),
     "backdoor.score_thr": _s(0.3, "ASR counts detections with at least this score", low=0.0, high=1.0),
@@ -363,6 +370,11 @@ def attack_set_keys() -> dict[str, str]:
 def distill_ignored() -> tuple[str, ...]:
     """The ``attack.json`` names a distillation does not hold against its set."""
     return tuple(s.attack_set for s in SETTINGS.values() if s.distill_ignores)
+
+
+def work_dir_paths() -> tuple[str, ...]:
+    """The dotted keys of paths read from the work dir given where it holds them (``follows_work_dir``)."""
+    return tuple(k for k, s in SETTINGS.items() if s.follows_work_dir)
 
 
 def pixel_options() -> tuple[str, ...]:

@@ -181,15 +181,3 @@ def build_detector_with_weights(cfg, state_dict: dict, source: str):
     model = build_detector(cfg.model)
     load_weights(model, state_dict, source)
     return model
-
-
-def teacher_checkpoint(preset: dict, given: str | Path | None = None) -> Path:
-    """The teacher's checkpoint file (``given`` or the preset's), or an error that says how to get it."""
-    path = Path(given or preset["teacher"]["checkpoint"])
-    if not path.is_file():
-        from ikd_cli.core.invocation import preset_args
-
-        how = (f"`ikd download teacher {preset_args(preset)}`" if preset["teacher"]["download"]
-               else f"`ikd train {preset_args(preset)} --model teacher`")
-        raise IkdError(f"teacher checkpoint not found: {path}; get it with {how} or pass --checkpoint")
-    return path

@@ -57,7 +57,7 @@ def _row(name: str, fn, *args) -> Row:
 
 
 def _teacher_row(preset: dict, teacher_check: Callable[[Path], dict]):
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
 
     result = teacher_check(teacher_checkpoint(preset))
     if "AP" not in result:
@@ -100,7 +100,7 @@ def _config_row(preset: dict, state: dict):
 
     from ikd_cli.config.mmdet import student_start
     from ikd_cli.core import compat
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
     from ikd_cli.distill.config import build_distill_config
 
     compat.apply()

@@ -22,7 +22,7 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     from ikd_cli.attack.manifest import settings_difference
     from ikd_cli.attack.run import preset_attack, set_settings
     from ikd_cli.config.schema import distill_ignored
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
 
     a = preset["attack"]
     wanted = set_settings(preset, preset_attack(preset), teacher_checkpoint(preset), "train")
@@ -77,7 +77,7 @@ def run_distill(preset: dict, *, device: str | None, launcher: str, verbose: boo
         import mmcv
 
         from ikd_cli.config.mmdet import student_start
-        from ikd_cli.core.checkpoints import teacher_checkpoint
+        from ikd_cli.config.layout import teacher_checkpoint
         from ikd_cli.distill.config import build_distill_config
 
         cfg = build_distill_config(preset)

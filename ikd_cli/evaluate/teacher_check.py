@@ -50,7 +50,7 @@ def teacher_score(preset: dict, checkpoint: Path | None, device: str | None) -> 
     """The teacher's bbox AP on the first N val images, from the cache beside the checkpoint
     when it holds this file's digest on this subset."""
     from ikd_cli.config.presets import data_path
-    from ikd_cli.core.checkpoints import teacher_checkpoint
+    from ikd_cli.config.layout import teacher_checkpoint
 
     path = teacher_checkpoint(preset, checkpoint)
     d = preset["distill"]
