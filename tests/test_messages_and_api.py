@@ -129,6 +129,14 @@ def test_the_hint_trains_the_teacher_where_it_is_then_looked_for(teacher, tiny_s
 
 
 # --------------------------------------------------------------------- catch-alls get a sentence
+def test_a_deeply_nested_preset_or_set_value_is_one_sentence(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("description: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nest more than 50 levels deep" in _one_line(run_cli("presets", "show", path, expect=1))
+    result = run_cli("presets", "show", "--set", "description=" + "[" * 5000 + "]" * 5000, expect=1)
+    assert "--set description: its values nest more than 50 levels deep" in _one_line(result)
+
+
 def test_a_deeply_nested_annotation_file_is_one_sentence(shapes_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(shapes_root, root)
@@ -137,3 +145,42 @@ def test_a_deeply_nested_annotation_file_is_one_sentence(shapes_root, tmp_path):
     result = run_cli("data", "check", "--set", f"data.root={root}", "--set", "data.shapes=null", expect=1)
     assert f"annotation file {ann} is not valid JSON (line 1: values nested too deeply" in " ".join(
         result.output.split())
+
+
+@pytest.mark.parametrize("age", [10, 2 * 3600])
+def test_a_lock_that_is_a_folder_is_named_and_left_alone(age, tiny_sets, tmp_path):
+    lock = tmp_path / "w" / "student" / ".ikd.lock"
+    (lock / "inside").mkdir(parents=True)
+    os.utime(lock, (time.time() - age, time.time() - age))  # an old one is no stale lock either
+    result = run_cli("train", "--model", "student", "--work-dir", tmp_path / "w", "--device", DEVICE, *tiny_sets,
+                     expect=1)
+    assert f"{lock} is a folder, not a lock file ikd writes" in " ".join(_one_line(result).split())
+    assert (lock / "inside").is_dir()
+
+
+def test_an_empty_preset_says_it_names_no_data(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    for command in (["data", "check", "--preset", path], ["train", "--preset", path, "--device", "cpu"]):
+        text = _one_line(run_cli(*command, expect=1))
+        assert "preset empty sets no data.train_ann" in text and "not found: ." not in text
+
+
+def test_train_threads_is_bounded_by_the_machine():
+    result = run_cli("presets", "show", "--set", "train.threads=1000", expect=1)
+    assert f"<= the CPU count or null, got 1000 (the CPU count here: {os.cpu_count()})" in _one_line(result)
+    run_cli("presets", "show", "--set", f"train.threads={os.cpu_count()}")
+
+
+def test_an_empty_corruptions_list_is_refused(tmp_path):
+    checkpoint = tmp_path / "model.pth"  # never read: the corruptions are checked first
+    result = run_cli("evaluate", checkpoint, "--robustness", "--corruptions", "", expect=1)
+    assert "--corruptions '' names no corruption" in _one_line(result)
+    result = run_cli("evaluate", checkpoint, "--corruptions", "", expect=1)
+    assert "go with --robustness" in _one_line(result)
+
+
+def test_presets_show_refuses_model_with_path():
+    result = run_cli("presets", "show", "--path", "teacher", "--model", "student", expect=1)
+    assert "leave out --model student" in _one_line(result)
+    assert run_cli("presets", "show", "--path", "teacher").output.strip().endswith("teacher/latest.pth")

@@ -194,7 +194,7 @@ def test_train_threads_and_kernels_are_pinned_and_recorded(tiny_sets, tmp_path):
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = run_cli("presets", "show", "shapes", "--set", "train.threads=0", expect=1)
-    assert "train.threads must be an integer >= 1 or null, got 0" in result.output
+    assert "train.threads must be an integer >= 1 and <= the CPU count or null, got 0" in result.output
     result = run_cli("presets", "show", "shapes", "--set", "train.cpu_kernels=sse", expect=1)
     assert "train.cpu_kernels" in result.output and "avx2" in result.output
     # a process (a notebook, say) whose kernels torch chose already cannot cap them: said, not ignored

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ikd_cli.config.layout import ATTACK_PREVIEW_FILE, ATTACK_SETTINGS_FILE, DELTA_SUFFIX, adversarial_name
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import (atomic_write_json, distinct_outputs, files_below, inside, open_append, read_json,
-                                 unlinked)
+from ikd_cli.core.fileio import (atomic_write_json, distinct_outputs, files_below, inside, open_append, parse_json,
+                                 read_json, unlinked)
 from ikd_cli.config.layout import ATTACK_SUMMARY_FILE, RECORDS_GLOB, records_file
 
 
@@ -27,7 +27,7 @@ def _records(out_dir: Path):
     for path in sorted(Path(out_dir).glob(RECORDS_GLOB)):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                rec = json.loads(line)
+                rec = parse_json(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(rec, dict):

@@ -42,14 +42,15 @@ def evaluate(
                                          "corruptions (mPC, rPC); each setting is kept and skipped on re-run."),
     corruptions: Optional[str] = typer.Option(None, "--corruptions", metavar="SET|NAMES",
                                     help=f"With --robustness: {describe_sets()}, '{NO_CORRUPTIONS}', or corruption "
-                                         f"names separated by commas. [default: {DEFAULT_SET}]"),
+                                         f"names separated by commas ('' is an error; '{NO_CORRUPTIONS}' runs no "
+                                         f"corruption). [default: {DEFAULT_SET}]"),
     severities: Optional[str] = typer.Option(None, "--severities", metavar="1,3,5",
                                              help="With --robustness: the severities (1-5) instead of the set's."),
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
     settings = cli_settings(sets, data_root)
-    if not robustness and (corruptions or severities):
+    if not robustness and (corruptions is not None or severities is not None):
         raise IkdError("--corruptions and --severities go with --robustness")
     if robustness:
         if images is not None or classwise:

@@ -68,9 +68,10 @@ def presets_keys(
 @handle_errors
 def presets_show(
     name: str = typer.Argument("shapes", help="Preset name or YAML path."),
-    model: Show = typer.Option(Show.preset, "--model", "-m",
-                               help="The merged preset YAML, or the fully resolved MMDetection config of "
-                                    "the teacher, the student or the distillation run."),
+    model: Optional[Show] = typer.Option(None, "--model", "-m", show_default=False,
+                                         help="The merged preset YAML (the default), or the fully resolved "
+                                              "MMDetection config of the teacher, the student or the distillation "
+                                              "run; not with --path."),
     path: Optional[str] = typer.Option(
         None, "--path", metavar="WHAT",
         help="Print only where something of the run lives on disk, for scripts: attack.out (the training "
@@ -85,11 +86,15 @@ def presets_show(
     from ikd_cli.config import presets
     from ikd_cli.core.ui import console
 
+    if path is not None and model is not None:  # a path is the same for every --model: one would be ignored
+        from ikd_cli.core.errors import IkdError
+
+        raise IkdError(f"--path prints one path of the run, whatever --model says; leave out --model {model.value}")
     preset = load_preset(name, sets, data_root, work_dir)
     if path is not None:
         print(_path_of(preset, path))
         return
-    if model is Show.preset:
+    if model in (None, Show.preset):
         console.print(presets.dump(preset), markup=False, highlight=False)
         return
     if model is Show.distill:

@@ -35,6 +35,9 @@ MAX_YAML_VALUES = 100_000
 # How many bytes a preset file (or a --set value) may hold: the largest real preset is a few KB;
 # a file of one 50 MB string kept the YAML parser busy for many minutes before this cap.
 MAX_YAML_BYTES = 1 << 20
+# How deep a preset's values may nest: a real preset nests 3 levels; the parser recurses a few
+# Python frames per level, so "[[[...]]]" 300 deep ended in a RecursionError before this cap.
+MAX_YAML_DEPTH = 50
 
 
 class _YamlTooLarge(yaml.YAMLError):
@@ -49,9 +52,16 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._sizes: dict[int, int] = {}
+        self._depth = 0
 
     def compose_node(self, parent, index):
-        node = super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _YamlTooLarge(f"its values nest more than {MAX_YAML_DEPTH} levels deep (no preset is near that)")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
         if id(node) not in self._sizes:
             if isinstance(node, yaml.SequenceNode):
                 size = 1 + sum(self._sizes.get(id(c), 1) for c in node.value)
@@ -337,9 +347,15 @@ def check_received_configs(preset: dict, source: str) -> None:
 
 
 def data_path(preset: dict, key: str) -> Path:
-    """A data path from the preset, joined to ``data.root`` when relative."""
-    value = preset["data"][key]
-    return Path(preset["data"]["root"]) / value if value else Path(preset["data"]["root"])
+    """A data path from the preset, joined to ``data.root`` when relative. An annotation file
+    must be named, and an image folder may be the root itself, but not an unnamed one (the
+    current folder, by accident: an empty preset)."""
+    value, root = preset["data"][key], preset["data"]["root"]
+    if not value and (key.endswith("_ann") or not root):
+        unset = f"data.{key}" + ("" if root or key.endswith("_ann") else " nor data.root")
+        raise IkdError(f"preset {preset['name']} sets no {unset}: name the data (`ikd presets keys data`), "
+                       "or start from a preset that does (`ikd presets list`)")
+    return Path(root) / value if value else Path(root)
 
 
 def dump(preset: dict) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -91,6 +92,21 @@ def _names(value) -> bool:
 
 
 @dataclass(frozen=True)
+class MachineBound:
+    """A bound that is the machine's, read when a value is checked (a preset travels between
+    machines); the help and the references name it, as they cannot say its number."""
+    name: str
+    read: Callable[[], float]
+
+
+CPU_COUNT = MachineBound("the CPU count", lambda: os.cpu_count() or 1)
+
+
+def _bound(value) -> float:
+    return value.read() if isinstance(value, MachineBound) else value
+
+
+@dataclass(frozen=True)
 class Setting:
     """One key of a preset.
 
@@ -110,7 +126,7 @@ class Setting:
     kind: Optional[type] = None
     choices: Optional[type[Enum]] = None
     low: Optional[float] = None
-    high: Optional[float] = None
+    high: Optional[float | MachineBound] = None
     low_open: bool = False  # low itself is not allowed
     high_open: bool = False
     valid: Optional[tuple[str, Callable[[Any], bool]]] = None
@@ -129,7 +145,8 @@ class Setting:
         if self.low is not None:
             parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            high = self.high.name if isinstance(self.high, MachineBound) else f"{self.high:g}"
+            parts.append(f"{'<' if self.high_open else '<='} {high}")
         return " and ".join(parts)
 
 
@@ -275,7 +292,7 @@ SETTINGS: dict[str, Setting] = {
     # float sums are reordered by the thread count, so a run is repeatable to the last digit only
     # at one count; each run's run.json records the count it used
     "train.threads": _s(None, "torch's intra-op threads for train, distill and attack (null: leave it as is, "
-                              "OMP_NUM_THREADS or torch's default)", kind=int, low=1),
+                              "OMP_NUM_THREADS or torch's default)", kind=int, low=1, high=CPU_COUNT),
     # and by the kernels the instruction set selects (oneDNN's convolutions differ bitwise between
     # AVX-512 and AVX2); capping them at AVX2 makes x86 machines of both kinds compute alike
     "train.cpu_kernels": _s("native", "the widest instructions torch's CPU kernels use (ATen's vector code and "
@@ -441,6 +458,8 @@ def _check_bounds(key: str, value: float, s: Setting) -> None:
     if math.isnan(value):
         raise IkdError(f"{key} must be a number, got nan")
     low_bad = s.low is not None and (value <= s.low if s.low_open else value < s.low)
-    high_bad = s.high is not None and (value >= s.high if s.high_open else value > s.high)
+    high = _bound(s.high)
+    high_bad = high is not None and (value >= high if s.high_open else value > high)
     if low_bad or high_bad:
-        raise IkdError(f"{key} must be {_kind_text(s)}{' or null' if s.default is None else ''}, got {value:g}")
+        here = f" ({s.high.name} here: {high:g})" if high_bad and isinstance(s.high, MachineBound) else ""
+        raise IkdError(f"{key} must be {_kind_text(s)}{' or null' if s.default is None else ''}, got {value:g}{here}")

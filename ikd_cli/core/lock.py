@@ -26,12 +26,14 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
 
 from ikd_cli.core.errors import IkdError
+from ikd_cli.core.fileio import parse_json
 
 LOCK_FILE = ".ikd.lock"
 HEARTBEAT_S = 30.0  # how often a holder touches its lock file
@@ -73,7 +75,7 @@ def _read(path: Path) -> dict | None:
     except (OSError, UnicodeDecodeError):  # judged like a torn record: by its age (holder_alive)
         return {}
     try:
-        holder = json.loads(text)
+        holder = parse_json(text)
     except ValueError:
         return {}
     return holder if isinstance(holder, dict) else {}
@@ -154,13 +156,26 @@ class FolderLock:
                 pass
         moved.unlink(missing_ok=True)
 
+    def _refuse_other_file(self) -> None:
+        """A lock's name held by something ikd never writes there (a folder, a link, a pipe, whose
+        reading would hang) is no lock to judge or take over: named, and left alone."""
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+                    else "a special file (a pipe, a device)")
+            raise IkdError(f"cannot lock {self.folder}: {self.path} is {kind}, not a lock file ikd writes; "
+                           "remove or rename it if nothing needs it")
+
     def acquire(self) -> None:
         for _ in range(5):
             try:
                 self._create()
                 break
             except FileExistsError:
-                pass
+                self._refuse_other_file()
             except OSError as err:
                 raise IkdError(f"cannot lock {self.folder}: {err.strerror or err}") from None
             holder = _read(self.path)

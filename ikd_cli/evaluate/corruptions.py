@@ -48,8 +48,8 @@ def describe_sets() -> str:
 
 def corruption_plan(corruptions: str, severities: str | None = None) -> tuple[str, list[tuple[str, int]]]:
     """(label, [(corruption, severity)]) for ``--corruptions`` (a name of :data:`SUBSETS`,
-    ``none``, or corruption names separated by commas) and ``--severities`` ("1,3,5"; default:
-    the subset's, 1,3,5 for a list of names)."""
+    ``none``, or corruption names separated by commas; an empty text is refused, not read as
+    the default) and ``--severities`` ("1,3,5"; default: the subset's, 1,3,5 for a list of names)."""
     text = (corruptions or "").strip().lower()
     if text == NO_CORRUPTIONS:
         return NO_CORRUPTIONS, []
@@ -60,8 +60,10 @@ def corruption_plan(corruptions: str, severities: str | None = None) -> tuple[st
         names = tuple(n.strip() for n in text.split(",") if n.strip())
         unknown = [n for n in names if n not in COMMON]
         if not names or unknown:
-            raise IkdError(f"unknown corruption '{(unknown or [corruptions])[0]}'; choose "
-                           f"{', '.join(SUBSETS)}, {NO_CORRUPTIONS}, or names among: {', '.join(COMMON)}")
+            what = (f"unknown corruption '{unknown[0]}'" if unknown else
+                    f"--corruptions {corruptions!r} names no corruption")
+            raise IkdError(f"{what}; choose {', '.join(SUBSETS)}, {NO_CORRUPTIONS} (no corruption), or names among: "
+                           f"{', '.join(COMMON)}")
         levels, label = SUBSETS[DEFAULT_SET][1], ",".join(names)
     if severities is not None:
         try:

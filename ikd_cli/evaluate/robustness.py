@@ -220,7 +220,8 @@ def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, ov
     from ikd_cli.evaluate.corruptions import DEFAULT_SET, corruption_plan
     from ikd_cli.evaluate.run import load_evaluation
 
-    label, plan = corruption_plan(corruptions or DEFAULT_SET, severities)  # a bad --corruptions stops before any work
+    # a bad --corruptions ('' included: it names none, 'none' runs none) stops before any work
+    label, plan = corruption_plan(DEFAULT_SET if corruptions is None else corruptions, severities)
     start, cpu = time.perf_counter(), cpu_seconds()
     ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, device=device, verbose=verbose)
     digest = sha256_of(ev.checkpoint)

@@ -19,7 +19,6 @@ without metrics; it reads as AP 0 (see ``_val_epochs``).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from ikd_cli.config.layout import (DELIVERED, LOG_FILE, LOG_JSON_GLOB, PRESET_FI
 from ikd_cli.config.presets import load_yaml
 from ikd_cli.config.schema import METRICS, default
 from ikd_cli.core.errors import IkdError
-from ikd_cli.core.fileio import read_json
+from ikd_cli.core.fileio import parse_json, read_json
 from ikd_cli.core.ui import console
 from ikd_cli.evaluate.robustness import CORRUPTIONS, SETTINGS as ROBUSTNESS_SETTINGS
 
@@ -208,7 +207,7 @@ def _read_log_file(path: Path) -> tuple[dict, list[dict]]:
         raise IkdError(f"cannot read {path}: {err.strerror or err}") from None
     for line in lines:
         try:
-            obj = json.loads(line)
+            obj = parse_json(line)
         except ValueError:
             continue  # a torn line from a crash, or a half-written last line of a running job
         if not isinstance(obj, dict):
