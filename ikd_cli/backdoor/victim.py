@@ -43,6 +43,8 @@ def victim_keys(preset: dict):
     trains = training_keys(preset, preset["backdoor"]["victim"])
     attacker = {"backdoor." + key for key in ("attack", "target_class", "rate", "trigger_size", "seed", "out", "victim",
                                               "victim_init", "victim_epochs", "victim_lr_steps")}
+    if preset["backdoor"]["victim_init"] == "teacher":  # the weights the attacker fine-tunes
+        attacker.add("teacher.checkpoint")
     return lambda key: trains(key) or key in attacker
 
 

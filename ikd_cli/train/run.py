@@ -11,8 +11,12 @@ from ikd_cli.train import template
 
 def training_keys(preset: dict, role: str):
     """The preset keys a plain training of ``role`` depends on: data.*, train.* and <role>.*,
-    less the train schedule keys that <role>'s own (teacher.epochs, teacher.lr_steps) replace."""
+    less the train schedule keys that <role>'s own (teacher.epochs, teacher.lr_steps) replace,
+    and less teacher.checkpoint for the teacher: where its weights are to be read, not an input
+    of training it (after a first launch in --work-dir W it resolves to W's file: the same run)."""
     own = {f"train.{key}" for key in ("epochs", "lr_steps") if preset[role].get(key) is not None}
+    if role == "teacher":
+        own.add("teacher.checkpoint")
     return lambda key: key.split(".", 1)[0] in ("data", "train", role) and key not in own
 
 
