@@ -19,9 +19,13 @@ STUDENT_BEST = "student_best.pth"
 # The checkpoint each training command's run folder delivers (what ``ikd evaluate`` and the report read).
 DELIVERED = {"train": LATEST, "distill": STUDENT_LATEST}
 CHECKPOINT_SUFFIX = ".pth"
-CHECKPOINTS_GLOB = f"*{CHECKPOINT_SUFFIX}"
 EPOCH_CHECKPOINT = "epoch_{}.pth"  # mmcv's runner's filename_tmpl: one checkpoint per epoch
 EPOCH_CHECKPOINTS_GLOB = EPOCH_CHECKPOINT.format("*")
+# A distill run's student alone, beside each full checkpoint (distill/hooks.py): per epoch, and
+# with the latest and best ones, every student file a run writes.
+STUDENT_EPOCH_CHECKPOINT = "student_" + EPOCH_CHECKPOINT
+STUDENT_EPOCH_CHECKPOINTS_GLOB = STUDENT_EPOCH_CHECKPOINT.format("*")
+STUDENT_CHECKPOINTS_GLOB = "student_*.pth"
 BEST_CHECKPOINTS_GLOB = "best_*_epoch_*.pth"  # mmcv's EvalHook(save_best): best_<metric>_epoch_<N>.pth
 LOG_JSON_GLOB = "*.log.json"  # mmcv's JSON log, one per launch: <timestamp>.log.json
 ATTACK_SETTINGS_FILE = "attack.json"  # an adversarial set's settings, written once it can start

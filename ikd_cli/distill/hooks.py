@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from mmcv.runner import HOOKS, Hook, get_dist_info, weights_to_cpu
 
-from ikd_cli.config.layout import STUDENT_BEST, STUDENT_LATEST
+from ikd_cli.config.layout import (STUDENT_BEST, STUDENT_EPOCH_CHECKPOINT, STUDENT_EPOCH_CHECKPOINTS_GLOB,
+                                   STUDENT_LATEST, epoch_in_name)
 from ikd_cli.core.fileio import atomic_symlink, atomic_write
 from ikd_cli.core.ui import console
 
@@ -86,12 +87,11 @@ class StudentCheckpointHook(Hook):
         if get_dist_info()[0] != 0:
             return
         if self.every_n_epochs(runner, self.interval) or self.is_last_epoch(runner):
-            name = f"student_epoch_{runner.epoch + 1}.pth"
+            name = STUDENT_EPOCH_CHECKPOINT.format(runner.epoch + 1)
             self._save(runner, name)
             atomic_symlink(runner.work_dir, name, STUDENT_LATEST)
             if self.max_keep > 0:
-                saved = sorted(Path(runner.work_dir).glob("student_epoch_*.pth"),
-                               key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+                saved = sorted(Path(runner.work_dir).glob(STUDENT_EPOCH_CHECKPOINTS_GLOB), key=epoch_in_name)
                 for old in saved[:-self.max_keep]:
                     old.unlink()
 

@@ -11,7 +11,7 @@ from typing import Callable
 from pathlib import Path
 
 from ikd_cli.config.layout import (BEST_CHECKPOINTS_GLOB, CONFIG_FILE, EPOCH_CHECKPOINTS_GLOB, LATEST, LOG_FILE,
-                                   LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, epoch_in_name)
+                                   LOG_JSON_GLOB, PRESET_FILE, RUN_FILE, STUDENT_CHECKPOINTS_GLOB, epoch_in_name)
 from ikd_cli.config.presets import dump
 from ikd_cli.core.distributed import barrier, init_distributed, pick_device
 from ikd_cli.core.errors import IkdError
@@ -89,7 +89,7 @@ def resume_point(work_dir: Path) -> tuple[Path | None, str]:
 
 # What a train or distill run writes into its folder under names of its own (mmcv's runner, its
 # EvalHook, the student hook and the logs): all that --restart may remove.
-RUN_OUTPUTS = (EPOCH_CHECKPOINTS_GLOB, LATEST, BEST_CHECKPOINTS_GLOB, "student_*.pth", LOG_JSON_GLOB, LOG_FILE)
+RUN_OUTPUTS = (EPOCH_CHECKPOINTS_GLOB, LATEST, BEST_CHECKPOINTS_GLOB, STUDENT_CHECKPOINTS_GLOB, LOG_JSON_GLOB, LOG_FILE)
 
 
 def clear_run(work_dir: Path) -> None:
