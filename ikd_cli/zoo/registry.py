@@ -97,6 +97,33 @@ _ENTRIES = [
      f"{_ZOO}/mask_rcnn/mask_rcnn_r50_fpn_2x_coco/"
      "mask_rcnn_r50_fpn_2x_coco_bbox_mAP-0.392__segm_mAP-0.354_20200505_003907-3e542a40.pth",
      "student baseline: Mask R-CNN R-50 FPN 2x (box AP 39.2, mask AP 35.4)"),
+    # FGD's Faster R-CNN, FCOS and GFL pairs and mmrazor's FCOS -> RetinaNet (configs/faster-rcnn,
+    # fcos, gfl, fcos-retinanet.yaml); Faster R-CNN's teacher is mask-rcnn's, above.
+    ("fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco",
+     f"{_ZOO}/fcos/fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco/"
+     "fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco-511424d6.pth",
+     "teacher: FCOS R-101 caffe GN multi-scale 2x (box AP 40.8)"),
+    ("gfl_r101_fpn_mstrain_2x_coco",
+     f"{_ZOO}/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth",
+     "teacher: GFL R-101 FPN multi-scale 2x (box AP 44.7)"),
+    ("fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco",
+     f"{_ZOO}/fcos/fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco/"
+     "fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco-ede514a8.pth",
+     "teacher: FCOS X-101-64x4d GN multi-scale 2x (box AP 42.6)"),
+    ("faster_rcnn_r50_fpn_2x_coco",
+     f"{_ZOO}/faster_rcnn/faster_rcnn_r50_fpn_2x_coco/"
+     "faster_rcnn_r50_fpn_2x_coco_bbox_mAP-0.384_20200504_210434-a5d8aa15.pth",
+     "student baseline: Faster R-CNN R-50 FPN 2x (box AP 38.4)"),
+    ("fcos_r50_caffe_fpn_gn-head_mstrain_640-800_2x_coco",
+     f"{_ZOO}/fcos/fcos_r50_caffe_fpn_gn-head_mstrain_640-800_2x_coco/"
+     "fcos_r50_caffe_fpn_gn-head_mstrain_640-800_2x_coco-d92ceeea.pth",
+     "student baseline: FCOS R-50 caffe GN multi-scale 2x (box AP 38.5)"),
+    ("gfl_r50_fpn_1x_coco",
+     f"{_ZOO}/gfl/gfl_r50_fpn_1x_coco/gfl_r50_fpn_1x_coco_20200629_121244-25944287.pth",
+     "student baseline: GFL R-50 FPN 1x (box AP 40.2)"),
+    ("retinanet_r50_fpn_1x_coco",
+     f"{_ZOO}/retinanet/retinanet_r50_fpn_1x_coco/retinanet_r50_fpn_1x_coco_20200130-c2398f9e.pth",
+     "student baseline: RetinaNet R-50 FPN 1x (box AP 36.5)"),
 ]
 
 CHECKPOINTS: dict[str, Checkpoint] = {
