@@ -242,6 +242,14 @@ def test_registry_entries_look_right():
         "retinanet_r50_fpn_2x_coco": None,
         "reppoints_moment_r50_fpn_gn-neck+head_2x_coco": None,
         "mask_rcnn_r50_fpn_2x_coco": None,
+        # the anchors' pairs (tests/test_anchor_presets.py checks them against the metafiles)
+        "fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco": "511424d6",
+        "gfl_r101_fpn_mstrain_2x_coco": "dd12f847",
+        "fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco": "ede514a8",
+        "faster_rcnn_r50_fpn_2x_coco": None,
+        "fcos_r50_caffe_fpn_gn-head_mstrain_640-800_2x_coco": None,
+        "gfl_r50_fpn_1x_coco": None,
+        "retinanet_r50_fpn_1x_coco": None,
     }
     assert set(registry.CHECKPOINTS) == set(expected)
     for name, prefix in expected.items():
@@ -270,7 +278,7 @@ def test_registry_matches_installed_mmdet_metafiles():
         pytest.skip("mmdet is not installed")
     configs = Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
     weights = {}
-    for family in ("retinanet", "reppoints", "dcn", "mask_rcnn"):
+    for family in ("retinanet", "reppoints", "dcn", "mask_rcnn", "faster_rcnn", "fcos", "gfl"):
         meta = yaml.safe_load((configs / family / "metafile.yml").read_text())
         weights.update({m["Name"]: m.get("Weights") for m in meta["Models"]})
     for name, ckpt in registry.CHECKPOINTS.items():
@@ -279,7 +287,7 @@ def test_registry_matches_installed_mmdet_metafiles():
 
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(IkdError) as info:
-        registry.resolve("retinanet_r50_fpn_1x_coco")
+        registry.resolve("retinanet_r50_fpn_3x_coco")
     msg = str(info.value)
     assert "retinanet_r50_fpn_2x_coco" in msg and "ikd download --list" in msg
 
