@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEVICE, run_cli
+from helpers import DEVICE, REPO, run_cli
 from ikd_cli.config import presets
 from ikd_cli.config.presets import dump, parse_set
 
@@ -115,10 +115,16 @@ def test_teacher_checkpoint_defaults_to_where_ikd_train_writes_it(trained_teache
         str(Path("work_dirs") / "n" / "teacher" / "latest.pth")
     # a zoo teacher is fetched where teacher.checkpoint says (or checkpoints/): no default
     assert presets.resolve(dict(tree, teacher=dict(tree["teacher"], download="x")))["teacher"]["checkpoint"] == ""
-    # in use: the teacher `ikd train --work-dir W --model teacher` left is the one the attack reads
+    # named empty, it names no file (a distiller's teacher then keeps its own initialisation)
+    assert presets.resolve(tree, {"teacher.checkpoint": ""})["teacher"]["checkpoint"] == ""
+    # in use: a preset naming no teacher file reads the one `ikd train --work-dir W --model teacher` left
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("\n".join(line for line in (REPO / "configs" / "shapes.yaml").read_text().splitlines()
+                              if not line.strip().startswith("checkpoint:")))
+    assert presets.load(str(mine))["teacher"]["checkpoint"] == str(Path("work_dirs/shapes/teacher/latest.pth"))
     (work / "teacher").mkdir(parents=True)
     shutil.copyfile(trained_teacher, work / "teacher" / "latest.pth")
-    result = run_cli("attack", "--preset", "shapes", "--set", "teacher.checkpoint=", "--set", f"work_dir={work}",
-                     "--out", tmp_path / "adv", "--device", DEVICE, "--workers", "0", "--no-teacher-check",
-                     "--limit", "1", "--steps", "1", *tiny_sets)
+    result = run_cli("attack", "--preset", mine, "--set", f"work_dir={work}", "--out", tmp_path / "adv",
+                     "--device", DEVICE, "--workers", "0", "--no-teacher-check", "--limit", "1", "--steps", "1",
+                     *tiny_sets)
     assert "max L-inf" in result.output

@@ -113,3 +113,17 @@ def test_custom_hooks_are_run_and_every_replacement_is_on_the_terminal_and_in_ru
     assert line in run["replaced"] and not any("custom_hooks" in r for r in run["replaced"])
     state = torch.load(tmp_path / "w" / "student" / "latest.pth", map_location="cpu", weights_only=False)
     assert any(key.startswith("ema_") for key in state["state_dict"])
+
+
+def test_a_run_saved_before_train_optimizer_continues_as_sgd(tmp_path):
+    """A run's preset.yaml made before the key existed trained with SGD: read back so, its
+    continuation is not refused as "other settings", nor rebuilt with the model config's recipe."""
+    from ikd_cli.train.session import load_saved_preset, preset_difference
+
+    preset = presets.load("shapes")
+    tree = presets.load_yaml(presets.dump(preset))
+    del tree["train"]["optimizer"]
+    (tmp_path / "preset.yaml").write_text(presets.dump(tree))
+    saved = load_saved_preset(tmp_path)
+    assert saved["train"]["optimizer"] == "sgd" and preset_difference(saved, preset) == ""
+    assert presets.load(str(tmp_path / "preset.yaml"))["train"]["optimizer"] == "config"  # a preset of the user's

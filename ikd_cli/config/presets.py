@@ -247,8 +247,10 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
         preset = _merge(preset, schema.nest(overrides))
     if not preset["work_dir"]:
         preset["work_dir"] = str(Path("work_dirs") / preset["name"])
-    _follow_work_dir(preset, own_work_dir, set(flatten(schema.nest(overrides))))
-    _default_teacher_checkpoint(preset)
+    overridden = set(flatten(schema.nest(overrides)))
+    _follow_work_dir(preset, own_work_dir, overridden)
+    if "teacher.checkpoint" not in overridden and "checkpoint" not in (tree.get("teacher") or {}):
+        _default_teacher_checkpoint(preset)
     preset["data"]["shapes"] = _resolve_shapes(preset["data"]["shapes"], shapes_overrides)
     if received_from:
         check_received_configs(preset, received_from)
@@ -275,12 +277,12 @@ def _follow_work_dir(preset: dict, own: str, overridden: set) -> None:
 
 
 def _default_teacher_checkpoint(preset: dict) -> None:
-    """``teacher.checkpoint`` left empty names the file ``ikd train --model teacher`` writes,
-    ``<work_dir>/teacher/latest.pth`` of the work dir resolved (the one given, whatever is on disk);
-    a preset that downloads its teacher keeps it empty (``ikd download`` then says where)."""
-    teacher = preset["teacher"]
-    if not teacher["checkpoint"] and not teacher["download"]:
-        teacher["checkpoint"] = str(final_checkpoint(preset, "teacher"))
+    """A preset that does not name ``teacher.checkpoint`` reads the file ``ikd train --model
+    teacher`` writes, ``<work_dir>/teacher/latest.pth`` of the work dir resolved (the one given,
+    whatever is on disk); one that downloads its teacher keeps it empty (``ikd download`` then
+    says where). Named empty (``--set teacher.checkpoint=``) it stays so: no teacher weights."""
+    if not preset["teacher"]["download"]:
+        preset["teacher"]["checkpoint"] = str(final_checkpoint(preset, "teacher"))
 
 
 def derive(preset: dict, changes: dict) -> dict:

@@ -193,9 +193,9 @@ SETTINGS: dict[str, Setting] = {
     # -- the models --------------------------------------------------------------------------------
     "teacher.config": _s("", '"mmdet::family/file.py" (shipped in mmdet), "ikd::models/x.py" or a path',
                          attack_set="teacher_config"),
-    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk (empty, and no "
-                                 "teacher.download: <work_dir>/teacher/latest.pth, what `ikd train --model teacher` "
-                                 "writes)", follows_work_dir=True),
+    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk; a preset that names none "
+                                 "(and no teacher.download) reads <work_dir>/teacher/latest.pth, where `ikd train "
+                                 "--model teacher` writes it", follows_work_dir=True),
     "teacher.download": _s("", "registry name for `ikd download teacher`"),
     # Teachers are trained longer than their students, as in the model zoo; null = train's.
     "teacher.epochs": _s(None, "`ikd train --model teacher` epochs (null: train.epochs)", kind=int, low=1),
