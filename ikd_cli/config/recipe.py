@@ -84,8 +84,8 @@ def _keep(cfg, t: dict, given: dict) -> dict[str, str]:
         if "momentum" in keys and not _takes_momentum(cfg.optimizer):
             raise IkdError(f"train.momentum={t['momentum']:g}: the model config's optimizer {cfg.optimizer['type']} "
                            "takes no momentum; leave train.momentum at its default, or set train.optimizer: sgd")
+        why["optimizer"] = ", ".join(given[k] for k in keys if cfg.optimizer.get(k) != t[k])
         cfg.optimizer.update({k: t[k] for k in keys})
-        why["optimizer"] = ", ".join(given[k] for k in keys)
     if "grad_clip" in given:
         cfg.optimizer_config = dict(cfg.get("optimizer_config") or {}, grad_clip=_clip(t["grad_clip"]))
         why["grad clip"] = given["grad_clip"]
@@ -110,6 +110,8 @@ def _schedule(cfg, t: dict, given: dict) -> str:
     step becomes step (with the config's warmup) where the preset sets lr_steps."""
     keys = [k for k in SCHEDULE_KEYS if k in given]
     lr = _plain(cfg.get("lr_config")) or {}
+    fields = {"lr_steps": "step", "warmup_iters": "warmup_iters", "warmup_ratio": "warmup_ratio"}
+    changed = [given[k] for k in keys if lr.get(fields[k]) != t[k]]  # the keys that change it, for the line
     if "lr_steps" in given:
         if lr.get("policy") != "step":
             lr = dict(policy="step", **{k: v for k, v in lr.items() if k.startswith("warmup")})
@@ -121,7 +123,7 @@ def _schedule(cfg, t: dict, given: dict) -> str:
         lr["warmup_ratio"] = t["warmup_ratio"]
     if keys:
         cfg.lr_config = lr
-    return ", ".join(given[k] for k in keys)
+    return ", ".join(changed)
 
 
 def _epochs(cfg, t: dict, given: dict) -> str:
