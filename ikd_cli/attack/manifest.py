@@ -58,26 +58,62 @@ def set_budget(out_dir: Path) -> float | None:
     return eps
 
 
+def read_settings(out_dir: Path) -> dict:
+    """The settings the set in ``out_dir`` records (its attack.json; {} without one)."""
+    path = Path(out_dir) / ATTACK_SETTINGS_FILE
+    return (read_json(path, "attack settings") or {}) if path.is_file() else {}
+
+
+def differing(out_dir: Path, wanted: dict, ignore: tuple = ()) -> list[str]:
+    """The names of ``wanted``'s settings (less ``ignore``) in which the set in ``out_dir``
+    differs ([] when none do or the folder records no settings)."""
+    old = read_settings(out_dir)
+    return [k for k in wanted if k not in ignore and old.get(k) != wanted[k]] if old else []
+
+
 def settings_difference(out_dir: Path, wanted: dict, ignore: tuple = ()) -> str:
     """'key old -> new' for the first few of ``wanted``'s settings (less ``ignore``) in which the
     set in ``out_dir`` differs; '' when none differ or the folder records no settings."""
-    path = out_dir / ATTACK_SETTINGS_FILE
-    if not path.is_file():
-        return ""
-    old = read_json(path, "attack settings") or {}
-    diff = [k for k in wanted if k not in ignore and old.get(k) != wanted[k]]
-    return ", ".join(f"{k} {old.get(k)!r} -> {wanted[k]!r}" for k in diff[:3])
+    old = read_settings(out_dir)
+    return ", ".join(f"{k} {old.get(k)!r} -> {wanted[k]!r}" for k in differing(out_dir, wanted, ignore)[:3])
+
+
+def setting_keys() -> dict[str, str]:
+    """attack.json name -> the preset key that sets it (``steps`` -> ``attack.steps``, ``seed`` ->
+    ``train.seed``); the checkpoint's digest and the split have none."""
+    from ikd_cli.config.schema import attack_set_keys, pixel_options
+
+    return {"method": "attack.method", **{name: f"attack.{name}" for name in pixel_options()},
+            **{name: key for key, name in attack_set_keys().items()}}
+
+
+def matching_sets(out_dir: Path, names: list[str]) -> str:
+    """What gives the set in ``out_dir`` its values of ``names``: '`--set attack.steps=1 ...`', and
+    for a setting no preset key holds (the teacher's weights, the split), that it differs."""
+    import shlex
+
+    old, keys = read_settings(out_dir), setting_keys()
+    sets = [shlex.quote(f"{keys[n]}={old[n] if isinstance(old[n], str) else json.dumps(old[n])}")
+            for n in names if n in keys and n in old]
+    unset = [n for n in names if n not in keys or n not in old]
+    parts = [f"`{' '.join('--set ' + s for s in sets)}`"] if sets else []
+    if unset:
+        weights = " (it was made against other weights)" if any(n.endswith("_sha256") for n in unset) else ""
+        parts.append(f"no --set gives its {', '.join(unset)}{weights}")
+    return ", and ".join(parts)
 
 
 def check_settings(out_dir: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to mix two attacks in one folder. With ``overwrite``, empty the folder of the old
-    attack (its images, records and summary) first, so it holds only images of the new settings."""
+    """Refuse to mix two attacks in one folder, naming the --set that continues the set there.
+    With ``overwrite``, empty the folder of the old attack (its images, records and summary)
+    first, so it holds only images of the new settings."""
     path = out_dir / ATTACK_SETTINGS_FILE
     if path.exists() and not overwrite:
         shown = settings_difference(out_dir, settings)
         if shown:
-            raise IkdError(f"{out_dir} holds an attack with other settings ({shown}); "
-                           "choose another --out or pass --overwrite")
+            raise IkdError(f"{out_dir} holds an attack with other settings ({shown}); to continue that set: "
+                           f"{matching_sets(out_dir, differing(out_dir, settings))}; or choose another --out, or "
+                           "pass --overwrite to replace it with these settings")
         return
     if overwrite and path.exists():
         clear_set(out_dir)
@@ -151,6 +187,15 @@ def missing_or_stale(out_dir: Path, names) -> list[str]:
     distillation's pre-flight refuses to start without)."""
     done, _ = read_records(out_dir)
     return [name for name in names if name not in done]
+
+
+def asked_images(out_dir: Path) -> int | None:
+    """How many images the last finished attack into ``out_dir`` was asked for (its summary.json;
+    fewer than the split: ``--limit``), None without one."""
+    path = Path(out_dir) / ATTACK_SUMMARY_FILE
+    summary = read_json(path, "attack summary") if path.is_file() else None
+    images = summary.get("images") if isinstance(summary, dict) else None
+    return images if isinstance(images, int) and not isinstance(images, bool) else None
 
 
 def summarise(out_dir: Path, wanted: set, settings: dict) -> dict:

@@ -23,7 +23,9 @@ from ikd_cli.core.errors import IkdError
 @section_options("attack", but=("attack.out",))  # --out is the folder itself, not attack.out's template
 def attack(
     preset: str = PresetOpt,
-    limit: Optional[int] = typer.Option(None, help="Attack only the first K images of the split."),
+    limit: Optional[int] = typer.Option(None, help="Attack only the first K images of the split: a trial, which "
+                                        "distill cannot use (it needs every training image); the same command "
+                                        "without --limit continues the set."),
     split: Split = typer.Option(Split.train, help="The split whose images are attacked."),
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the preset's attack.out)."),

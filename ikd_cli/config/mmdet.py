@@ -9,6 +9,7 @@ from pathlib import Path
 from ikd_cli.core.errors import IkdError
 from ikd_cli.config.layout import run_dir
 from ikd_cli.config.presets import data_path, preset_classes, resolve_config_path
+from ikd_cli.config.recipe import apply_recipe
 
 ROLES = ("teacher", "student")
 
@@ -81,17 +82,12 @@ def apply_data(cfg, preset: dict) -> None:
 
 
 def apply_schedule(cfg, preset: dict, role: str = "student") -> None:
+    """The run's recipe (optimizer, clip, lr schedule, epochs, custom_hooks: ``train.optimizer``,
+    :mod:`ikd_cli.config.recipe`; what it replaced in ``cfg.ikd_replaced``, one line each) and
+    ikd's own bookkeeping (checkpoints, evaluation, logging, seed)."""
     t = dict(preset["train"])
-    if role == "teacher":  # the teacher's own (longer) schedule, where the preset gives one
-        own = preset["teacher"]
-        t.update({k: own[k] for k in ("epochs", "lr_steps") if own.get(k) is not None})
-    cfg.optimizer = dict(type="SGD", lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
-    cfg.optimizer_config = dict(grad_clip=dict(max_norm=t["grad_clip"], norm_type=2) if t["grad_clip"] else None)
+    cfg.ikd_replaced = apply_recipe(cfg, preset, role)
     cfg.ikd_amp = bool(t["amp"])  # applied by the training engine, which knows the device
-    cfg.lr_config = dict(policy="step", warmup="linear" if t["warmup_iters"] else None,
-                         warmup_iters=t["warmup_iters"], warmup_ratio=t["warmup_ratio"],
-                         step=list(t["lr_steps"]))
-    cfg.runner = dict(type="EpochBasedRunner", max_epochs=t["epochs"])
     cfg.checkpoint_config = dict(interval=t["checkpoint_interval"], max_keep_ckpts=t["max_keep_ckpts"])
     metric = ["bbox", "segm"] if _has_masks(cfg.model) else "bbox"
     cfg.evaluation = dict(interval=t["eval_interval"], metric=metric, save_best="bbox_mAP", rule="greater")

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from ikd_cli.config import schema
+from ikd_cli.config.layout import final_checkpoint
 from ikd_cli.core.errors import IkdError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -193,10 +194,16 @@ def _number_or_text(value: Any) -> Any:
     return value
 
 
+# Keys a run's saved preset.yaml holds since they exist, with the value every run had before:
+# a saved preset lacking one predates it (train.optimizer: runs before it trained with SGD).
+SAVED_BEFORE = {"train": {"optimizer": "sgd"}}
+
+
 def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None, *,
-         received: bool = False) -> dict:
+         received: bool = False, saved: bool = False) -> dict:
     """Load a preset and apply dotted overrides; returns the full, checked preset tree.
-    ``received``: the file was made elsewhere (a run folder's preset.yaml), see :func:`resolve`."""
+    ``received``: the file was made elsewhere (a run folder's preset.yaml), see :func:`resolve`;
+    ``saved`` (and ``received``): a run's preset.yaml, whose missing keys predate it (:data:`SAVED_BEFORE`)."""
     path = _preset_path(name_or_path)
     try:
         with open(path, "rb") as fh:  # never more than the cap into memory
@@ -214,6 +221,10 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = 
         raise IkdError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise IkdError(f"preset {path} must be a mapping of keys to values")
+    if saved or received:
+        for section, keys in SAVED_BEFORE.items():
+            if isinstance(raw.get(section), dict):
+                raw[section] = {**keys, **raw[section]}
     return resolve(raw, overrides, default_name=path.stem, received_from=str(path) if received else "")
 
 
@@ -236,7 +247,10 @@ def resolve(tree: dict, overrides: dict[str, Any] | None = None, default_name: s
         preset = _merge(preset, schema.nest(overrides))
     if not preset["work_dir"]:
         preset["work_dir"] = str(Path("work_dirs") / preset["name"])
-    _follow_work_dir(preset, own_work_dir, set(flatten(schema.nest(overrides))))
+    overridden = set(flatten(schema.nest(overrides)))
+    _follow_work_dir(preset, own_work_dir, overridden)
+    if "teacher.checkpoint" not in overridden and "checkpoint" not in (tree.get("teacher") or {}):
+        _default_teacher_checkpoint(preset)
     preset["data"]["shapes"] = _resolve_shapes(preset["data"]["shapes"], shapes_overrides)
     if received_from:
         check_received_configs(preset, received_from)
@@ -260,6 +274,15 @@ def _follow_work_dir(preset: dict, own: str, overridden: set) -> None:
         moved = new / Path(value).relative_to(own)
         if moved.exists():
             preset[section][leaf] = str(moved)
+
+
+def _default_teacher_checkpoint(preset: dict) -> None:
+    """A preset that does not name ``teacher.checkpoint`` reads the file ``ikd train --model
+    teacher`` writes, ``<work_dir>/teacher/latest.pth`` of the work dir resolved (the one given,
+    whatever is on disk); one that downloads its teacher keeps it empty (``ikd download`` then
+    says where). Named empty (``--set teacher.checkpoint=``) it stays so: no teacher weights."""
+    if not preset["teacher"]["download"]:
+        preset["teacher"]["checkpoint"] = str(final_checkpoint(preset, "teacher"))
 
 
 def derive(preset: dict, changes: dict) -> dict:

@@ -58,6 +58,12 @@ class CpuKernels(str, Enum):
     avx2 = "avx2"  # at most AVX2: a CPU with AVX-512 computes as an AVX2-only one does
 
 
+class TrainOptimizer(str, Enum):
+    """``train.optimizer``: whose training recipe a run uses (see the row's help)."""
+    config = "config"  # the model config's optimizer, clip, lr schedule, epochs and custom_hooks
+    sgd = "sgd"  # the reference presets' SGD from train.*, the model config's recipe replaced
+
+
 class Split(str, Enum):
     """A dataset split of the preset."""
     train = "train"
@@ -187,7 +193,9 @@ SETTINGS: dict[str, Setting] = {
     # -- the models --------------------------------------------------------------------------------
     "teacher.config": _s("", '"mmdet::family/file.py" (shipped in mmdet), "ikd::models/x.py" or a path',
                          attack_set="teacher_config"),
-    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk", follows_work_dir=True),
+    "teacher.checkpoint": _s("", "where the teacher's weights are (or will be) on disk; a preset that names none "
+                                 "(and no teacher.download) reads <work_dir>/teacher/latest.pth, where `ikd train "
+                                 "--model teacher` writes it", follows_work_dir=True),
     "teacher.download": _s("", "registry name for `ikd download teacher`"),
     # Teachers are trained longer than their students, as in the model zoo; null = train's.
     "teacher.epochs": _s(None, "`ikd train --model teacher` epochs (null: train.epochs)", kind=int, low=1),
@@ -270,6 +278,15 @@ SETTINGS: dict[str, Setting] = {
     "distill.teacher_check_min_ap": _s(0.01, "bbox AP (0-1) on those images below which the teacher is refused",
                                        low=0.0, high=1.0),
     # -- training ----------------------------------------------------------------------------------
+    # The model config's recipe is the user's (DETR: AdamW, backbone lr x0.1, clip 0.1); the
+    # reference presets set sgd, the SGD step schedule of IKD's reference, to keep their numbers.
+    "train.optimizer": _s("config", "config: the model config's optimizer (type, lr, paramwise_cfg), gradient clip, "
+                                    "lr schedule, epochs and custom_hooks, each replaced only by a train.* value the "
+                                    "preset sets to other than its default (train.lr, train.weight_decay, "
+                                    "train.momentum, train.grad_clip, train.lr_steps, train.warmup_*, train.epochs); "
+                                    "sgd: SGD with every train.* value, a step schedule, no custom_hooks; a run says "
+                                    "each replacement in one line and lists them in run.json",
+                          choices=TrainOptimizer),
     "train.epochs": _s(24, "epochs", low=1),
     "train.lr": _s(0.01, "SGD learning rate", low=0.0),
     "train.momentum": _s(0.9, low=0.0),

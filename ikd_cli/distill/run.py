@@ -18,27 +18,44 @@ from ikd_cli.train import template
 def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
     """Pre-flight before stage 1: the set was made by the preset's attack against the preset's
     teacher (``attack.json``), and every training image has its adversarial copy, recorded as
-    finished by the set's own records (a file alone may be left over from other settings)."""
-    from ikd_cli.attack.manifest import settings_difference
+    finished by the set's own records (a file alone may be left over from other settings). A
+    refusal names what makes it work: the ``--set`` that matches the set on disk, or the attack
+    that makes or finishes it."""
+    from ikd_cli.attack.manifest import differing, matching_sets, settings_difference
     from ikd_cli.attack.run import preset_attack, set_settings
     from ikd_cli.config.schema import distill_ignored
     from ikd_cli.config.layout import teacher_checkpoint
 
-    a = preset["attack"]
     wanted = set_settings(preset, preset_attack(preset), teacher_checkpoint(preset), "train")
     diff = settings_difference(adv_dir, wanted, ignore=distill_ignored())
     if diff:
+        names = differing(adv_dir, wanted, ignore=distill_ignored())
+        ours = ", ".join(f"{k} {wanted[k]!r}" for k in names if not k.endswith("_sha256"))
         raise IkdError(f"the adversarial set {adv_dir} was made with other settings than this preset's ({diff}); "
-                       f"make it again with `ikd attack {preset_args(preset)} --overwrite`, or point "
-                       "attack.out at a set made with these settings")
+                       f"to distil from it: {matching_sets(adv_dir, names)}; or make it again with this preset's "
+                       f"settings{f' ({ours})' if ours else ''}: `ikd attack {preset_args(preset)} --overwrite`, or "
+                       "point attack.out at a set made with these settings")
     skipped = read_skipped(adv_dir)  # trained without an adversarial copy (ikd attack --skip-bad)
     missing = [n for n in missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
                if n not in skipped]
     if missing:
-        raise IkdError(
-            f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
-            f"(first: {missing[0]}); make them with `ikd attack {preset_args(preset)} --eps {a['eps']:g} "
-            f"--steps {a['steps']} --method {a['method']}`, or train without stage 1: --dfa-until 0")
+        raise IkdError(f"{len(missing)} of {len(dataset)} training images have no adversarial copy in {adv_dir} "
+                       f"(first: {missing[0]}); {_attack_hint(adv_dir, preset, len(dataset))}, or train without "
+                       "stage 1: --dfa-until 0")
+
+
+def _attack_hint(adv_dir: Path, preset: dict, images: int) -> str:
+    """How to get the missing copies: the set's attack over the whole split, which continues a
+    set made with ``--limit`` (a trial, which distillation cannot use)."""
+    from ikd_cli.attack.manifest import asked_images
+
+    asked = asked_images(adv_dir)
+    if asked is not None and asked < images:
+        return (f"the set was made with --limit ({asked} of {images} images), and distill needs every training "
+                f"image: run the attack without --limit, which continues the set: `ikd attack {preset_args(preset)}`")
+    a = preset["attack"]
+    return (f"make them with `ikd attack {preset_args(preset)} --eps {a['eps']:g} --steps {a['steps']} "
+            f"--method {a['method']}`")
 
 
 def stages_text(dfa_until: int, epochs: int, method: str) -> str:

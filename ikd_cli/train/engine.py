@@ -46,6 +46,8 @@ def run_training(cfg, *, device: str, distributed: bool, resume_from: str | None
     runner.register_hook(BestOfThisRunHook(), priority="VERY_HIGH")  # before EvalHook's before_run
     for hook, priority in extra_hooks:
         runner.register_hook(hook, priority=priority)
+    # the model config's own (EMA, mode switches ...), kept with train.optimizer: config, as mmdet's train_detector
+    runner.register_custom_hooks([dict(h) for h in cfg.get("custom_hooks") or []])
     if cfg.evaluation.get("interval", 0) > 0:
         runner.register_hook(_eval_hook(cfg, device, distributed), priority="LOW")
     # After evaluation (LOW, 70) so the epoch line can show the mAP; before the text logger (90).

@@ -29,7 +29,7 @@ FINISHED = "finished"  # prepare()'s answer when the run in the work dir is comp
 def load_saved_preset(work_dir: Path) -> dict:
     from ikd_cli.config.presets import load
 
-    return load(str(work_dir / PRESET_FILE))
+    return load(str(work_dir / PRESET_FILE), saved=True)
 
 
 # Settings that say how a run is kept and logged, not what it learns: a run continues whatever
@@ -40,17 +40,35 @@ BOOKKEEPING = {"work_dir", "train.max_keep_ckpts", "train.log_interval", "train.
                "train.wandb", "distill.diagnostics", "train.threads"}
 
 
-def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
-    """'key old -> new' for the first few settings that differ ('' when none do), bookkeeping
-    left out (the work dir may be spelled differently, ...). With ``counts``, only the dotted
-    keys it accepts are compared (a finished teacher is not "other settings" because distill.*
-    changed)."""
+def differing_keys(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> list[str]:
+    """The dotted keys in which two presets differ, bookkeeping left out (the work dir may be
+    spelled differently, ...). With ``counts``, only the dotted keys it accepts are compared (a
+    finished teacher is not "other settings" because distill.* changed)."""
     from ikd_cli.config.presets import flatten
 
     a, b = flatten(saved), flatten(wanted)
-    keys = [k for k in sorted(set(a) | set(b)) if k not in BOOKKEEPING and a.get(k) != b.get(k)
+    return [k for k in sorted(set(a) | set(b)) if k not in BOOKKEEPING and a.get(k) != b.get(k)
             and (counts is None or counts(k))]
-    return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:3])
+
+
+def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] | None = None) -> str:
+    """'key old -> new' for the first few settings that differ ('' when none do); see :func:`differing_keys`."""
+    from ikd_cli.config.presets import flatten
+
+    a, b = flatten(saved), flatten(wanted)
+    return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in differing_keys(saved, wanted, counts)[:3])
+
+
+def matching_sets(saved: dict, keys: list[str]) -> str:
+    """'--set k=v ...' giving ``keys`` their values in ``saved``, as a command line takes them."""
+    import json
+    import shlex
+
+    from ikd_cli.config.presets import flatten
+
+    a = flatten(saved)
+    return " ".join("--set " + shlex.quote(f"{k}={a[k] if isinstance(a.get(k), str) else json.dumps(a.get(k))}")
+                    for k in keys)
 
 
 def checkpoint_epoch(path: Path) -> int:
@@ -106,6 +124,11 @@ def clear_run(work_dir: Path) -> None:
         path.unlink()
 
 
+def replaced(cfg) -> list[str]:
+    """What the run's preset replaced of its model config's recipe, one line each (``build_config``)."""
+    return list(cfg.get("ikd_replaced") or [])
+
+
 class TrainingSession:
     """One training command's process: ``device``, ``distributed``, ``rank``, ``world``."""
 
@@ -144,7 +167,7 @@ class TrainingSession:
             atomic_write_text(work_dir / PRESET_FILE, dump(self.preset))
             atomic_write_text(work_dir / CONFIG_FILE, cfg.pretty_text)
             atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"],
-                                                        compute=compute_fingerprint()))
+                                                        compute=compute_fingerprint(), replaced=replaced(cfg)))
         elif resume_from not in (None, FINISHED):
             saved = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
             started = (saved or {}).get("compute") or {}
@@ -168,10 +191,13 @@ class TrainingSession:
         if saved_run and {k: saved_run.get(k) for k in run_info} != run_info:
             raise IkdError(f"{work_dir} holds a {' '.join(str(saved_run.get(k)) for k in run_info)} run, not "
                            f"{what}; use another --work-dir (or --restart to replace it)")
-        diff = preset_difference(load_saved_preset(work_dir), self.preset, counts)
+        saved = load_saved_preset(work_dir)
+        diff = preset_difference(saved, self.preset, counts)
         if diff:
+            same = matching_sets(saved, differing_keys(saved, self.preset, counts))
             raise IkdError(f"{work_dir} holds a run with other settings ({diff}); continue it with "
-                           f"`ikd resume {work_dir}`, start over with --restart, or use another --work-dir")
+                           f"`ikd resume {work_dir}` or this command with `{same}`, start over with --restart, or "
+                           "use another --work-dir")
         epoch = checkpoint_epoch(latest)
         epochs = cfg.runner.max_epochs
         if epoch >= epochs:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from rich.markup import escape
+
 from ikd_cli.config.layout import LATEST, LOG_FILE
 from ikd_cli.core.errors import IkdError
-from ikd_cli.train.session import FINISHED, TrainingSession
+from ikd_cli.train.session import FINISHED, TrainingSession, replaced
 
 
 @dataclass
@@ -52,6 +54,8 @@ def run(spec: Run, *, device: str | None, launcher: str, verbose: bool, restart:
         raise IkdError(f"nothing to resume in {work_dir} (no {LATEST})")
     if resume_from == FINISHED:
         return result
+    for line in replaced(cfg):  # nothing of the model config's recipe replaced without a word (also in run.json)
+        session.say(f"[yellow]note[/]: {escape(line)}")
     session.say(f"{spec.announce(session, cfg)}; log: {work_dir / LOG_FILE}")
     with session.log_to(work_dir, verbose):
         session.train(cfg, resume_from=resume_from, title=spec.title, find_unused=spec.find_unused,
