@@ -6,9 +6,8 @@ replaces its part only. ``sgd`` is the reference presets' recipe: SGD with every
 value, a step schedule and no custom hooks. Either way each replacement is one line
 (:func:`apply_recipe` returns them), which the training commands say and keep in run.json.
 
-A ``train.*`` key counts as set where its value is not the schema default: a saved preset.yaml
-or a checkpoint's embedded preset holds every key, so a value equal to its default cannot be
-told from an unset one there (set ``train.optimizer: sgd`` to use a default value as it is).
+A recipe key is set where it is not null (its schema default): null keeps the model config's
+value, or under ``sgd`` takes the reference's (``schema.SGD_RECIPE``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import copy
 import numbers
 
-from ikd_cli.config.schema import default
+from ikd_cli.config.schema import SGD_RECIPE
 from ikd_cli.core.errors import IkdError
 
 # The train.* keys that replace a part of the model config's recipe, by part.
@@ -31,11 +30,14 @@ def recipe_values(preset: dict, role: str) -> tuple[dict, dict]:
     """(train.* for ``role``, with the teacher's own epochs and lr_steps in their place; the keys
     of those the preset sets -> their dotted name, for the lines)."""
     t = dict(preset["train"])
-    given = {k: f"train.{k}" for k in RECIPE_KEYS if t[k] != default(f"train.{k}")}
+    given = {k: f"train.{k}" for k in RECIPE_KEYS if t[k] is not None}
     if role == "teacher":
         for key in ("epochs", "lr_steps"):
             if preset["teacher"].get(key) is not None:
                 t[key], given[key] = preset["teacher"][key], f"teacher.{key}"
+    for key in RECIPE_KEYS:  # what a null key is where the model config has no value for it
+        if t[key] is None:
+            t[key] = SGD_RECIPE[key]
     return t, given
 
 
@@ -83,7 +85,7 @@ def _keep(cfg, t: dict, given: dict) -> dict[str, str]:
         keys = [k for k in OPTIMIZER_KEYS if k in given]
         if "momentum" in keys and not _takes_momentum(cfg.optimizer):
             raise IkdError(f"train.momentum={t['momentum']:g}: the model config's optimizer {cfg.optimizer['type']} "
-                           "takes no momentum; leave train.momentum at its default, or set train.optimizer: sgd")
+                           "takes no momentum; leave train.momentum null, or set train.optimizer: sgd")
         why["optimizer"] = ", ".join(given[k] for k in keys if cfg.optimizer.get(k) != t[k])
         cfg.optimizer.update({k: t[k] for k in keys})
     if "grad_clip" in given:

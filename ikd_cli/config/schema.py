@@ -175,6 +175,18 @@ def _pix_by_method(help: str, per_method: dict[str, Any], **kw) -> Setting:
     return _pix(None, f"{help} (null: the method's own: {said})", per_method=per_method, **kw)
 
 
+# The reference's SGD recipe: what a null train.* recipe key is under train.optimizer: sgd (under
+# config, null keeps the model config's value). Read by config/recipe.py.
+SGD_RECIPE: dict[str, Any] = {"epochs": 24, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "grad_clip": 35.0,
+                              "lr_steps": [16, 22], "warmup_iters": 500, "warmup_ratio": 0.001}
+
+
+def _recipe(key: str, help: str, **kw) -> Setting:
+    """A train.* key of the recipe: null by default (the model config's, or SGD_RECIPE's under sgd)."""
+    sgd = SGD_RECIPE[key]
+    return _s(None, f"{help} (null: the model config's; {sgd} under train.optimizer: sgd)", kind=type(sgd), **kw)
+
+
 # The built-in shapes data's size when a preset asks for it (``data.shapes: {}``); each key can be
 # set in the preset or with --set data.shapes.num_val=500.
 # 500 val images: evaluation noise well under the 1 AP effects the study looks for.
@@ -282,19 +294,20 @@ SETTINGS: dict[str, Setting] = {
     # reference presets set sgd, the SGD step schedule of IKD's reference, to keep their numbers.
     "train.optimizer": _s("config", "config: the model config's optimizer (type, lr, paramwise_cfg), gradient clip, "
                                     "lr schedule, epochs and custom_hooks, each replaced only by a train.* value the "
-                                    "preset sets to other than its default (train.lr, train.weight_decay, "
-                                    "train.momentum, train.grad_clip, train.lr_steps, train.warmup_*, train.epochs); "
-                                    "sgd: SGD with every train.* value, a step schedule, no custom_hooks; a run says "
-                                    "each replacement in one line and lists them in run.json",
+                                    "preset sets (train.lr, train.weight_decay, train.momentum, train.grad_clip, "
+                                    "train.lr_steps, train.warmup_*, train.epochs; null: the model config's); "
+                                    "sgd: SGD with every train.* value (null: the reference's), a step schedule, no "
+                                    "custom_hooks; a run says each replacement in one line and lists them in run.json",
                           choices=TrainOptimizer),
-    "train.epochs": _s(24, "epochs", low=1),
-    "train.lr": _s(0.01, "SGD learning rate", low=0.0),
-    "train.momentum": _s(0.9, low=0.0),
-    "train.weight_decay": _s(1e-4, low=0.0),
-    "train.grad_clip": _s(35.0, "gradient norm clip", low=0.0),
-    "train.lr_steps": _s([16, 22], "epochs after which the lr drops 10x", valid=("a list of epochs (integers)", _int_list)),
-    "train.warmup_iters": _s(500, low=0),
-    "train.warmup_ratio": _s(0.001, low=0.0),
+    "train.epochs": _recipe("epochs", "epochs", low=1),
+    "train.lr": _recipe("lr", "learning rate", low=0.0),
+    "train.momentum": _recipe("momentum", "SGD momentum", low=0.0),
+    "train.weight_decay": _recipe("weight_decay", "weight decay", low=0.0),
+    "train.grad_clip": _recipe("grad_clip", "gradient norm clip (0: none)", low=0.0),
+    "train.lr_steps": _recipe("lr_steps", "epochs after which the lr drops 10x",
+                              valid=("a list of epochs (integers)", _int_list)),
+    "train.warmup_iters": _recipe("warmup_iters", "linear warmup iterations", low=0),
+    "train.warmup_ratio": _recipe("warmup_ratio", "warmup's starting fraction of the lr", low=0.0),
     "train.checkpoint_interval": _s(1, "epochs between checkpoints", low=1),
     "train.eval_interval": _s(1, "epochs between val evaluations (0: no validation)", low=0),
     "train.max_keep_ckpts": _s(-1, "checkpoints kept (-1: all)", low=-1),
