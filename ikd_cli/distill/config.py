@@ -11,16 +11,18 @@ import copy
 
 from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.config.layout import adversarial_set_dir, run_dir
-from ikd_cli.config.mmdet import base_dataset, build_config
+from ikd_cli.config.mmdet import build_config
 from ikd_cli.core.errors import IkdError
 
 
-def dfa_pipeline(train: dict, preset: dict, adv_dir: str, skipped=()) -> list:
-    """Stage 1's pipeline: the student's training set config ``train`` (its wrappers' steps
-    included) with IKD's steps added, each step paired or refused (:mod:`ikd_cli.distill.stage1`)."""
-    from ikd_cli.distill.stage1 import stage1_pipeline
+def dfa_dataset(train: dict, preset: dict, adv_dir: str, skipped=()) -> dict:
+    """Stage 1's training set config: the student's training set config ``train`` with IKD's steps
+    added, each of its own steps paired or refused (:mod:`ikd_cli.distill.stage1`)."""
+    from mmcv import ConfigDict
 
-    return stage1_pipeline(train, preset["distill"], adv_dir, skipped)
+    from ikd_cli.distill.stage1 import stage1_dataset
+
+    return ConfigDict(stage1_dataset(train, preset["distill"], adv_dir, skipped))
 
 
 def clean_loss(preset: dict) -> dict:
@@ -75,14 +77,12 @@ def build_distill_config(preset: dict):
     )
     if preset["student"]["checkpoint"]:  # the whole student starts from it (checked to fit)
         cfg.model.student_checkpoint = preset["student"]["checkpoint"]
-    train = base_dataset(cfg.data.train)
     adv_dir = str(adversarial_set_dir(preset, "train"))
     skipped = sorted(skipped_images(preset)) if d["dfa_until"] > 0 else []
     if skipped:  # the set's unreadable images: no adversarial loss, and dropped where they cannot load
         cfg.model.no_adv = skipped
         cfg.ikd_skipped = skipped
-    cfg.data.train_dfa = copy.deepcopy(train)
-    cfg.data.train_dfa.pipeline = dfa_pipeline(cfg.data.train, preset, adv_dir, skipped)
+    cfg.data.train_dfa = dfa_dataset(cfg.data.train, preset, adv_dir, skipped)
     cfg.dfa_until = d["dfa_until"]
     cfg.adv_dir = adv_dir
     cfg.work_dir = str(run_dir(preset, "distill"))

@@ -8,7 +8,8 @@ own training pipeline (:mod:`ikd_cli.distill.stage1`), e.g. for RetinaNet:
 
 The adversarial image is an extra entry of ``img_fields``, so mmdet's own Resize, RandomFlip,
 Normalize and Pad transform it exactly as they transform the clean image; any other step runs
-inside ``SameDraw``, once per image from the same random state.
+inside ``SameDraw``, once per image from the same random state (Mosaic and MixUp inside
+``IKDMultiImageMixDataset``, their other images with their adversarial copies).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from mmcv.utils import build_from_cfg
-from mmdet.datasets.builder import PIPELINES
+from mmdet.datasets.builder import DATASETS, PIPELINES
+from mmdet.datasets.dataset_wrappers import MultiImageMixDataset
 from mmdet.datasets.pipelines import RandomCrop
 
 from ikd_cli.core.errors import IkdError
@@ -103,14 +105,16 @@ class InstanceCorruption:
 class AdaptiveCrop(RandomCrop):
     """mmdet's RandomCrop with a relative range (each side cropped to [crop_range, 1] of itself,
     boxes clipped, emptied boxes dropped), except on images whose boxes are all small: cropping
-    those would only throw small objects away."""
+    those would only throw small objects away (and on images without boxes)."""
 
     def __init__(self, crop_range: float = 0.8, small_area: float = 32 * 32, **kwargs):
         super().__init__(crop_size=(crop_range, crop_range), crop_type="relative_range", **kwargs)
         self.small_area = small_area
 
     def __call__(self, results):
-        if all_boxes_small(results, self.small_area):
+        # A sample without boxes (a mosaic whose objects the affine warp moved out) stays whole:
+        # mmdet's crop would refuse it, and MultiImageMixDataset gives up after 15 refusals.
+        if all_boxes_small(results, self.small_area) or len(results.get("gt_bboxes", ())) == 0:
             return results
         return super().__call__(results)
 
@@ -150,16 +154,27 @@ class AdaptiveCrop(RandomCrop):
 
 @PIPELINES.register_module()
 class FormatAdversarialImage:
-    """DefaultFormatBundle for ``adv_img``: HWC array -> CHW tensor in a stacked DataContainer."""
+    """DefaultFormatBundle for ``adv_img``: HWC array -> CHW tensor in a stacked DataContainer,
+    a uint8 image made float32 as DefaultFormatBundle's ``img_to_float`` makes the clean one
+    (a pipeline without Normalize, such as YOLOX's)."""
+
+    def __init__(self, img_to_float: bool = True):
+        self.img_to_float = img_to_float
 
     def __call__(self, results):
         import torch
         from mmcv.parallel import DataContainer
 
         if "adv_img" in results:
-            img = np.ascontiguousarray(results["adv_img"].transpose(2, 0, 1))
+            img = results["adv_img"]
+            if self.img_to_float and img.dtype == np.uint8:
+                img = img.astype(np.float32)
+            img = np.ascontiguousarray(img.transpose(2, 0, 1))
             results["adv_img"] = DataContainer(torch.from_numpy(img), padding_value=0, stack=True)
         return results
+
+    def __repr__(self):
+        return f"{self.__class__.__name__}(img_to_float={self.img_to_float})"
 
 
 @PIPELINES.register_module()
@@ -172,6 +187,8 @@ class SameDraw:
 
     def __init__(self, transform: dict):
         self.transform = build_from_cfg(transform, PIPELINES)
+        if hasattr(self.transform, "get_indexes"):  # Mosaic, MixUp: MultiImageMixDataset asks it for images to mix in
+            self.get_indexes = self.transform.get_indexes
 
     def __call__(self, results):
         adv = results.pop("adv_img", None)
@@ -179,8 +196,12 @@ class SameDraw:
             return self.transform(results)
         fields = [key for key in results.get("img_fields", ["img"]) if key != "adv_img"]
         results["img_fields"] = fields
-        twin = copy.deepcopy({key: value for key, value in results.items() if key != "img"})
+        twin = copy.deepcopy({key: value for key, value in results.items() if key not in ("img", "mix_results")})
         twin["img"] = adv
+        if "mix_results" in results:  # the images mixed in: clean ones with the clean image, copies with the copy
+            mixed = results["mix_results"]
+            results["mix_results"] = [one_side(other, "img") for other in mixed]
+            twin["mix_results"] = [copy.deepcopy(one_side(other, "adv_img")) for other in mixed]
         start = rng_states()
         clean = self.transform(results)
         end = rng_states()
@@ -204,6 +225,33 @@ class SameDraw:
 
     def __repr__(self):
         return f"{self.__class__.__name__}({self.transform!r})"
+
+
+def one_side(results: dict, key: str) -> dict:
+    """A loaded image's results with ``results[key]`` (``img`` or ``adv_img``) as its only image."""
+    side = {k: v for k, v in results.items() if k not in ("img", "adv_img")}
+    side["img"] = results.get(key, results["img"])
+    side["img_fields"] = [f for f in results.get("img_fields", ["img"]) if f != "adv_img"]
+    return side
+
+
+@DATASETS.register_module()
+class IKDMultiImageMixDataset(MultiImageMixDataset):
+    """mmdet's MultiImageMixDataset for stage 1: its steps run inside SameDraw, and each is still
+    known by its own name (``skip_type_keys``, which YOLOX's mode switch sets for its last epochs)."""
+
+    def __init__(self, dataset, *args, **kwargs):
+        from mmdet.datasets import build_dataset
+
+        # mmdet's build_dataset builds the inner dataset only for its own MultiImageMixDataset
+        super().__init__(build_dataset(dataset) if isinstance(dataset, dict) else dataset, *args, **kwargs)
+        self.pipeline_types = [step.name if isinstance(step, SameDraw) else kind
+                               for step, kind in zip(self.pipeline, self.pipeline_types)]
+
+    @property
+    def data_infos(self):
+        """The images of the dataset inside (stage 1 checks each has its adversarial copy)."""
+        return self.dataset.data_infos
 
 
 def rng_states() -> tuple:
@@ -239,8 +287,8 @@ def outcome_difference(clean, twin) -> str:
     shapes = [tuple(np.shape(_payload(out["img"]))) for out in (clean, twin)]
     if shapes[0] != shapes[1]:
         return f"it gave a {_shape_text(shapes[1])} image where the clean one is {_shape_text(shapes[0])}"
-    for key in sorted(clean):
-        if key != "img" and not same_value(clean[key], twin[key]):
+    for key in sorted(clean):  # mix_results: the images mixed in, which MultiImageMixDataset drops next
+        if key not in ("img", "mix_results") and not same_value(clean[key], twin[key]):
             return f"it gave a different {key}"
     return ""
 

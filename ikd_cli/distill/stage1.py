@@ -1,4 +1,4 @@
-"""Stage 1's training pipeline: the student's own training pipeline (its dataset wrappers' steps
+"""Stage 1's training set: the student's own training pipeline (its dataset wrappers' steps
 included) with IKD's steps added, in which the adversarial image goes through every step exactly
 as the clean image does, or the distill config is refused in one line naming the step.
 
@@ -8,12 +8,14 @@ step is one of:
 - a step of mmdet's that transforms every entry of ``img_fields`` with ONE random draw
   (``ONE_DRAW_FOR_ALL_FIELDS``): ``adv_img`` is one more entry;
 - a step that does not touch the pixels (``NO_PIXELS``): it runs once;
-- a step that mixes other training images in (Mosaic, MixUp, CopyPaste: any step with mmdet's
-  ``get_indexes``): refused, those images have no adversarial copy drawn with them;
 - any other step (PhotoMetricDistortion, Expand, MinIoURandomCrop, RandomCrop, RandomAffine,
-  YOLOXHSVRandomAug, a step of the user's own, ...): wrapped in ``SameDraw``
+  YOLOXHSVRandomAug, Mosaic, MixUp, a step of the user's own, ...): wrapped in ``SameDraw``
   (:mod:`ikd_cli.distill.pipelines`), which runs it on each image from the same random state
   and refuses, naming the step, a draw that came out differently.
+
+A MultiImageMixDataset wrapper stays one (``IKDMultiImageMixDataset``) around a dataset whose
+loading steps read the adversarial copies: the images that Mosaic or MixUp mix in bring theirs,
+and the adversarial sample is the same mosaic of the adversarial copies.
 """
 
 from __future__ import annotations
@@ -28,40 +30,24 @@ ONE_DRAW_FOR_ALL_FIELDS = frozenset({"Resize", "RandomFlip", "RandomShift", "Pad
 NO_PIXELS = frozenset({"LoadAnnotations", "FilterAnnotations", "SegRescale", "DefaultFormatBundle", "Collect",
                        "ImageToTensor", "ToTensor", "Transpose", "ToDataContainer", "WrapFieldsToLists",
                        "FormatAdversarialImage"})
-MULTI_IMAGE = frozenset({"Mosaic", "MixUp", "CopyPaste"})
+# the dataset wrapper whose steps mix other images in (Mosaic, MixUp, CopyPaste) -> its stage-1 version
+MIX_WRAPPERS = {"MultiImageMixDataset": "IKDMultiImageMixDataset"}
 NEEDED = ("LoadAnnotations", "Resize", "RandomFlip", "Collect")
 
 
-def mixes_images(step_type: str) -> bool:
-    """True for a step that draws other training images into a sample (mmdet's ``get_indexes``)."""
-    if step_type in MULTI_IMAGE:
-        return True
-    from mmdet.datasets.builder import PIPELINES
-
-    return hasattr(PIPELINES.get(step_type), "get_indexes")
-
-
-def training_steps(train: dict) -> list:
-    """The steps one training sample goes through: the innermost dataset's pipeline, then each
-    wrapper's own (MultiImageMixDataset), innermost first, less the steps a wrapper skips."""
+def dataset_chain(train: dict) -> tuple[dict, list]:
+    """The innermost dataset config of the student's training set and the wrappers around it
+    that have steps of their own (MultiImageMixDataset), innermost first. Wrappers without steps
+    (RepeatDataset, ClassBalancedDataset) are left out: stage 1 goes through each image once."""
     wrappers = []
     while train is not None and "dataset" in train:
         if train.get("pipeline"):
+            if train["type"] not in MIX_WRAPPERS:
+                raise IkdError(f"stage 1 of ikd distill does not know the student's dataset wrapper {train['type']}, "
+                               f"which has training steps of its own (it knows {', '.join(MIX_WRAPPERS)})")
             wrappers.append(train)
         train = train["dataset"]
-    steps = [(step, None) for step in train["pipeline"]]
-    for wrapper in reversed(wrappers):
-        skip = set(wrapper.get("skip_type_keys") or ())
-        steps += [(step, wrapper["type"]) for step in wrapper["pipeline"] if step["type"] not in skip]
-    mixing = [(step["type"], where) for step, where in steps if mixes_images(step["type"])]
-    if mixing:
-        names = list(dict.fromkeys(name for name, _ in mixing))
-        where = f" ({mixing[0][1]}'s pipeline)" if mixing[0][1] else ""
-        steps_text = f"steps {', '.join(names)}{where}: they mix" if len(names) > 1 else f"step {names[0]}{where}: it mixes"
-        raise IkdError(f"stage 1 of ikd distill cannot use the student's training {steps_text} other training images "
-                       "into each sample, and those have no adversarial copy drawn with them; give the student a "
-                       f"config whose training pipeline has no {' or '.join(names)}")
-    return [copy.deepcopy(step) for step, _ in steps]
+    return train, wrappers[::-1]
 
 
 def check_steps(steps: list) -> None:
@@ -84,23 +70,35 @@ def paired(step: dict) -> dict:
     return dict(type="SameDraw", transform=step)
 
 
-def stage1_pipeline(train: dict, distill: dict, adv_dir: str, skipped=()) -> list:
-    """Stage 1's pipeline for the training set config ``train`` (wrappers included): the adversarial
-    image and instance corruption after LoadAnnotations, the adaptive crop after RandomFlip, the
-    adversarial image formatted and collected; every step after the adversarial image is paired."""
-    steps = training_steps(train)
-    check_steps(steps)
+def stage1_dataset(train: dict, distill: dict, adv_dir: str, skipped=()) -> dict:
+    """Stage 1's dataset config for the student's training set config ``train``: its steps
+    (wrappers' included, each kept in its own pipeline) with the adversarial image and instance
+    corruption after LoadAnnotations, the adaptive crop after RandomFlip, the adversarial image
+    formatted and collected; every step after the adversarial image is paired."""
+    base, wrappers = dataset_chain(train)
+    steps = [(copy.deepcopy(step), 0) for step in base["pipeline"]]
+    for level, wrapper in enumerate(wrappers, 1):
+        steps += [(copy.deepcopy(step), level) for step in wrapper["pipeline"]]
+    check_steps([step for step, _ in steps])
+    bundle = next((step for step, _ in steps if step["type"] == "DefaultFormatBundle"), {})
+    to_float = dict(img_to_float=bundle["img_to_float"]) if "img_to_float" in bundle else {}
     out, after_adv = [], False
-    for step in steps:
+    for step, level in steps:
         if step["type"] == "Collect":
-            out.append(dict(type="FormatAdversarialImage"))
+            out.append((dict(type="FormatAdversarialImage", **to_float), level))
             step["keys"] = list(step["keys"]) + ["adv_img"]
-        out.append(paired(step) if after_adv else step)
+        out.append((paired(step) if after_adv else step, level))
         if step["type"] == "LoadAnnotations":
-            out.append(dict(type="LoadAdversarialImage", adv_dir=adv_dir, skipped=sorted(skipped)))
-            out.append(dict(type="InstanceCorruption", prob=distill["corruption_prob"],
-                            severity=distill["corruption_severity"], small_area=distill["small_area"]))
+            out.append((dict(type="LoadAdversarialImage", adv_dir=adv_dir, skipped=sorted(skipped)), level))
+            out.append((dict(type="InstanceCorruption", prob=distill["corruption_prob"],
+                             severity=distill["corruption_severity"], small_area=distill["small_area"]), level))
             after_adv = True
         if step["type"] == "RandomFlip":
-            out.append(dict(type="AdaptiveCrop", crop_range=distill["crop_range"], small_area=distill["small_area"]))
-    return out
+            out.append((dict(type="AdaptiveCrop", crop_range=distill["crop_range"],
+                             small_area=distill["small_area"]), level))
+    dataset = dict(copy.deepcopy(base), pipeline=[step for step, at in out if at == 0])
+    for level, wrapper in enumerate(wrappers, 1):  # each mixing wrapper's images carry their adversarial copies
+        dataset = dict(copy.deepcopy({k: v for k, v in wrapper.items() if k != "dataset"}),
+                       type=MIX_WRAPPERS[wrapper["type"]], dataset=dataset,
+                       pipeline=[step for step, at in out if at == level])
+    return dataset
