@@ -266,3 +266,19 @@ def test_what_stage1_cannot_pair_is_refused_when_the_config_is_built(tiny_sets, 
     with pytest.raises(IkdError, match=says) as err:
         dfa_dataset(change(train), preset, str(same_set))
     assert "\n" not in str(err.value)
+
+
+def test_images_mixed_in_without_their_copies_are_refused(tiny_sets, same_set):
+    """LoadAnnotations in the wrapper's pipeline: the images Mosaic mixes in were loaded before
+    IKD reads the adversarial copies."""
+    mixing = _mixing()
+
+    def late_annotations(train):
+        wrapper = mixing(train)["dataset"]
+        wrapper["dataset"]["pipeline"] = wrapper["dataset"]["pipeline"][:1]
+        wrapper["pipeline"] = [dict(type="LoadAnnotations", with_bbox=True)] + wrapper["pipeline"]
+        return wrapper
+
+    dataset = _with_train(tiny_sets, same_set, late_annotations)
+    with pytest.raises(IkdError, match="training step Mosaic: the images it mixes in have no adversarial copy"):
+        dataset[0]

@@ -200,6 +200,10 @@ class SameDraw:
         twin["img"] = adv
         if "mix_results" in results:  # the images mixed in: clean ones with the clean image, copies with the copy
             mixed = results["mix_results"]
+            if any("adv_img" not in other for other in mixed):
+                raise IkdError(f"stage 1 of ikd distill cannot use the student's training step {self.name}: the "
+                               "images it mixes in have no adversarial copy (its dataset's own pipeline does not "
+                               "load their annotations, after which IKD reads the copies)")
             results["mix_results"] = [one_side(other, "img") for other in mixed]
             twin["mix_results"] = [copy.deepcopy(one_side(other, "adv_img")) for other in mixed]
         start = rng_states()
@@ -230,7 +234,7 @@ class SameDraw:
 def one_side(results: dict, key: str) -> dict:
     """A loaded image's results with ``results[key]`` (``img`` or ``adv_img``) as its only image."""
     side = {k: v for k, v in results.items() if k not in ("img", "adv_img")}
-    side["img"] = results.get(key, results["img"])
+    side["img"] = results[key]
     side["img_fields"] = [f for f in results.get("img_fields", ["img"]) if f != "adv_img"]
     return side
 
