@@ -1,6 +1,7 @@
 """Stage 1 (IKD's adversarial image) on a family's own training pipeline: every step treats the
-adversarial image exactly as the clean one (the same random draw), or the distill config is
-refused in one line naming the step. Real mmdet transforms, the tiny shapes data, no model."""
+adversarial image exactly as the clean one (the same random draw; SSD's augmentation, YOLOX's
+Mosaic and MixUp), or is refused in one line naming it. Real mmdet transforms, the tiny shapes
+data, no model."""
 
 import hashlib
 import random
