@@ -14,8 +14,11 @@ def build_dataset_checked(dataset_cfg, what: str, skip=()):
     from its batch, and MMDetection's training set draws another in its place."""
     from mmdet.datasets import build_dataset
 
-    ann = Path(dataset_cfg.get("ann_file", ""))
-    images = Path(dataset_cfg.get("img_prefix", ""))
+    from ikd_cli.config.mmdet import base_dataset
+
+    files = base_dataset(dataset_cfg)  # inside RepeatDataset, MultiImageMixDataset and the like
+    ann = Path(files.get("ann_file", ""))
+    images = Path(files.get("img_prefix", ""))
     if not ann.is_file():
         raise IkdError(f"{what} annotation file not found: {ann}")
     if not images.is_dir():

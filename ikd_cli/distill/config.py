@@ -11,30 +11,18 @@ import copy
 
 from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.config.layout import adversarial_set_dir, run_dir
-from ikd_cli.config.mmdet import base_dataset, build_config
+from ikd_cli.config.mmdet import build_config
 from ikd_cli.core.errors import IkdError
 
 
-def dfa_pipeline(pipeline: list, preset: dict, adv_dir: str, skipped=()) -> list:
-    """Insert IKD's steps into a stock mmdet training pipeline."""
-    d = preset["distill"]
-    out = []
-    types = [step["type"] for step in pipeline]
-    for needed in ("LoadAnnotations", "Resize", "RandomFlip", "Collect"):
-        if needed not in types:
-            raise IkdError(f"the student's training pipeline has no {needed} step; IKD's augmentation needs it")
-    for step in copy.deepcopy(pipeline):
-        if step["type"] == "Collect":
-            out.append(dict(type="FormatAdversarialImage"))
-            step["keys"] = list(step["keys"]) + ["adv_img"]
-        out.append(step)
-        if step["type"] == "LoadAnnotations":
-            out.append(dict(type="LoadAdversarialImage", adv_dir=adv_dir, skipped=sorted(skipped)))
-            out.append(dict(type="InstanceCorruption", prob=d["corruption_prob"], severity=d["corruption_severity"],
-                            small_area=d["small_area"]))
-        if step["type"] == "RandomFlip":
-            out.append(dict(type="AdaptiveCrop", crop_range=d["crop_range"], small_area=d["small_area"]))
-    return out
+def dfa_dataset(train: dict, preset: dict, adv_dir: str, skipped=()) -> dict:
+    """Stage 1's training set config: the student's training set config ``train`` with IKD's steps
+    added, each of its own steps paired or refused (:mod:`ikd_cli.distill.stage1`)."""
+    from mmcv import ConfigDict
+
+    from ikd_cli.distill.stage1 import stage1_dataset
+
+    return ConfigDict(stage1_dataset(train, preset["distill"], adv_dir, skipped))
 
 
 def clean_loss(preset: dict) -> dict:
@@ -89,14 +77,12 @@ def build_distill_config(preset: dict):
     )
     if preset["student"]["checkpoint"]:  # the whole student starts from it (checked to fit)
         cfg.model.student_checkpoint = preset["student"]["checkpoint"]
-    train = base_dataset(cfg.data.train)
     adv_dir = str(adversarial_set_dir(preset, "train"))
     skipped = sorted(skipped_images(preset)) if d["dfa_until"] > 0 else []
     if skipped:  # the set's unreadable images: no adversarial loss, and dropped where they cannot load
         cfg.model.no_adv = skipped
         cfg.ikd_skipped = skipped
-    cfg.data.train_dfa = copy.deepcopy(train)
-    cfg.data.train_dfa.pipeline = dfa_pipeline(train.pipeline, preset, adv_dir, skipped)
+    cfg.data.train_dfa = dfa_dataset(cfg.data.train, preset, adv_dir, skipped)
     cfg.dfa_until = d["dfa_until"]
     cfg.adv_dir = adv_dir
     cfg.work_dir = str(run_dir(preset, "distill"))
