@@ -33,7 +33,8 @@ TABLE = REPO / "docs" / "families.md"
 WRITE_ENV = "IKD_WRITE_FAMILIES"  # "1": the test writes its family's rows into docs/families.md
 CLASSES = ["circle", "square", "triangle", "cross"]
 METHODS = ("fgd", "mgd")
-STEPS = ("attack", "stage 1 fgd", "stage 2 fgd", "stage 1 mgd", "stage 2 mgd", "evaluate --robustness")
+STEPS = ("attack", "stage 1 fgd", "stage 2 fgd", "stage 1 mgd", "stage 2 mgd", "optimizer kept",
+         "evaluate --robustness")
 WORKS, REFUSED, FAILS = "works", "refused", "fails"
 
 
@@ -211,6 +212,26 @@ def one_iteration(tree: dict, cfg, model, stage1: bool, own_set: bool) -> None:
     assert stage1 == any(k.startswith("loss_adv") for k in outputs["log_vars"]), sorted(outputs["log_vars"])
 
 
+def check_optimizer(cfg, family: Family) -> None:
+    """The distill run's optimizer, gradient clip and custom hooks are the student config's own
+    (the family presets say nothing of them): nothing is replaced without a word."""
+    from mmcv import Config
+
+    own = Config.fromfile(str(family.config("student")))
+    differ = []
+    if cfg.optimizer.get("type") != own.optimizer.get("type"):
+        differ.append(f"optimizer {own.optimizer.get('type')} -> {cfg.optimizer.get('type')}")
+    if bool(own.optimizer.get("paramwise_cfg")) != bool(cfg.optimizer.get("paramwise_cfg")):
+        differ.append(f"paramwise_cfg {own.optimizer.get('paramwise_cfg')} -> {cfg.optimizer.get('paramwise_cfg')}")
+    clip = [(c.get("optimizer_config") or {}).get("grad_clip") for c in (own, cfg)]
+    if clip[0] != clip[1]:
+        differ.append(f"grad_clip {clip[0]} -> {clip[1]}")
+    hooks = [[h.get("type") for h in c.get("custom_hooks") or []] for c in (own, cfg)]
+    if hooks[0] != hooks[1]:
+        differ.append(f"custom_hooks {hooks[0]} -> {hooks[1]}")
+    assert not differ, f"the distill config replaced the student config's {'; '.join(differ)}"
+
+
 def run_robustness(preset: Path, checkpoint: Path) -> None:
     from ikd_cli import api
 
@@ -237,6 +258,8 @@ finds, and `IKD_WRITE_FAMILIES=1` rewrites it. How to bring your own detector:
 - **stage 1 / stage 2** of `ikd distill` with FGD and with MGD: the run's config, distiller,
   optimizer and data, one training iteration each (stage 1: adversarial image, instance
   corruption, adaptive crop and the adversarial feature loss; stage 2: the distiller alone);
+- **optimizer kept**: the distill run's optimizer, its `paramwise_cfg`, gradient clip and
+  `custom_hooks` are the student config's own (the preset names none);
 - **evaluate --robustness**: `ikd evaluate --robustness` with one corruption (clean, white-box
   attack on the model itself, gaussian noise at severity 1).
 
@@ -303,7 +326,8 @@ def check_table(key: str, outcomes: dict[str, str]) -> str:
         if os.environ.get(WRITE_ENV) == "1":
             TABLE.write_text(wanted, encoding="utf-8")
             return ""
-    stored = parse(on_disk).get(key)
-    return (f"docs/families.md differs from what the matrix finds for {FAMILIES[key].label}:\n"
-            f"  on the page: {stored}\n  found:       {outcomes}\n"
-            f"rewrite it with {WRITE_ENV}=1 pytest tests/test_family_matrix.py")
+    stored = parse(on_disk).get(key) or {}
+    steps = [s for s in STEPS if stored.get(s) != outcomes.get(s)] or ["the page's text"]
+    shown = "".join(f"\n  {s}: on the page {stored.get(s)!r}, found {outcomes.get(s)!r}" for s in steps if s in STEPS)
+    return (f"docs/families.md differs from what the matrix finds for {FAMILIES[key].label} "
+            f"({', '.join(steps)}):{shown}\nrewrite it with {WRITE_ENV}=1 pytest tests/test_family_matrix.py")

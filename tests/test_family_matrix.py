@@ -41,13 +41,26 @@ def run_family(key: str, data_root, work) -> fm.Cells:
 
         def stage(stage1: bool, method=method, built=built):
             if "distiller" not in built:  # built once for both stages; a refusal refuses both
-                built["distiller"] = fm.build_distiller(preset, method, stand_in)
+                try:
+                    built["distiller"] = fm.build_distiller(preset, method, stand_in)
+                except Exception as err:
+                    built["error"] = err
+                    raise
             fm.one_iteration(*built["distiller"], stage1, own_set)
 
         cells.run(f"stage 1 {method}", lambda: stage(True))
         cells.run(f"stage 2 {method}", lambda: stage(False))
+        if method == "fgd":  # the config of a distillation, whichever the method
+            cells.run("optimizer kept", lambda: fm.check_optimizer(stage_config(built), family))
     cells.run("evaluate --robustness", lambda: fm.run_robustness(preset, student))
     return cells
+
+
+def stage_config(built: dict):
+    """The distill config the stages were built from, or what stopped it being built."""
+    if "distiller" not in built:
+        raise built["error"]
+    return built["distiller"][1]
 
 
 @pytest.mark.parametrize("key", list(fm.FAMILIES))
