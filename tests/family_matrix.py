@@ -195,11 +195,13 @@ def one_iteration(tree: dict, cfg, model, stage1: bool, own_set: bool) -> None:
     from ikd_cli.train.engine import build_train_loader
     from ikd_cli.train.runner import wrap_model
 
+    # the run builds the training set first, whichever stage it starts in (train/engine.py)
+    dataset = build_dataset_checked(cfg.data.train, "training")
     if stage1 and own_set:
         loader = stage1_loader(cfg, tree, False)  # with the run's check of the set
     else:
-        data = cfg.data.train_dfa if stage1 else cfg.data.train
-        loader = build_train_loader(build_dataset_checked(data, "training"), cfg, False)
+        loader = build_train_loader(build_dataset_checked(cfg.data.train_dfa, "training") if stage1 else dataset,
+                                    cfg, False)
     model.dfa = stage1
     wrapped = wrap_model(model, DEVICE, False, find_unused=True)
     wrapped.train()
@@ -257,7 +259,9 @@ finds, and `IKD_WRITE_FAMILIES=1` rewrites it. How to bring your own detector:
 - **attack**: `ikd attack`, one step, against the teacher;
 - **stage 1 / stage 2** of `ikd distill` with FGD and with MGD: the run's config, distiller,
   optimizer and data, one training iteration each (stage 1: adversarial image, instance
-  corruption, adaptive crop and the adversarial feature loss; stage 2: the distiller alone);
+  corruption, adaptive crop and the adversarial feature loss, on the family's own adversarial
+  set where its attack works, else on clean copies standing in for one; stage 2: the distiller
+  alone);
 - **optimizer kept**: the distill run's optimizer, its `paramwise_cfg`, gradient clip and
   `custom_hooks` are the student config's own (the preset names none);
 - **evaluate --robustness**: `ikd evaluate --robustness` with one corruption (clean, white-box
