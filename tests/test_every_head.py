@@ -122,6 +122,31 @@ def test_centernet_test_pipeline_gives_a_scale_factor():
     assert prep.resized_size(90, 120) == (90, 120, 1.0, 1.0)  # CenterNet tests at the image's own size
 
 
+def test_a_test_pipeline_without_any_size_is_refused_saying_where():
+    from mmcv import Config
+
+    from ikd_cli.attack.teacher_loss import Preprocess
+    from ikd_cli.core.errors import IkdError
+
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="MultiScaleFlipAug", transforms=[dict(type="Resize")])]
+    with pytest.raises(IkdError, match=r"test pipeline \(data.test.pipeline\) gives no image size: neither its "
+                                       r"Resize nor its MultiScaleFlipAug step has an img_scale or a scale_factor"):
+        Preprocess.from_config(Config(dict(data=dict(test=dict(pipeline=pipeline)))))
+
+
+def test_a_fill_padded_before_normalize_is_normalised_like_the_image():
+    from mmcv import Config
+
+    from ikd_cli.attack.teacher_loss import Preprocess
+
+    norm = dict(type="Normalize", mean=[10.0, 20.0, 30.0], std=[2.0, 4.0, 5.0], to_rgb=True)
+    pad = dict(type="Pad", size_divisor=32, pad_val=dict(img=(50, 60, 70)))  # BGR, as padded
+    for steps, fill in (([pad, norm], ((70 - 10) / 2, (60 - 20) / 4, (50 - 30) / 5)),  # Mask2Former's order
+                        ([norm, pad], (50.0, 60.0, 70.0))):
+        pipeline = [dict(type="LoadImageFromFile"), dict(type="Resize", img_scale=(64, 64)), *steps]
+        assert Preprocess.from_config(Config(dict(data=dict(test=dict(pipeline=pipeline))))).pad_value == fill
+
+
 def test_yolox_attack_with_identity_normalisation(heads, tiny_sets, tmp_path):
     preset, ckpt = heads("yolox")
     out = tmp_path / "adv"

@@ -28,7 +28,7 @@ class Preprocess:
     to_rgb: bool
     size_divisor: int
     factor: float = 1.0  # the resize factor of a pipeline that gives one instead of a scale (CenterNet's 1.0)
-    pad_value: tuple = (0.0, 0.0, 0.0)  # what Pad fills with (YOLOX: 114), per channel
+    pad_value: tuple = (0.0, 0.0, 0.0)  # what the padding holds after normalisation (YOLOX: 114), per channel
     pad_to_square: bool = False  # YOLOX pads each image to a square
 
     @classmethod
@@ -42,9 +42,10 @@ class Preprocess:
                            "Resize nor its MultiScaleFlipAug step has an img_scale or a scale_factor; the attack "
                            "resizes the image as the model's test does, so add one of them there")
         pad = ([s for s in steps if s.get("type") == "Pad"] or [{}])[-1]
+        norm = _normalisation(steps)
         return cls(scale=_first(scales[-1]) if scales else None, factor=float(_first(factors[-1])) if factors else 1.0,
-                   size_divisor=pad.get("size_divisor") or 32, pad_value=_pad_value(pad.get("pad_val", 0)),
-                   pad_to_square=bool(pad.get("pad_to_square")), **_normalisation(steps))
+                   size_divisor=pad.get("size_divisor") or 32, pad_value=_pad_value(pad, steps, norm),
+                   pad_to_square=bool(pad.get("pad_to_square")), **norm)
 
     def resized_size(self, h: int, w: int) -> tuple[int, int, float, float]:
         """mmdet's keep-ratio resize: new (h, w) and the per-axis scale factors (a scale factor
@@ -72,11 +73,18 @@ def _first(value):
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _pad_value(value) -> tuple:
-    """Pad's image fill, per channel (a number, a tuple, or mmdet's ``dict(img=...)``). It is
-    added after normalisation, as mmdet's configs pad after Normalize (or have none: YOLOX)."""
+def _pad_value(pad: dict, steps: list[dict], norm: dict) -> tuple:
+    """What Pad's image fill (a number, a tuple, or mmdet's ``dict(img=...)``) is once normalised,
+    per channel: as given where Pad follows Normalize (or there is none: YOLOX's 114); a pixel
+    value normalised like the image where Pad comes first (Mask2Former's 128)."""
+    value = pad.get("pad_val", 0)
     value = value.get("img", 0) if isinstance(value, dict) else value
-    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * 3
+    fill = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * 3
+    normalize = next((i for i, s in enumerate(steps) if s.get("type") == "Normalize"), -1)
+    if not pad or normalize < steps.index(pad):
+        return fill
+    fill = fill[::-1] if norm["to_rgb"] else fill
+    return tuple((v - m) / d for v, m, d in zip(fill, norm["mean"], norm["std"]))
 
 
 def _normalisation(steps: list[dict]) -> dict:
