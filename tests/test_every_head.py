@@ -252,3 +252,15 @@ def test_loss_keys_pick_by_name_or_wildcard():
     assert float(classification_loss(losses, ["loss_center_heatmap", "loss_wh"])) == 11.0
     with pytest.raises(IkdError, match=r"none of attack.loss_keys \['loss_obj'\]; its losses are s0.loss_cls, "):
         classification_loss(losses, ["loss_obj"])
+
+
+def test_a_whitebox_set_made_before_loss_keys_existed_is_still_found(tmp_path):
+    """Its attack.json lacks the key: null, the default, is what it was made with; a set of other
+    keys is another set."""
+    from ikd_cli.evaluate.whitebox import finished_summary
+
+    old = {"method": "difgsm", "eps": 8.0, "model_sha256": "ab", "split": "val"}
+    (tmp_path / "attack.json").write_text(json.dumps(old))
+    (tmp_path / "summary.json").write_text(json.dumps({"images": 2, "attacked": 2, "failed": 0}))
+    assert finished_summary(tmp_path, {**old, "loss_keys": None}) is not None
+    assert finished_summary(tmp_path, {**old, "loss_keys": ["loss_center_heatmap"]}) is None
