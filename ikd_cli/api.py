@@ -161,13 +161,15 @@ def evaluate(checkpoint: str | Path, *, preset: Optional[str] = None, model: str
 
 def robustness(checkpoint: str | Path, *, preset: Optional[str] = None, model: str = "student", split: str = "val",
                settings: Optional[dict] = None, corruptions: Optional[str] = None, severities: Optional[str] = None,
-               device: Optional[str] = None, verbose: bool = False) -> dict:
+               device: Optional[str] = None, verbose: bool = False, whitebox: bool = True) -> dict:
     """``ikd evaluate --robustness``: the checkpoint scored clean, on the teacher's adversarial
-    set, under the preset's attack on itself and under corruptions (``corruptions``: a set name
-    or names, None: the default set); returns the summary it writes beside the checkpoint."""
+    set, under the preset's attack on itself (unless ``whitebox`` is False) and under corruptions
+    (``corruptions``: a set name or names, None: the default set); returns the summary it writes
+    beside the checkpoint."""
     from ikd_cli.evaluate.robustness import evaluate_robustness
 
     split, model, settings = _choice("split", split, Split), _choice("model", model, Role), _settings(settings)
     tree = load_preset(preset, settings) if preset else None
     return evaluate_robustness(Path(checkpoint), preset=tree, model=model, overrides=settings, device=device,
-                               verbose=verbose, corruptions=corruptions, severities=severities, split=split)
+                               verbose=verbose, corruptions=corruptions, severities=severities, split=split,
+                               whitebox=whitebox)

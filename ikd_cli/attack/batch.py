@@ -54,9 +54,10 @@ class Autocast:
 
 
 def attack_batch(attack: Attack, teacher, prep: Preprocess, images, boxes, labels, *, device: str,
-                 seed: int, record_loss: bool, amp: bool = False) -> list[AttackedImage]:
-    """Attack ``images`` (list of (h, w, 3) uint8) against ``teacher``'s classification loss with
-    their gt ``boxes``/``labels``; returns one :class:`AttackedImage` each, rounded into the budget.
+                 seed: int, record_loss: bool, amp: bool = False, loss_keys=None) -> list[AttackedImage]:
+    """Attack ``images`` (list of (h, w, 3) uint8) against ``teacher``'s classification loss (or
+    the terms ``loss_keys`` names: ``attack.loss_keys``) with their gt ``boxes``/``labels``;
+    returns one :class:`AttackedImage` each, rounded into the budget.
 
     ``seed`` fixes the random draws (random start, input diversity), so a batch gives the same
     pixels however the work is sharded. The loss of each image before/after costs two extra
@@ -68,14 +69,14 @@ def attack_batch(attack: Attack, teacher, prep: Preprocess, images, boxes, label
     boxes = [torch.as_tensor(b) for b in boxes]
     labels = [torch.as_tensor(lab, dtype=torch.long) for lab in labels]
     x0 = pad_batch(images, device)
-    loss_fn = TeacherClassificationLoss(teacher, prep, [im.shape[:2] for im in images], boxes, labels)
+    loss_fn = TeacherClassificationLoss(teacher, prep, [im.shape[:2] for im in images], boxes, labels, loss_keys)
     attack.loss_fn = Autocast(loss_fn, device) if amp else loss_fn
     x_adv = to_uint8(attack(x0), x0, attack.eps)
     seconds = (time.perf_counter() - start) / len(images)
     before = after = [None] * len(images)
     if record_loss:
-        before = image_losses(teacher, prep, x0, images, boxes, labels)
-        after = image_losses(teacher, prep, x_adv.float(), images, boxes, labels)
+        before = image_losses(teacher, prep, x0, images, boxes, labels, loss_keys)
+        after = image_losses(teacher, prep, x_adv.float(), images, boxes, labels, loss_keys)
     adv = x_adv.permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for i, im in enumerate(images):
@@ -85,14 +86,14 @@ def attack_batch(attack: Attack, teacher, prep: Preprocess, images, boxes, label
     return out
 
 
-def image_losses(teacher, prep: Preprocess, x: torch.Tensor, images, boxes, labels) -> list[float]:
+def image_losses(teacher, prep: Preprocess, x: torch.Tensor, images, boxes, labels, loss_keys=None) -> list[float]:
     """The teacher's classification loss of each image on its own (a batch's loss mixes its
     images: RetinaNet normalises by the batch's positive anchors)."""
     losses = []
     with torch.no_grad():
         for i, im in enumerate(images):
             h, w = im.shape[:2]
-            fn = TeacherClassificationLoss(teacher, prep, [(h, w)], [boxes[i]], [labels[i]])
+            fn = TeacherClassificationLoss(teacher, prep, [(h, w)], [boxes[i]], [labels[i]], loss_keys)
             losses.append(float(fn(x[i:i + 1, :, :h, :w])))
     return losses
 

@@ -227,6 +227,7 @@ def run_attack(preset: dict, *, split: str = "train", limit: int | None = None, 
         dataset = attack_dataset(cfg, split)
         run = AttackRun(preset, attack, load_teacher(cfg, ckpt_path, device, target.state_dict),
                         Preprocess.from_config(cfg), dataset, out_dir, device, rank, world, workers, record_loss)
+        _check_loss(run)
         todo_all, todo = _todo(run, settings, overwrite, limit, distributed, bad)
         if todo:
             attack_images(run, todo[rank::world], total=len(todo))
@@ -255,6 +256,22 @@ def _checked_data(preset: dict, split: str, skip_bad: bool, distributed: bool, r
     if skip_bad and rank != 0:  # every rank shards the same to-do list
         bad = check_preset(preset, (split,))[0].bad_images
     return bad
+
+
+def _check_loss(run: AttackRun) -> None:
+    """The attacked loss of the split's first image, before the folder records any settings: a
+    detector that reports none of the terms ``attack.loss_keys`` picks stops here, in one line
+    naming its losses, and the folder is free for the run with the right keys."""
+    import torch
+
+    from ikd_cli.attack.batch import image_losses, pad_batch
+
+    item = AttackData(run.dataset, [0])[0]
+    if "error" in item:  # an unreadable image: the data check has said so
+        return
+    image_losses(run.teacher, run.prep, pad_batch([item["img"]], run.device), [item["img"]],
+                 [torch.as_tensor(item["bboxes"])], [torch.as_tensor(item["labels"], dtype=torch.long)],
+                 run.preset["attack"].get("loss_keys"))
 
 
 def _todo(run: AttackRun, settings: dict, overwrite: bool, limit: int | None, distributed: bool, bad: dict):
@@ -312,7 +329,7 @@ def attack_images(run: AttackRun, indices: list[int], total: int | None = None) 
             results = attack_batch(run.attack, run.teacher, run.prep, [b["img"] for b in batch],
                                    [b["bboxes"] for b in batch], [b["labels"] for b in batch], device=run.device,
                                    seed=batch_seed(run.preset, batch[0]["index"]), record_loss=run.record_loss,
-                                   amp=opts["amp"])
+                                   amp=opts["amp"], loss_keys=opts.get("loss_keys"))
             _stop_if_not_finite(batch, results)
             writer.save(batch, results)  # encoded and written in the background, while the next batch runs
             first = results[0]
@@ -359,8 +376,9 @@ def _report(summary: dict, out_dir: Path) -> None:
 
     s = summary["settings"]
     skipped = summary["skipped"] > 0  # a column only where --skip-bad left images out (80 columns are few)
-    table = Table("images", "attacked", "failed", *(["skipped"] if skipped else []), "max L-inf", "cls loss clean",
-                  "cls loss adv", "s/img",
+    loss = "cls loss" if s.get("loss_keys") is None else "loss"  # attack.loss_keys: the terms it names
+    table = Table("images", "attacked", "failed", *(["skipped"] if skipped else []), "max L-inf", f"{loss} clean",
+                  f"{loss} adv", "s/img",
                   title=f"{s['method']} eps {s['eps']:g} alpha {s['alpha']:g} steps {s['steps']} -> {out_dir}")
     table.add_row(str(summary["images"]), str(summary["attacked"]), str(summary["failed"]),
                   *([str(summary["skipped"])] if skipped else []), f"{summary['linf_max']}",

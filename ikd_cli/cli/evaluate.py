@@ -46,18 +46,22 @@ def evaluate(
                                          f"corruption). [default: {DEFAULT_SET}]"),
     severities: Optional[str] = typer.Option(None, "--severities", metavar="1,3,5",
                                              help="With --robustness: the severities (1-5) instead of the set's."),
+    no_whitebox: bool = typer.Option(False, "--no-whitebox",
+                                     help="With --robustness: no white-box attack on the checkpoint (the slowest "
+                                          "setting; a model whose loss it cannot raise is skipped anyway)."),
 ):
     """COCO mAP of a checkpoint (pycocotools' COCOeval), as a table and a JSON file beside it."""
     # Without --preset, --set/--data-root apply to the preset embedded in the checkpoint.
     settings = cli_settings(sets, data_root)
-    if not robustness and (corruptions is not None or severities is not None):
-        raise IkdError("--corruptions and --severities go with --robustness")
+    if not robustness and (corruptions is not None or severities is not None or no_whitebox):
+        raise IkdError("--corruptions, --severities and --no-whitebox go with --robustness")
     if robustness:
         if images is not None or classwise:
             raise IkdError("--robustness scores its own copies of the images; leave out --images and --classwise "
                            "(run --classwise on its own)")
         api.robustness(checkpoint, preset=preset, model=model.value, split=split.value, settings=settings,
-                       corruptions=corruptions, severities=severities, device=device, verbose=verbose)
+                       corruptions=corruptions, severities=severities, device=device, verbose=verbose,
+                       whitebox=not no_whitebox)
         return
     api.evaluate(checkpoint, preset=preset, model=model.value, images=images, split=split.value, settings=settings,
                  device=device, verbose=verbose, classwise=classwise, out=out)

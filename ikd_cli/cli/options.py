@@ -64,10 +64,13 @@ def setting_option(key: str, *names: str, help: str = ""):
     value is refused the same way on the command line, in --set and in a preset file."""
     s = schema.SETTINGS[key]
     value = s.default
-    shown = "per method" if value is None else (f"{value:g}" if isinstance(value, float) else value)
+    shown = ("per method" if s.per_method else "null") if value is None else \
+        (f"{value:g}" if isinstance(value, float) else value)
     text = (help or s.help[:1].upper() + s.help[1:]).rstrip(".")
     if s.bounds_text() and s.choices is None:
         text += f"; {s.bounds_text()}"
+    if s.type is list:  # a repeated option (section_options)
+        text += "; repeat the option for more"
     return typer.Option(None, *names, help=f"{text} ({key}; {shown} unless the preset sets it: `ikd presets show`).",
                         show_default=False)
 
@@ -84,7 +87,9 @@ def section_options(section: str, *, but: tuple[str, ...] = ()):
         s, name = schema.SETTINGS[key], key.split(".", 1)[1]
         flag = "--" + name.replace("_", "-")
         flags = f"{flag}/--no-{flag[2:]}" if s.type is bool else flag
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[s.choices or s.type],
+        # a list key is a repeated option (--loss-keys a --loss-keys b)
+        kind = List[str] if s.type is list else s.choices or s.type
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[kind],
                                  default=setting_option(key, flags))
 
     def decorate(command):

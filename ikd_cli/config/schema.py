@@ -253,6 +253,11 @@ SETTINGS: dict[str, Setting] = {
     "attack.beta": _pix(1.5, "VMI-FGSM neighbourhood factor", low=0.0),
     "attack.n": _pix(20, "VMI-FGSM neighbours sampled", low=1),
     "attack.m": _pix(4, "M-DI-FGSM input-diversity draws averaged per step", low=1),
+    # CenterNet's only classification-like term is its heatmap (loss_center_heatmap): no 'cls' in it
+    "attack.loss_keys": _s(None, "the detector's loss terms the attack raises, by name or wildcard (CenterNet: "
+                                 "loss_center_heatmap; s*.loss_cls); null: its classification terms, every loss "
+                                 "key with 'cls' in it", kind=list,
+                           valid=("a list of loss names", _names), attack_set="loss_keys"),
     "attack.batch_size": _s(1, "images attacked at once", low=1, attack_set="batch_size", distill_ignores=True),
     "attack.format": _s("delta", "how the set is stored: delta (the perturbation, rebuilt exactly on the source; smaller than png) or png", choices=StorageFormat,
                         attack_set="format", distill_ignores=True),

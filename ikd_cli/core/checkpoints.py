@@ -4,6 +4,7 @@ the missing and unexpected keys)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -178,6 +179,8 @@ def build_detector_with_weights(cfg, state_dict: dict, source: str):
     cfg.model.pretrained = None
     if cfg.model.get("backbone", {}).get("init_cfg"):
         cfg.model.backbone.init_cfg = None
-    model = build_detector(cfg.model)
+    # a copy: some heads change their config while built (DETRHead turns class_weight into a
+    # tensor), and the next build from ``cfg`` (evaluate --robustness builds twice) must see it as written
+    model = build_detector(copy.deepcopy(cfg.model))
     load_weights(model, state_dict, source)
     return model

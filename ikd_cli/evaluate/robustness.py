@@ -7,7 +7,10 @@
                 classification loss (:mod:`.whitebox`)
     corruptions each corruption at each severity (:mod:`.corruptions`) <stem>.eval-val-corruption-<name>-<s>.json
 
-and the summary ``<stem>.robustness-val.json`` (AP of each, mPC, rPC, seconds). :data:`SETTINGS`
+and the summary ``<stem>.robustness-val.json`` (AP of each, mPC, rPC, seconds). A setting that
+cannot run on the model (the white-box attack on a head without the loss terms it raises) is
+skipped in one line, its reason kept as ``<key>_skipped``, and the others still score;
+``--no-whitebox`` skips the white-box attack. :data:`SETTINGS`
 lists them (how each runs, where the summary keeps it, its label); the report reads the same
 list. Each setting's eval file records the checkpoint's sha256 and the setting; a re-run finds
 it and skips that setting, so an interrupted run continues where it stopped, and new weights
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ikd_cli.config.layout import corruption_tag, eval_file, images_tag, robustness_file, whitebox_tag
+from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, read_json, sha256_of
 from ikd_cli.core.ui import console
 
@@ -90,6 +94,28 @@ class _Job:
     seed: int
     corruptions: str  # the corruption set's label
     plan: list[tuple[str, int]]  # (corruption, severity) to run
+    whitebox: bool = True  # False: --no-whitebox
+
+
+def _skipped(setting: "Setting", why: str) -> tuple[None, dict, list]:
+    """A setting that does not run: said in one line, and its reason kept in the summary
+    (``<key>_skipped``), where the report and a reader find why its figure is missing."""
+    console.print(f"[yellow]{setting.name}: skipped[/] ({why})", soft_wrap=True)
+    return None, {f"{setting.key}_skipped": why}, []
+
+
+def _run_setting(setting: "Setting", job: _Job, summary: dict) -> tuple[dict | None, dict, list]:
+    """A setting's entry, more summary fields and scored entries. A setting other than clean that
+    cannot run on this model (one line of ikd's, or the model's own code failing: a head whose
+    loss the attack cannot use) is skipped, so the settings after it still score; clean, the
+    plain evaluation every other figure is read against, stops the command."""
+    if setting is CLEAN:
+        return setting.run(job, summary)
+    try:
+        return setting.run(job, summary)
+    except Exception as err:  # whatever the model's code raises: the other settings still run
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return _skipped(setting, text if isinstance(err, IkdError) else f"{type(err).__name__}: {text}")
 
 
 # A setting's runner: (job, the summary so far) -> (its entry in the summary, more summary
@@ -105,8 +131,8 @@ def _clean(job: _Job, summary: dict) -> tuple[dict, dict, list]:
 def _transfer(job: _Job, summary: dict) -> tuple[dict | None, dict, list]:
     entry, why = _transfer_entry(job.ev, job.split, job.digest, job.batch)
     if entry is None:
-        console.print(f"[yellow]{TRANSFER.name}: skipped[/] ({why})", soft_wrap=True)
-    return entry, {"transfer_skipped": why or None}, [entry]
+        return _skipped(TRANSFER, why)
+    return entry, {"transfer_skipped": None}, [entry]
 
 
 def _transfer_entry(ev, split: str, digest: str, batch: int) -> tuple[dict | None, str]:
@@ -135,9 +161,10 @@ def _ann_file(ev, split: str) -> str:
 
 
 def _whitebox(job: _Job, summary: dict) -> tuple[dict | None, dict, list]:
+    if not job.whitebox:
+        return _skipped(WHITEBOX, "--no-whitebox")
     if job.ev.preset is None:
-        console.print(f"[yellow]{WHITEBOX.name}: skipped[/] (no preset: pass --preset NAME --model ...)", soft_wrap=True)
-        return None, {}, []
+        return _skipped(WHITEBOX, "no preset: pass --preset NAME --model ...")
     entry = _whitebox_entry(job.ev, job.split, job.digest, job.batch)
     return entry, {}, [entry]
 
@@ -214,9 +241,10 @@ def corruption_summary(rows: list[dict], clean_ap: float) -> dict:
 
 def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, overrides: dict | None,
                         device: str | None, verbose: bool, corruptions: str | None = None,
-                        severities: str | None = None, split: str = "val") -> dict:
+                        severities: str | None = None, split: str = "val", whitebox: bool = True) -> dict:
     """Score ``checkpoint`` in every setting of :data:`SETTINGS` (``corruptions``: a set name or
-    names, None: the default set) and write the summary beside it."""
+    names, None: the default set; ``whitebox`` False: no white-box attack) and write the summary
+    beside it. A setting that cannot run on the model is skipped (:func:`_run_setting`)."""
     from ikd_cli.evaluate.corruptions import DEFAULT_SET, corruption_plan
     from ikd_cli.evaluate.run import load_evaluation
 
@@ -226,11 +254,11 @@ def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, ov
     ev = load_evaluation(checkpoint, preset=preset, model=model, overrides=overrides, device=device, verbose=verbose)
     digest = sha256_of(ev.checkpoint)
     seed = int((ev.preset or {}).get("train", {}).get("seed", 0))
-    job = _Job(ev, split, digest, batch_size(ev, split), seed, label, plan)
+    job = _Job(ev, split, digest, batch_size(ev, split), seed, label, plan, whitebox)
     summary, scored = {"checkpoint": str(ev.checkpoint), "checkpoint_sha256": digest, "split": split}, []
     for setting in SETTINGS:
         if setting.run is not None:
-            entry, more, entries = setting.run(job, summary)
+            entry, more, entries = _run_setting(setting, job, summary)
             summary.update({setting.key: entry, **more})
             scored += entries
     summary.update({"batch_size": job.batch, "seconds": round(time.perf_counter() - start, 2),
@@ -245,7 +273,7 @@ def evaluate_robustness(checkpoint: Path, *, preset: dict | None, model: str, ov
 def print_robustness(summary: dict) -> None:
     from rich.table import Table
 
-    corruptions = summary[CORRUPTIONS.key]["set"]
+    corruptions = (summary[CORRUPTIONS.key] or {}).get("set", "skipped")
     table = Table(*(f"{s.label} ({corruptions})" if s is CORRUPTIONS else s.label for s in SETTINGS),
                   title=f"{Path(summary['checkpoint']).name} on {summary['split']}: robustness (AP %)")
     table.add_row(*("-" if s.value(summary) is None else f"{100 * s.value(summary):.1f}{'%' if s.ratio else ''}"

@@ -56,8 +56,7 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None, extra_steps=()):
         ds.ann_file, ds.img_prefix = train.ann_file, train.img_prefix
     ds.test_mode = True
     ds.pipeline = replace_ImageToTensor(ds.pipeline)
-    if extra_steps:  # right after LoadImageFromFile: they see the image as read (corruptions)
-        ds.pipeline = [ds.pipeline[0], *extra_steps, *ds.pipeline[1:]]
+    steps = list(extra_steps)  # right after LoadImageFromFile: they see the image as read (corruptions)
     if images is not None:
         if not Path(images).is_dir():
             raise IkdError(f"image folder not found: {images}")
@@ -67,11 +66,43 @@ def _test_dataset_cfg(cfg, split: str, images: Path | None, extra_steps=()):
             # delta rebuilt on it.
             import ikd_cli.distill.pipelines  # noqa: F401  (registers LoadAdversarialImage)
 
-            ds.pipeline = [ds.pipeline[0], dict(type="LoadAdversarialImage", adv_dir=str(images), replace=True),
-                           *ds.pipeline[1:]]
+            steps.insert(0, dict(type="LoadAdversarialImage", adv_dir=str(images), replace=True))
         else:
             ds.img_prefix = str(images).rstrip("/") + "/"
+    if steps:
+        ds.pipeline = _after_load(ds.pipeline, steps)
     return ds
+
+
+def _after_load(pipeline: list, steps: list) -> list:
+    """``steps`` inserted right after the pipeline's LoadImageFromFile, on the 8-bit image as read
+    (a corruption; an adversarial copy, rebuilt on its source). A load step that gives float
+    pixels (CenterNet's ``to_float32``) reads 8 bits here, and the same float copy is made after
+    ``steps``: the model sees what it would have."""
+    load = dict(pipeline[0])
+    if not load.get("to_float32"):
+        return [pipeline[0], *steps, *pipeline[1:]]
+    register_float_step()
+    load["to_float32"] = False
+    return [load, *steps, dict(type=PixelsToFloat32.__name__), *pipeline[1:]]
+
+
+class PixelsToFloat32:
+    """Test-pipeline step: ``results['img']`` as float32, what LoadImageFromFile's ``to_float32``
+    makes of the image it reads (registered by :func:`register_float_step`)."""
+
+    def __call__(self, results):
+        import numpy as np
+
+        results["img"] = results["img"].astype(np.float32)
+        return results
+
+
+def register_float_step() -> None:
+    from mmdet.datasets.builder import PIPELINES
+
+    if PixelsToFloat32.__name__ not in PIPELINES.module_dict:
+        PIPELINES.register_module(module=PixelsToFloat32)
 
 
 def is_attack_set(folder: Path) -> bool:

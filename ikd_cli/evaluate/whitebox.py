@@ -34,7 +34,10 @@ def whitebox_plan(ev, split: str) -> tuple[Path, dict]:
                        "pass --preset NAME --model teacher|student for this checkpoint")
     settings = set_settings(ev.preset, preset_attack(ev.preset), ev.checkpoint, split, role="model",
                             config_name=model_name(ev.cfg))
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # a setting at null is hashed as if absent: a set made before the setting existed (attack.loss_keys)
+    # keeps its folder
+    given = {k: v for k, v in settings.items() if v is not None}
+    key = hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return whitebox_set_dir(ev.checkpoint, split, key), settings
 
 
@@ -47,7 +50,10 @@ def finished_summary(folder: Path, settings: dict) -> dict | None:
     summary_file = folder / ATTACK_SUMMARY_FILE
     if not (summary_file.is_file() and (folder / ATTACK_SETTINGS_FILE).is_file()):
         return None
-    if read_json(folder / ATTACK_SETTINGS_FILE, "attack settings") != json.loads(json.dumps(settings)):
+    stored = read_json(folder / ATTACK_SETTINGS_FILE, "attack settings")
+    wanted = json.loads(json.dumps(settings))
+    # a key the stored settings lack was null (its default) when the set was made
+    if not isinstance(stored, dict) or stored != {k: v for k, v in wanted.items() if k in stored or v is not None}:
         return None
     summary = read_json(summary_file, "attack summary")
     if summary.get("failed") or summary.get("attacked") != summary.get("images"):

@@ -5,6 +5,7 @@ as extra hooks from the caller."""
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -63,7 +64,7 @@ def _model_and_data(cfg, device: str, resume_from: str | None):
     from mmdet.models import build_detector
 
     dataset = build_dataset_checked(cfg.data.train, "training", skip=cfg.get("ikd_skipped") or ())
-    model = build_detector(cfg.model)
+    model = build_detector(copy.deepcopy(cfg.model))  # some heads change their config while built (DETRHead)
     model.init_weights()  # for a distiller: student init, teacher weights, init_student
     if cfg.get("load_from") and not resume_from:
         # Start from these weights at epoch 0 (mmdet's load_from); checked to fit the model.
