@@ -43,6 +43,8 @@ class Family:
     label: str  # its name in the table
     teacher: str  # config, relative to tests/configs/
     student: str = ""  # "" : the teacher's config (a family distilled into itself)
+    # the losses the attack raises where the head has no classification term (attack.loss_keys)
+    loss_keys: tuple[str, ...] = ()
 
     def config(self, role: str) -> Path:
         return CONFIGS / (self.student if role == "student" and self.student else self.teacher)
@@ -61,7 +63,7 @@ FAMILIES = {
     "ssd": Family("SSD", "families/ssd.py"),
     "deformable_detr": Family("Deformable DETR", "families/deformable_detr.py"),
     "detr": Family("DETR", "families/detr.py"),
-    "centernet": Family("CenterNet", "families/centernet.py"),
+    "centernet": Family("CenterNet", "families/centernet.py", loss_keys=("loss_center_heatmap",)),
     "fcos_to_retinanet": Family("FCOS -> RetinaNet", "families/fcos.py", "families/retinanet.py"),
     "wide_to_narrow": Family("RetinaNet 256 -> 128 channels", "families/retinanet_wide_teacher.py",
                              "families/retinanet_narrow_student.py"),
@@ -80,7 +82,11 @@ def preset_text(family: Family, data_root: Path, work: Path, teacher_ckpt: Path)
             "       val_ann: annotations/instances_val.json, val_images: val/,\n"
             f"       classes: [{', '.join(CLASSES)}]}}\n"
             f"work_dir: '{work}'\n"
-            f"attack: {{out: '{work}/adv'}}\n")
+            f"attack: {{out: '{work}/adv'{_loss_keys(family)}}}\n")
+
+
+def _loss_keys(family: Family) -> str:
+    return f", loss_keys: [{', '.join(family.loss_keys)}]" if family.loss_keys else ""
 
 
 def random_checkpoint(config: Path, path: Path, seed: int = 0) -> Path:
@@ -248,7 +254,8 @@ HEADER = """# Detector families
 
 Which steps of `ikd` run on which mmdet 2.28 detector families, each as a user brings their own
 detector: a preset naming the teacher's and the student's mmdet config, the teacher's
-checkpoint and the data, and nothing else (no `distill.levels`: the default). Written by
+checkpoint and the data, and nothing else (no `distill.levels`: the default; CenterNet's names
+`attack.loss_keys: [loss_center_heatmap]`, as its head has no classification loss). Written by
 `tests/test_family_matrix.py` from what it runs on tiny real configs of each family
 (`tests/configs/families/`: the family's own mmdet config, shrunk to a ResNet-18 of 8 base
 channels or the like, 16-channel necks and heads, 64 x 64 images, the family's own pipelines and
