@@ -30,6 +30,8 @@ from helpers import DEVICE, REPO
 
 CONFIGS = REPO / "tests" / "configs"
 TABLE = REPO / "docs" / "families.md"
+README = REPO / "README.md"
+README_MARKS = ("<!-- family table: tests/test_family_matrix.py writes it -->", "<!-- end of family table -->")
 WRITE_ENV = "IKD_WRITE_FAMILIES"  # "1": the test writes its family's rows into docs/families.md
 CLASSES = ["circle", "square", "triangle", "cross"]
 METHODS = ("fgd", "mgd")
@@ -254,7 +256,7 @@ HEADER = """# Detector families
 
 Which steps of `ikd` run on which mmdet 2.28 detector families, each as a user brings their own
 detector: a preset naming the teacher's and the student's mmdet config, the teacher's
-checkpoint and the data, and nothing else (no `distill.levels`: the default; CenterNet's names
+checkpoint and the data, and nothing else (no `distill.levels`: the default; CenterNet's preset also sets
 `attack.loss_keys: [loss_center_heatmap]`, as its head has no classification loss). Written by
 `tests/test_family_matrix.py` from what it runs on tiny real configs of each family
 (`tests/configs/families/`: the family's own mmdet config, shrunk to a ResNet-18 of 8 base
@@ -279,13 +281,19 @@ step died on an error `ikd` did not catch: a bug, and the test fails.
 """
 
 
+def table_rows(outcomes: dict[str, dict[str, str]]) -> list[str]:
+    """The family x step table (Markdown), as docs/families.md and the README show it."""
+    lines = ["| family | " + " | ".join(STEPS) + " |", "|---" * (len(STEPS) + 1) + "|"]
+    for key in [k for k in FAMILIES if k in outcomes]:
+        cells = [outcomes[key].get(step, "not run").split(":", 1)[0] for step in STEPS]
+        lines.append(f"| {FAMILIES[key].label} | " + " | ".join(f"**{c}**" if c == FAILS else c for c in cells) + " |")
+    return lines
+
+
 def render(outcomes: dict[str, dict[str, str]]) -> str:
     """docs/families.md for these families' outcomes (family key -> step -> outcome)."""
     keys = [k for k in FAMILIES if k in outcomes]
-    lines = [HEADER, "| family | " + " | ".join(STEPS) + " |", "|---" * (len(STEPS) + 1) + "|"]
-    for key in keys:
-        cells = [outcomes[key].get(step, "not run").split(":", 1)[0] for step in STEPS]
-        lines.append(f"| {FAMILIES[key].label} | " + " | ".join(f"**{c}**" if c == FAILS else c for c in cells) + " |")
+    lines = [HEADER, *table_rows(outcomes)]
     notes = []
     for key in keys:  # one line per reason: the steps it stops, named together
         reasons: dict[str, list[str]] = {}
@@ -295,6 +303,12 @@ def render(outcomes: dict[str, dict[str, str]]) -> str:
         notes += [f"- **{FAMILIES[key].label}**, {', '.join(steps)}: {_escape(why)}" for why, steps in reasons.items()]
     lines += ["", "## Why", ""] + (notes or ["Every step works on every family."])
     return "\n".join(lines) + "\n"
+
+
+def _readme_with(readme: str, outcomes: dict[str, dict[str, str]]) -> str:
+    """README.md with the table between its family-table markers made from ``outcomes``."""
+    start, end = readme.index(README_MARKS[0]) + len(README_MARKS[0]), readme.index(README_MARKS[1])
+    return readme[:start] + "\n" + "\n".join(table_rows(outcomes)) + "\n" + readme[end:]
 
 
 def _escape(text: str) -> str:
@@ -332,11 +346,16 @@ def check_table(key: str, outcomes: dict[str, str]) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         on_disk = TABLE.read_text(encoding="utf-8") if TABLE.is_file() else ""
         wanted = render({**parse(on_disk), key: outcomes})
-        if on_disk == wanted:
+        readme = README.read_text(encoding="utf-8")
+        readme_wanted = _readme_with(readme, parse(wanted))
+        if on_disk == wanted and readme == readme_wanted:
             return ""
         if os.environ.get(WRITE_ENV) == "1":
             TABLE.write_text(wanted, encoding="utf-8")
+            README.write_text(readme_wanted, encoding="utf-8")
             return ""
+    if on_disk == wanted:
+        return f"README.md's family table differs from docs/families.md: rewrite it with {WRITE_ENV}=1"
     stored = parse(on_disk).get(key) or {}
     steps = [s for s in STEPS if stored.get(s) != outcomes.get(s)] or ["the page's text"]
     shown = "".join(f"\n  {s}: on the page {stored.get(s)!r}, found {outcomes.get(s)!r}" for s in steps if s in STEPS)
