@@ -1,7 +1,8 @@
 """Stage 1 (IKD's adversarial image) on a family's own training pipeline: every step treats the
 adversarial image exactly as the clean one (the same random draw; SSD's augmentation, YOLOX's
-Mosaic and MixUp), or is refused in one line naming it. Real mmdet transforms, the tiny shapes
-data, no model."""
+Mosaic and MixUp, DETR's AutoAugment), or is refused in one line naming it; the stage-1 set
+keeps the training set's RepeatDataset (a stage-1 epoch is a stage-2 epoch), and plain
+distillation (dfa_until 0) builds none. Real mmdet transforms, the tiny shapes data, no model."""
 
 import hashlib
 import random
@@ -9,6 +10,8 @@ import random
 import numpy as np
 import pytest
 import torch
+
+from helpers import REPO
 
 from ikd_cli.config import presets
 from ikd_cli.core.errors import IkdError
@@ -87,18 +90,40 @@ def _samples(dataset):
 
 
 def _step_names(dataset):
-    """The steps' names, the dataset's inside a wrapper's first (SameDraw: the step it runs)."""
+    """The steps' names, the dataset's inside a wrapper's first (SameDraw: the step it runs);
+    a wrapper without steps (RepeatDataset) adds none."""
     inner = getattr(dataset, "dataset", None)
     steps = _step_names(inner) if inner is not None else []
-    own = dataset.pipeline if isinstance(dataset.pipeline, list) else dataset.pipeline.transforms
+    own = getattr(dataset, "pipeline", [])
+    own = own if isinstance(own, list) else own.transforms
     return steps + [getattr(step, "name", type(step).__name__) for step in own]
 
 
 SSD = "student.config=mmdet::ssd/ssd300_coco.py"
+DETR = f"student.config={REPO / 'tests' / 'configs' / 'families' / 'detr.py'}"
+
+
+def test_ssd_stage1_epoch_is_its_training_epoch(tiny_sets, same_set, tmp_path):
+    """SSD's training set is its images 5 times (RepeatDataset): stage 1's is too, so that
+    distill.dfa_until epochs are as much data as the same epochs of stage 2."""
+    import ikd_cli.distill.pipelines  # noqa: F401
+    from mmdet.datasets import build_dataset
+
+    from ikd_cli.distill.run import check_adversarial_set
+
+    (tmp_path / "teacher.pth").write_bytes(b"a teacher")  # what the check hashes
+    preset = _preset(tiny_sets, same_set, SSD, f"teacher.checkpoint={tmp_path / 'teacher.pth'}")
+    cfg = build_distill_config(preset)
+    stage1, stage2 = build_dataset(cfg.data.train_dfa), build_dataset(cfg.data.train)
+    assert type(stage1).__name__ == type(stage2).__name__ == "RepeatDataset"
+    assert len(stage1) == len(stage2) == 5 * 24
+    # the run's check of the adversarial set reads the images inside (this set has no attack records)
+    with pytest.raises(IkdError, match="24 of 24 training images have no adversarial copy"):
+        check_adversarial_set(stage1, same_set, preset)
 
 
 def test_ssd_own_augmentation_gives_the_adversarial_image_the_same_draw(tiny_sets, same_set):
-    dataset = _dataset(tiny_sets, same_set, SSD, "distill.corruption_prob=0")
+    dataset = _dataset(tiny_sets, same_set, SSD, "distill.corruption_prob=0").dataset  # each image once
     wrapped = [step.name for step in dataset.pipeline.transforms if type(step).__name__ == "SameDraw"]
     assert wrapped == ["Expand", "MinIoURandomCrop", "PhotoMetricDistortion"]
     shapes = set()
@@ -112,11 +137,27 @@ def test_ssd_own_augmentation_gives_the_adversarial_image_the_same_draw(tiny_set
 
 
 def test_ssd_own_augmentation_keeps_an_adversarial_set_aligned(tiny_sets, noisy_set):
-    for out in _samples(_dataset(tiny_sets, noisy_set, SSD, "distill.corruption_prob=0")):
+    for out in _samples(_dataset(tiny_sets, noisy_set, SSD, "distill.corruption_prob=0").dataset):
         img, adv = out["img"].data, out["adv_img"].data
         assert img.shape == adv.shape
         # +-4 of noise, scaled by at most the contrast draw: another brightness draw would be up to 32
         assert 0 < (img - adv).abs().mean() < 4
+
+
+def test_detr_autoaugment_gives_the_adversarial_image_the_same_draw(tiny_sets, same_set):
+    """DETR's Resize and RandomCrop (which draws an offset per image field) sit inside
+    AutoAugment's policies, after RandomFlip: AutoAugment runs in SameDraw, one policy and one
+    draw for both images."""
+    dataset = _dataset(tiny_sets, same_set, DETR, "distill.corruption_prob=0")
+    names = _step_names(dataset)
+    assert "Resize" not in names and names[names.index("RandomFlip"):][:3] == ["RandomFlip", "AdaptiveCrop",
+                                                                               "AutoAugment"]
+    shapes = set()
+    for out in _samples(dataset):
+        img, adv = out["img"].data, out["adv_img"].data
+        assert img.shape == adv.shape and np.array_equal(img.numpy(), adv.numpy())
+        shapes.add(tuple(img.shape))
+    assert len(shapes) > 3  # the policies' multi-scale resizes and crops did run
 
 
 def _mixing(with_hsv=True):
@@ -141,8 +182,10 @@ def _mixing(with_hsv=True):
 
 
 def test_mosaic_mixup_and_wrapper_steps_give_the_same_draw(tiny_sets, same_set):
-    dataset = _with_train(tiny_sets, same_set, _mixing(), "distill.corruption_prob=0")
-    assert type(dataset).__name__ == "IKDMultiImageMixDataset"
+    repeated = _with_train(tiny_sets, same_set, _mixing(), "distill.corruption_prob=0")
+    assert type(repeated).__name__ == "RepeatDataset" and repeated.times == 2  # kept around the mixing wrapper
+    dataset = repeated.dataset
+    assert type(dataset).__name__ == "IKDMultiImageMixDataset" and len(repeated) == 2 * len(dataset)
     assert _step_names(dataset)[:9] == ["LoadImageFromFile", "LoadAnnotations", "LoadAdversarialImage",
                                         "InstanceCorruption", "RandomCrop", "Mosaic", "RandomAffine", "MixUp",
                                         "YOLOXHSVRandomAug"]
@@ -157,7 +200,7 @@ def test_images_mixed_in_bring_their_adversarial_copies(tiny_sets, shapes_root, 
 
     for png in (shapes_root / "train").glob("*.png"):
         cv2.imwrite(str(tmp_path / png.name), np.zeros_like(cv2.imread(str(png))))
-    dataset = _with_train(tiny_sets, tmp_path, _mixing(with_hsv=False), "distill.corruption_prob=0")
+    dataset = _with_train(tiny_sets, tmp_path, _mixing(with_hsv=False), "distill.corruption_prob=0").dataset
     for out in _samples(dataset)[:8]:
         assert out["img"].data.max() > 120 and out["adv_img"].data.max() <= 114
         # no Normalize here: DefaultFormatBundle makes the clean image float, and the copy too
@@ -283,3 +326,18 @@ def test_images_mixed_in_without_their_copies_are_refused(tiny_sets, same_set):
     dataset = _with_train(tiny_sets, same_set, late_annotations)
     with pytest.raises(IkdError, match="training step Mosaic: the images it mixes in have no adversarial copy"):
         dataset[0]
+
+
+def test_plain_distillation_builds_no_stage1_set(tiny_sets, same_set, tmp_path):
+    """--dfa-until 0 (plain FGD, MGD, ...) reads no adversarial image: a student pipeline that
+    stage 1 refuses (here without RandomFlip) still distils."""
+    from mmcv import Config
+
+    own = Config.fromfile(str(REPO / "configs" / "models" / "shapes_retinanet_r18.py"))
+    own.data.train.pipeline = [step for step in own.data.train.pipeline if step["type"] != "RandomFlip"]
+    own.dump(str(tmp_path / "no_flip.py"))
+    student = f"student.config={tmp_path / 'no_flip.py'}"
+    with pytest.raises(IkdError, match="has no RandomFlip step"):
+        build_distill_config(_preset(tiny_sets, same_set, student, "distill.dfa_until=1"))
+    cfg = build_distill_config(_preset(tiny_sets, same_set, student, "distill.dfa_until=0"))
+    assert "train_dfa" not in cfg.data and cfg.dfa_until == 0

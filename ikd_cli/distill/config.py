@@ -2,7 +2,8 @@
 
 The run is the student's config (data, schedule, evaluation) with the model replaced by an
 ``IKDDistiller`` holding teacher and student, plus ``data.train_dfa``: the student's training
-set with IKD's stage-1 pipeline (adversarial image, instance corruption, adaptive crop).
+set with IKD's stage-1 pipeline (adversarial image, instance corruption, adaptive crop), when
+the run has a stage 1 (``distill.dfa_until`` > 0).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def build_distill_config(preset: dict):
     if skipped:  # the set's unreadable images: no adversarial loss, and dropped where they cannot load
         cfg.model.no_adv = skipped
         cfg.ikd_skipped = skipped
-    cfg.data.train_dfa = dfa_dataset(cfg.data.train, preset, adv_dir, skipped)
+    if d["dfa_until"] > 0:  # plain distillation (0) neither reads nor checks a stage-1 set
+        cfg.data.train_dfa = dfa_dataset(cfg.data.train, preset, adv_dir, skipped)
     cfg.dfa_until = d["dfa_until"]
     cfg.adv_dir = adv_dir
     cfg.work_dir = str(run_dir(preset, "distill"))

@@ -36,6 +36,8 @@ def check_adversarial_set(dataset, adv_dir: Path, preset: dict) -> None:
                        f"settings{f' ({ours})' if ours else ''}: `ikd attack {preset_args(preset)} --overwrite`, or "
                        "point attack.out at a set made with these settings")
     skipped = read_skipped(adv_dir)  # trained without an adversarial copy (ikd attack --skip-bad)
+    while not hasattr(dataset, "data_infos"):  # the images inside RepeatDataset, ClassBalancedDataset
+        dataset = dataset.dataset
     missing = [n for n in missing_or_stale(adv_dir, [info["filename"] for info in dataset.data_infos])
                if n not in skipped]
     if missing:

@@ -9,13 +9,15 @@ step is one of:
   (``ONE_DRAW_FOR_ALL_FIELDS``): ``adv_img`` is one more entry;
 - a step that does not touch the pixels (``NO_PIXELS``): it runs once;
 - any other step (PhotoMetricDistortion, Expand, MinIoURandomCrop, RandomCrop, RandomAffine,
-  YOLOXHSVRandomAug, Mosaic, MixUp, a step of the user's own, ...): wrapped in ``SameDraw``
-  (:mod:`ikd_cli.distill.pipelines`), which runs it on each image from the same random state
-  and refuses, naming the step, a draw that came out differently.
+  YOLOXHSVRandomAug, Mosaic, MixUp, AutoAugment with the steps of its policies, a step of the
+  user's own, ...): wrapped in ``SameDraw`` (:mod:`ikd_cli.distill.pipelines`), which runs it
+  on each image from the same random state and refuses, naming the step, a draw that came out
+  differently.
 
 A MultiImageMixDataset wrapper stays one (``IKDMultiImageMixDataset``) around a dataset whose
 loading steps read the adversarial copies: the images that Mosaic or MixUp mix in bring theirs,
-and the adversarial sample is the same mosaic of the adversarial copies.
+and the adversarial sample is the same mosaic of the adversarial copies. Wrappers without steps
+(RepeatDataset, ClassBalancedDataset) stay as they are: a stage-1 epoch is a stage-2 epoch.
 """
 
 from __future__ import annotations
@@ -32,20 +34,23 @@ NO_PIXELS = frozenset({"LoadAnnotations", "FilterAnnotations", "SegRescale", "De
                        "FormatAdversarialImage"})
 # the dataset wrapper whose steps mix other images in (Mosaic, MixUp, CopyPaste) -> its stage-1 version
 MIX_WRAPPERS = {"MultiImageMixDataset": "IKDMultiImageMixDataset"}
-NEEDED = ("LoadAnnotations", "Resize", "RandomFlip", "Collect")
+# Where IKD's steps go. No Resize is needed: InstanceCorruption and AdaptiveCrop read the resize
+# factor only when a Resize ran before them, and DETR's Resize sits inside AutoAugment's policies,
+# after RandomFlip (AutoAugment runs in SameDraw: one policy and one draw for both images).
+NEEDED = ("LoadAnnotations", "RandomFlip", "Collect")
 
 
 def dataset_chain(train: dict) -> tuple[dict, list]:
-    """The innermost dataset config of the student's training set and the wrappers around it
-    that have steps of their own (MultiImageMixDataset), innermost first. Wrappers without steps
-    (RepeatDataset, ClassBalancedDataset) are left out: stage 1 goes through each image once."""
+    """The innermost dataset config of the student's training set and the wrappers around it,
+    innermost first. A wrapper with steps of its own must be one stage 1 knows (MultiImageMixDataset);
+    one without (RepeatDataset, ClassBalancedDataset) stays as it is around stage 1's set, so that
+    a stage-1 epoch is a stage-2 epoch (``distill.dfa_until`` counts the same epochs)."""
     wrappers = []
     while train is not None and "dataset" in train:
-        if train.get("pipeline"):
-            if train["type"] not in MIX_WRAPPERS:
-                raise IkdError(f"stage 1 of ikd distill does not know the student's dataset wrapper {train['type']}, "
-                               f"which has training steps of its own (it knows {', '.join(MIX_WRAPPERS)})")
-            wrappers.append(train)
+        if train.get("pipeline") and train["type"] not in MIX_WRAPPERS:
+            raise IkdError(f"stage 1 of ikd distill does not know the student's dataset wrapper {train['type']}, "
+                           f"which has training steps of its own (it knows {', '.join(MIX_WRAPPERS)})")
+        wrappers.append(train)
         train = train["dataset"]
     return train, wrappers[::-1]
 
@@ -78,7 +83,7 @@ def stage1_dataset(train: dict, distill: dict, adv_dir: str, skipped=()) -> dict
     base, wrappers = dataset_chain(train)
     steps = [(copy.deepcopy(step), 0) for step in base["pipeline"]]
     for level, wrapper in enumerate(wrappers, 1):
-        steps += [(copy.deepcopy(step), level) for step in wrapper["pipeline"]]
+        steps += [(copy.deepcopy(step), level) for step in wrapper.get("pipeline") or ()]
     check_steps([step for step, _ in steps])
     bundle = next((step for step, _ in steps if step["type"] == "DefaultFormatBundle"), {})
     to_float = dict(img_to_float=bundle["img_to_float"]) if "img_to_float" in bundle else {}
@@ -97,8 +102,9 @@ def stage1_dataset(train: dict, distill: dict, adv_dir: str, skipped=()) -> dict
             out.append((dict(type="AdaptiveCrop", crop_range=distill["crop_range"],
                              small_area=distill["small_area"]), level))
     dataset = dict(copy.deepcopy(base), pipeline=[step for step, at in out if at == 0])
-    for level, wrapper in enumerate(wrappers, 1):  # each mixing wrapper's images carry their adversarial copies
-        dataset = dict(copy.deepcopy({k: v for k, v in wrapper.items() if k != "dataset"}),
-                       type=MIX_WRAPPERS[wrapper["type"]], dataset=dataset,
-                       pipeline=[step for step, at in out if at == level])
+    for level, wrapper in enumerate(wrappers, 1):
+        own = copy.deepcopy({k: v for k, v in wrapper.items() if k != "dataset"})
+        if wrapper.get("pipeline"):  # a mixing wrapper's images carry their adversarial copies
+            own.update(type=MIX_WRAPPERS[wrapper["type"]], pipeline=[step for step, at in out if at == level])
+        dataset = dict(own, dataset=dataset)
     return dataset
