@@ -15,6 +15,7 @@ import fnmatch
 import math
 from dataclasses import dataclass
 
+from ikd_cli.config.mmdet import normalisation, pipeline_steps
 from ikd_cli.core.errors import IkdError
 
 
@@ -33,7 +34,7 @@ class Preprocess:
 
     @classmethod
     def from_config(cls, cfg) -> "Preprocess":
-        steps = _test_steps(cfg.data.test.pipeline)
+        steps = pipeline_steps(cfg.data.test.pipeline)
         resize = [s for s in steps if s.get("type") in ("Resize", "MultiScaleFlipAug")]
         scales = [s["img_scale"] for s in resize if s.get("img_scale") is not None]
         factors = [s["scale_factor"] for s in resize if s.get("scale_factor") is not None]
@@ -42,7 +43,7 @@ class Preprocess:
                            "Resize nor its MultiScaleFlipAug step has an img_scale or a scale_factor; the attack "
                            "resizes the image as the model's test does, so add one of them there")
         pad = ([s for s in steps if s.get("type") == "Pad"] or [{}])[-1]
-        norm = _normalisation(steps)
+        norm = normalisation(steps)
         return cls(scale=_first(scales[-1]) if scales else None, factor=float(_first(factors[-1])) if factors else 1.0,
                    size_divisor=pad.get("size_divisor") or 32, pad_value=_pad_value(pad, steps, norm),
                    pad_to_square=bool(pad.get("pad_to_square")), **norm)
@@ -55,15 +56,6 @@ class Preprocess:
         factor = min(long_edge / max(h, w), short_edge / min(h, w))
         new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)
         return new_h, new_w, new_w / w, new_h / h
-
-
-def _test_steps(pipeline) -> list[dict]:
-    """Every step of a test pipeline in order, the steps inside wrappers (MultiScaleFlipAug) included."""
-    steps = []
-    for step in pipeline:
-        steps.append(step)
-        steps += _test_steps(step.get("transforms", []))
-    return steps
 
 
 def _first(value):
@@ -85,15 +77,6 @@ def _pad_value(pad: dict, steps: list[dict], norm: dict) -> tuple:
         return fill
     fill = fill[::-1] if norm["to_rgb"] else fill
     return tuple((v - m) / d for v, m, d in zip(fill, norm["mean"], norm["std"]))
-
-
-def _normalisation(steps: list[dict]) -> dict:
-    """The Normalize step's mean, std and channel swap; a pipeline without one (YOLOX) feeds the
-    model raw pixels in the order read: mean 0, std 1, no swap (eps and alpha stay pixel units)."""
-    step = next((s for s in steps if s.get("type") == "Normalize"), None)
-    if step is None:
-        return dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), to_rgb=False)
-    return dict(mean=tuple(step["mean"]), std=tuple(step["std"]), to_rgb=step.get("to_rgb", True))
 
 
 class TeacherClassificationLoss:

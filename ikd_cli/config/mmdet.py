@@ -187,20 +187,19 @@ def _is_pretrained(init_cfg) -> bool:
     return isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained"
 
 
-def normalisation(cfg) -> dict:
-    """The Normalize step of the test pipeline (mean, std, to_rgb): the attack needs it."""
+def pipeline_steps(pipeline) -> list[dict]:
+    """Every step of a pipeline in order, the steps inside wrappers (MultiScaleFlipAug) included."""
+    steps = []
+    for step in pipeline:
+        steps.append(step)
+        steps += pipeline_steps(step.get("transforms", []))
+    return steps
 
-    def find(pipeline):
-        for step in pipeline:
-            if step.get("type") == "Normalize":
-                return step
-            if "transforms" in step:
-                found = find(step["transforms"])
-                if found:
-                    return found
-        return None
 
-    step = find(cfg.data.test.pipeline)
+def normalisation(steps: list[dict]) -> dict:
+    """The Normalize step's mean, std and channel swap; a pipeline without one (YOLOX) feeds the
+    model raw pixels in the order read: mean 0, std 1, no swap."""
+    step = next((s for s in steps if s.get("type") == "Normalize"), None)
     if step is None:
-        raise IkdError("the model config's test pipeline has no Normalize step")
-    return dict(mean=list(step["mean"]), std=list(step["std"]), to_rgb=step.get("to_rgb", True))
+        return dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), to_rgb=False)
+    return dict(mean=tuple(step["mean"]), std=tuple(step["std"]), to_rgb=step.get("to_rgb", True))
