@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -111,13 +112,30 @@ def probe(net) -> Probe:
     for side in SIDES:
         try:
             return _probe_at(net, side)
-        except IkdError:
-            raise
         except Exception as err:  # noqa: BLE001  (too small an image for this model: the next side)
             error = err
+    found = _probe_on_gpu(net)  # a model with a GPU-only op (CARAFE) is built on the CPU all the same
+    if found is not None:
+        return found
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise DryForwardError(f"a dry forward of {type(net).__name__}'s extract_feat on a {SIDES[-1]}x{SIDES[-1]} "
                           f"image failed, so its distill levels cannot be listed: {first}")
+
+
+def _probe_on_gpu(net) -> Optional[Probe]:
+    """The dry forward on the GPU, where there is one and the model is on the CPU (moved back after)."""
+    import torch
+
+    param = next(net.parameters(), None)
+    if not torch.cuda.is_available() or param is None or param.device.type != "cpu":
+        return None
+    try:
+        net.cuda()
+        return _probe_at(net, SIDES[-1])
+    except Exception:  # noqa: BLE001  (the CPU's error is the one said)
+        return None
+    finally:
+        net.cpu()
 
 
 def _probe_at(net, side: int) -> Probe:
@@ -284,7 +302,7 @@ def check_before_run(preset: dict, command: str) -> None:
         lines = check_preset(preset)[1]
     except DryForwardError as err:
         lines = [f"{err} (not checked before `ikd {command}`)"]
-    for line in lines:
+    for line in lines if os.environ.get("RANK", "0") == "0" else ():  # said once under torchrun
         console.print(f"[yellow]warning[/]: {line}", soft_wrap=True, markup=True)
 
 
