@@ -40,6 +40,9 @@ CONFIGS = {
             "ratios=[[2], [2, 3], [2, 3], [2]], min_sizes=[30, 60, 111, 162], max_sizes=[60, 111, 162, 213])))"),
     "detr": ("detr/detr_r50_8x2_150e_coco.py",
              f"model = dict(backbone={R18.format(out=(3,))}, bbox_head=dict(in_channels=512))"),
+    # a backbone for 4-channel images: no dry forward on an RGB image runs
+    "rgbd": ("retinanet/retinanet_r50_fpn_1x_coco.py", f"model = dict(backbone=dict(in_channels=4, depth=18, "
+             "init_cfg=None), neck=dict(in_channels=[64, 128, 256, 512]))"),
     "yolox": ("yolox/yolox_tiny_8x8_300e_coco.py",
               "model = dict(backbone=dict(widen_factor=0.125), neck=dict(in_channels=[32, 64, 128], out_channels=32), "
               "bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32))"),
@@ -99,6 +102,16 @@ def test_faster_rcnn_old_default_is_one_error_naming_the_fifth_level(configs):
     for command in (("train", "--preset", preset, "--model", "teacher"), ("attack", "--preset", preset)):
         assert "'neck.fpn_convs.4.conv' is no feature map" in _one_line(run_cli(*command, expect=1))
     assert not (configs / "work").exists()
+
+
+def test_a_model_the_dry_forward_cannot_run(configs, capsys):
+    """Refused in one line where the levels are asked for; only a warning before train and attack
+    (a model may run where the check cannot)."""
+    preset = _preset(configs, "rgbd", "auto")
+    result = run_cli("presets", "levels", preset, expect=1)
+    assert "a dry forward of RetinaNet's extract_feat on a 320x320 image failed" in _one_line(result)
+    L.check_before_run(presets.load(preset), "train")
+    assert "not checked before `ikd train`" in capsys.readouterr().out
 
 
 def test_refusals_say_why(configs):
