@@ -248,15 +248,17 @@ def _bad_names(pairs: list[tuple[str, str]], student: Probe, teacher: Probe) -> 
 
 
 def warnings(pairs: list[tuple[str, str]], student: Probe, teacher: Probe) -> list[str]:
-    """One line per level inside a ConvModule that a norm or activation follows."""
+    """One line naming the levels inside a ConvModule that a norm or activation follows (none: [])."""
     said = {}  # (name, its ConvModule) -> the roles
     for role, found, names in (("student", student, [s for s, _ in pairs]), ("teacher", teacher, [t for _, t in pairs])):
         for name in dict.fromkeys(names):
             if name in found.inner:
                 said.setdefault((name, found.inner[name]), []).append(role)
-    return [f"distill level '{name}' of the {' and the '.join(roles)} is inside the ConvModule '{outer}', before its "
-            f"norm or activation: it distils pre-activation features; name '{outer}' for the module's output"
-            for (name, outer), roles in said.items()]
+    if not said:
+        return []
+    return ["distill levels inside an mmcv ConvModule, before its norm or activation, distil pre-activation "
+            "features: " + "; ".join(f"'{name}' of the {' and the '.join(roles)} (name '{outer}' for the module's "
+                                     f"output)" for (name, outer), roles in said.items())]
 
 
 # ------------------------------------------------------------------------------------ presets
@@ -298,6 +300,8 @@ def check_before_run(preset: dict, command: str) -> None:
     hours of work; a model the dry forward cannot run (a GPU-only op) is a warning, not a stop."""
     from ikd_cli.core.ui import console
 
+    if not (preset["teacher"]["config"] and preset["student"]["config"]):
+        return  # nothing to check yet; the command says what the preset lacks
     try:
         lines = check_preset(preset)[1]
     except DryForwardError as err:
