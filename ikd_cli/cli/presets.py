@@ -12,7 +12,8 @@ import typer
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import DataRootOpt, SetOpt, WorkDirOpt, load_preset
 
-presets_app = typer.Typer(help="List the named presets or show one resolved into MMDetection configs.",
+presets_app = typer.Typer(help="List the named presets, show one resolved into MMDetection configs, or the feature maps "
+                                "its models can distil.",
                           no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
 
