@@ -299,10 +299,12 @@ def check_preset(preset: dict) -> tuple[list[tuple[str, str]], list[str]]:
 def check_before_run(preset: dict, command: str) -> None:
     """``ikd train`` and ``ikd attack`` check the levels the distillation will use before their
     hours of work; a model the dry forward cannot run (a GPU-only op) is a warning, not a stop."""
+    from ikd_cli.core.machine import pin_compute
     from ikd_cli.core.ui import console
 
     if not (preset["teacher"]["config"] and preset["student"]["config"]):
         return  # nothing to check yet; the command says what the preset lacks
+    pin_compute(preset)  # the run's threads and kernels (train.cpu_kernels) before the first kernel runs
     try:
         lines = check_preset(preset)[1]
     except DryForwardError as err:
