@@ -30,7 +30,7 @@ from ikd_cli.config.schema import SETTINGS, Role, Split, shown
 from ikd_cli.core.distributed import check_launcher
 from ikd_cli.core.errors import IkdError
 
-__all__ = ["load_preset", "train", "attack", "export_attack", "distill", "evaluate", "robustness"]
+__all__ = ["load_preset", "levels", "train", "attack", "export_attack", "distill", "evaluate", "robustness"]
 
 
 def load_preset(preset: str = presets.DEFAULT_PRESET, settings: Optional[dict] = None, section: str = "",
@@ -65,6 +65,15 @@ def _settings(settings: Any) -> dict:
     return dict(settings)
 
 
+def levels(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = None, every: bool = False) -> dict:
+    """``ikd presets levels``: per model (``teacher``, ``student``) the feature maps it can distil
+    (``{name, channels, stride, output, picked}``, from one dry forward), the (student, teacher)
+    ``pairs`` that ``distill.levels`` picks, ``warnings``, and ``error`` (its line, '' if none)."""
+    from ikd_cli.distill.levels import candidates
+
+    return candidates(load_preset(preset, settings), every)
+
+
 def _choice(what: str, value: Any, choices: type[Enum]) -> str:
     """``value`` (a member of ``choices`` or its name) as a name, or one line naming the valid ones."""
     value = value.value if isinstance(value, Enum) else value
@@ -83,6 +92,7 @@ def train(preset: str = presets.DEFAULT_PRESET, model: str = "teacher", *, setti
 
     model, launcher = _choice("model", model, Role), check_launcher(launcher)
     tree = load_preset(preset, settings, "train", **keys)
+    _check_levels(tree, "train")
     return train_detector(tree, model, must_resume=must_resume, restart=restart, device=device, launcher=launcher,
                           verbose=verbose)
 
@@ -100,6 +110,7 @@ def attack(preset: str = presets.DEFAULT_PRESET, split: str = "train", *, settin
 
     split, launcher = _choice("split", split, Split), check_launcher(launcher)
     tree = load_preset(preset, settings, "attack", **options)
+    _check_levels(tree, "attack")
     return run_attack(tree, split=split, limit=limit, device=device, launcher=launcher, overwrite=overwrite,
                       checkpoint=checkpoint, out=out, workers=workers, record_loss=record_loss, verbose=verbose,
                       skip_bad=skip_bad, teacher_check=_teacher_check(tree, device, teacher_check))
@@ -132,6 +143,14 @@ def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = 
         return dry_run_distill(tree, device=device, teacher_check=_teacher_check(tree, device, teacher_check, False))
     return run_distill(tree, restart=restart, device=device, launcher=launcher, verbose=verbose,
                        teacher_check=_teacher_check(tree, device, teacher_check))
+
+
+def _check_levels(tree: dict, command: str) -> None:
+    """``distill.levels`` checked on the models before hours of training or attacking (bad names:
+    one IkdError naming them all)."""
+    from ikd_cli.distill.levels import check_before_run
+
+    check_before_run(tree, command)
 
 
 def _teacher_check(tree: dict, device: Optional[str], enabled: bool, refuse: bool = True):

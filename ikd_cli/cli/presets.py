@@ -1,4 +1,5 @@
-"""``ikd presets list|keys|show``: what presets exist, what keys they may set, and what a run of one would use."""
+"""``ikd presets list|keys|show|levels``: what presets exist, what keys they may set, what a run of
+one would use, and which feature maps its models can distil."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import typer
 from ikd_cli.cli.app import app, handle_errors
 from ikd_cli.cli.options import DataRootOpt, SetOpt, WorkDirOpt, load_preset
 
-presets_app = typer.Typer(help="List the named presets or show one resolved into MMDetection configs.",
+presets_app = typer.Typer(help="List the named presets, show one resolved into MMDetection configs, or the feature maps "
+                                "its models can distil.",
                           no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
 
@@ -96,16 +98,68 @@ def presets_show(
         return
     if model in (None, Show.preset):
         console.print(presets.dump(preset), markup=False, highlight=False)
+        _say_levels(preset, refuse=False)
         return
     if model is Show.distill:
         from ikd_cli.distill.config import build_distill_config
 
+        _say_levels(preset, refuse=True)
         cfg = build_distill_config(preset)
     else:
         from ikd_cli.config.mmdet import build_config
 
         cfg = build_config(preset, model.value)
     console.print(cfg.pretty_text, markup=False, highlight=False)
+
+
+def _say_levels(preset: dict, refuse: bool) -> None:
+    """Check ``distill.levels`` on the models (one dry forward each): warnings on stderr; bad
+    names refuse the distillation's config, and are a warning under the preset's YAML."""
+    from rich.console import Console
+
+    from ikd_cli.core.errors import IkdError
+    from ikd_cli.distill.levels import check_preset
+
+    try:
+        lines = check_preset(preset)[1]
+    except IkdError as err:
+        if refuse:
+            raise
+        lines = [str(err)]
+    for line in lines:
+        Console(stderr=True, highlight=False).print(f"[yellow]warning[/]: {line}", soft_wrap=True)
+
+
+@presets_app.command("levels")
+@handle_errors
+def presets_levels(
+    name: str = typer.Argument("shapes", help="Preset name or YAML path."),
+    every: bool = typer.Option(False, "--all", help="Also every other module whose output is a feature map."),
+    sets: Optional[List[str]] = SetOpt,
+):
+    """The feature maps the teacher and the student can distil (from one dry forward of each on a
+    small image): each extract_feat output (feat.i) and the modules that produce it, with channels
+    and stride, and which ones the preset's distill.levels picks."""
+    from rich.table import Table
+
+    from ikd_cli.core.errors import IkdError
+    from ikd_cli.core.ui import console
+    from ikd_cli.distill.levels import candidates
+
+    preset = load_preset(name, sets)
+    found = candidates(preset, every)
+    for role in ("teacher", "student"):
+        table = Table("level", "channels", "stride", "is", "picked", title=f"{role}: {preset[role]['config']}")
+        for row in found[role]:
+            table.add_row(row["name"], str(row["channels"]), str(row["stride"]),
+                          "" if row["output"] is None else f"extract_feat output {row['output']}",
+                          "yes" if row["picked"] else "")
+        console.print(table)
+    for line in found["warnings"]:
+        console.print(f"[yellow]warning[/]: {line}", soft_wrap=True)
+    if found["error"]:
+        raise IkdError(found["error"])
+    console.print(f"distill.levels: {preset['distill']['levels']}", markup=False, soft_wrap=True)
 
 
 _DATA_PATHS = ("data.train_images", "data.val_images", "data.train_ann", "data.val_ann")

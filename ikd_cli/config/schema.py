@@ -97,6 +97,15 @@ def _names(value) -> bool:
     return isinstance(value, list) and len(value) <= 10_000 and all(isinstance(v, str) and v for v in value)
 
 
+def _levels(value) -> bool:
+    """``distill.levels``: auto, or a list of names and {student: name, teacher: name} pairs."""
+    def level(v) -> bool:
+        if isinstance(v, dict):
+            return set(v) == {"student", "teacher"} and all(isinstance(n, str) and n for n in v.values())
+        return isinstance(v, str) and bool(v)
+    return value == "auto" or (isinstance(value, list) and 0 < len(value) <= 10_000 and all(map(level, value)))
+
+
 @dataclass(frozen=True)
 class MachineBound:
     """A bound that is the machine's, read when a value is checked (a preset travels between
@@ -269,9 +278,10 @@ SETTINGS: dict[str, Setting] = {
     "distill.dfa_until": _s(16, "last epoch of stage 1 (IKD's augmentation + adversarial features); 0 = the "
                                 "distiller alone", low=0),
     "distill.init_student": _s(True, "start the student's neck and head from the teacher's"),
-    "distill.levels": _s(["neck.fpn_convs.0.conv", "neck.fpn_convs.1.conv", "neck.fpn_convs.2.conv",
-                          "neck.fpn_convs.3.conv", "neck.fpn_convs.4.conv"], "the feature maps distilled",
-                         valid=("a list of module names", _names)),
+    "distill.levels": _s("auto", "the feature maps distilled: auto (every map the detector's extract_feat returns: "
+                                 "its neck's outputs), or a list of feat.i (the i-th of them), module names and "
+                                 "{student: NAME, teacher: NAME} pairs; `ikd presets levels` lists them",
+                         valid=("auto or a list of feat.i, module names and {student, teacher} pairs", _levels)),
     "distill.method": _s("fgd", "the distiller IKD adds to (its weights: distill.<method>.*)",
                          choices=DistillMethod),
     **{f"distill.{name}.{key}": _s(w.default, w.help, **w.bounds)

@@ -35,18 +35,24 @@ def clean_loss(preset: dict) -> dict:
     return dict(type=entry.loss, **{w.arg: weights[key] for key, w in entry.weights.items()})
 
 
+def levels(preset: dict):
+    """``distill.levels`` as the distiller takes it: ``"auto"`` (the maps the models' extract_feat
+    return, found when it is built) or a copy of the list of names and {student, teacher} pairs."""
+    value = preset["distill"]["levels"]
+    return value if isinstance(value, str) else [dict(v) if isinstance(v, dict) else v for v in value]
+
+
 def adv_loss(preset: dict) -> dict:
     """IKD's adversarial feature loss entry (active in stage 1 only)."""
     d = preset["distill"]
-    return dict(type="AdvFeatureLoss", image="adv", levels=list(d["levels"]), loss_type=d["adv_loss"],
+    return dict(type="AdvFeatureLoss", image="adv", levels=levels(preset), loss_type=d["adv_loss"],
                 alpha_adv=d["alpha_adv"])
 
 
 def distill_losses(preset: dict) -> list[dict]:
     """The distiller's loss entries: the method's loss on the clean image, then IKD's adversarial
     feature loss, both on ``distill.levels``."""
-    levels = list(preset["distill"]["levels"])
-    return [dict(clean_loss(preset), image="clean", levels=levels), adv_loss(preset)]
+    return [dict(clean_loss(preset), image="clean", levels=levels(preset)), adv_loss(preset)]
 
 
 def skipped_images(preset: dict) -> dict:

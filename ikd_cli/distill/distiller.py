@@ -10,8 +10,12 @@ loss, the levels (feature modules) it applies to, the image it sees, and the los
 One loss module is built per level, keyed ``loss_<kind>_<level>`` (also the key of its log
 line). ``image="clean"`` losses are added to the student's detection losses on every step;
 ``image="adv"`` ones only in stage 1 (``dfa`` on; the runner's stage hook switches it) and only
-when the batch carries the adversarial image ``adv_img``. A level is a module name of both models
-or ``dict(student=..., teacher=...)``. ``student_checkpoint`` starts the whole student from a
+when the batch carries the adversarial image ``adv_img``. A level is ``feat.i`` (the i-th map the
+model's ``extract_feat`` returns), the name of a module of both models, or ``dict(student=...,
+teacher=...)``; ``levels="auto"`` is every ``feat.i`` (:mod:`.levels`). Channels come from one
+dry forward of each model when the distiller is built. The teacher's features are computed on
+exactly the tensor the student's ``extract_feat`` received (YOLOX resizes its batch inside
+``forward_train``). ``student_checkpoint`` starts the whole student from a
 checkpoint (``ikd backdoor defend``: the victim). Testing is the student alone, so EvalHook and
 ``ikd evaluate`` see a plain detector.
 """
@@ -31,6 +35,7 @@ from ikd_cli.core.checkpoints import load_weights, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.distill import losses as _losses  # noqa: F401  (registers the losses of the package)
 from ikd_cli.distill.diagnostics import adversarial_diagnostics
+from ikd_cli.distill.levels import FEAT, Recorder, feat_name, probe, resolve
 
 IMAGES = ("clean", "adv")  # what a loss entry may see: the training image, or its adversarial copy
 # Short names in the loss keys (the log's column names): a distiller's is its method's name
@@ -44,10 +49,6 @@ _OLD_PREFIXES = ("fgd_losses.", "adv_losses.", "at_losses.")
 def loss_key(module_name: str, kind: str) -> str:
     """``neck.fpn_convs.0.conv`` -> ``loss_fgd_neck_fpn_convs_0_conv`` (a valid ModuleDict key)."""
     return f"loss_{kind}_" + module_name.replace(".", "_")
-
-
-def _level(level) -> dict:
-    return level if isinstance(level, dict) else dict(student=level, teacher=level)
 
 
 @DETECTORS.register_module()
@@ -65,20 +66,23 @@ class IKDDistiller(BaseDetector):
         # key -> (image, student level, teacher level), in the order of the entries
         self.entries: dict[str, tuple[str, str, str]] = {}
         self.distill_losses = torch.nn.ModuleDict()
+        probes = {"student": probe(self.student), "teacher": probe(self.teacher)}  # channels, valid names
+        self._recorders = {"student": Recorder(self.student), "teacher": Recorder(self.teacher)}
         for entry in losses:
-            self._add_entry(dict(entry))
+            self._add_entry(dict(entry), probes)
         self.dfa = True  # stage 1; the runner switches it off after --dfa-until epochs
         self.diagnose = False  # measure the adversarial term this step (distill/diagnostics.py)
-        self._features = {"student": {}, "teacher": {}}
+        self._features = {"student": {}, "teacher": {}}  # the named modules' outputs (forward hooks)
         for role, net in (("student", self.student), ("teacher", self.teacher)):
             names = sorted({(s, t)[role == "teacher"] for _, s, t in self.entries.values()})
             for name in names:
-                _module(net, name).register_forward_hook(self._saver(role, name))
+                if not name.startswith(FEAT):
+                    net.get_submodule(name).register_forward_hook(self._saver(role, name))
         for param in self.teacher.parameters():
             param.requires_grad_(False)
         self._register_load_state_dict_pre_hook(_rename_old_keys)
 
-    def _add_entry(self, entry: dict) -> None:
+    def _add_entry(self, entry: dict, probes: dict) -> None:
         """One loss module per level of a ``losses`` entry (see the module docstring)."""
         kind_type = entry.get("type")
         if kind_type not in LOSSES.module_dict:
@@ -87,19 +91,20 @@ class IKDDistiller(BaseDetector):
         image = entry.pop("image", "clean")
         if image not in IMAGES:
             raise IkdError(f"a distill loss sees image 'clean' or 'adv', got {image!r} ({kind_type})")
-        levels = [_level(lvl) for lvl in entry.pop("levels", None) or []]
+        levels = entry.pop("levels", None)
         if not levels:
             raise IkdError(f"the distill loss {kind_type} names no levels")
+        pairs = resolve(levels, probes["student"], probes["teacher"], where=f"the distill loss {kind_type}'s levels")
         kind = KINDS.get(kind_type, kind_type.removesuffix("Loss").lower())
         takes_channels = "student_channels" in inspect.signature(LOSSES.get(kind_type)).parameters
-        for lvl in levels:
-            key = loss_key(lvl["student"], kind)
+        for s, t in pairs:
+            key = loss_key(s, kind)
             if key in self.entries:
-                raise IkdError(f"two distill losses {kind_type} on the level {lvl['student']}")
-            channels = dict(student_channels=_out_channels(self.student, lvl["student"]),
-                            teacher_channels=_out_channels(self.teacher, lvl["teacher"])) if takes_channels else {}
+                raise IkdError(f"two distill losses {kind_type} on the level {s}")
+            channels = dict(student_channels=probes["student"].maps[s].channels,
+                            teacher_channels=probes["teacher"].maps[t].channels) if takes_channels else {}
             self.distill_losses[key] = build_loss(dict(entry, name=key, **channels))
-            self.entries[key] = (image, lvl["student"], lvl["teacher"])
+            self.entries[key] = (image, s, t)
 
     def _saver(self, role, name):
         def hook(module, inputs, output):
@@ -148,19 +153,37 @@ class IKDDistiller(BaseDetector):
     def extract_feat(self, img):
         return self.student.extract_feat(img)
 
-    def _teacher_features(self, img):
+    def _features_of(self, role: str) -> dict:
+        """The levels of ``role``'s last extract_feat: its outputs as ``feat.i``, the named modules'."""
+        recorder = self._recorders[role]
+        if recorder.outputs is None:
+            raise IkdError(f"the {role}'s {type(getattr(self, role)).__name__} did not call extract_feat in its "
+                           "forward, so its features cannot be distilled")
+        return {**{feat_name(i): f for i, f in enumerate(recorder.outputs)}, **self._features[role]}
+
+    def _teacher_features(self):
+        """The teacher's features of exactly the tensor the student's extract_feat last received."""
         with torch.no_grad():
-            self.teacher.extract_feat(img)
-        return {k: v.detach() for k, v in self._features["teacher"].items()}
+            self.teacher.extract_feat(self._recorders["student"].input)
+        return {k: v.detach() for k, v in self._features_of("teacher").items()}
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, adv_img=None, **kwargs):
-        losses = self.student.forward_train(img, img_metas, gt_bboxes, gt_labels, **kwargs)
-        clean = (dict(self._features["student"]), self._teacher_features(img))
-        self._add_losses(losses, "clean", *clean, gt_bboxes, img_metas)
-        if self.dfa and adv_img is not None and any(e[0] == "adv" for e in self.entries.values()):
-            adv = self._add_adv_losses(losses, adv_img, gt_bboxes, img_metas)
-            if self.diagnose and adv is not None:  # set for the logged iterations by DiagnosticsHook
-                losses.update(adversarial_diagnostics(self.entries, losses, clean, adv))
+        try:
+            # a copy of the boxes: YOLOX scales them in place with the batch it resizes, and the
+            # distillation losses map them onto the features by the images' own shapes
+            losses = self.student.forward_train(img, img_metas, [b.clone() for b in gt_bboxes], gt_labels, **kwargs)
+            clean = (self._features_of("student"), self._teacher_features())
+            self._add_losses(losses, "clean", *clean, gt_bboxes, img_metas)
+            if self.dfa and adv_img is not None and any(e[0] == "adv" for e in self.entries.values()):
+                # the student's batch as its forward_train saw it (YOLOX resizes it): the same size
+                adv = self._add_adv_losses(losses, _resized(adv_img, self._recorders["student"].input),
+                                           gt_bboxes, img_metas)
+                if self.diagnose and adv is not None:  # set for the logged iterations by DiagnosticsHook
+                    losses.update(adversarial_diagnostics(self.entries, losses, clean, adv))
+        finally:  # the features of a step are not kept until the next one
+            for recorder in self._recorders.values():
+                recorder.clear()
+            self._features = {"student": {}, "teacher": {}}
         return losses
 
     def _add_adv_losses(self, losses: dict, adv_img, gt_bboxes, img_metas):
@@ -177,7 +200,7 @@ class IKDDistiller(BaseDetector):
             adv_img = adv_img[keep]
             gt_bboxes, img_metas = [gt_bboxes[i] for i in keep], [img_metas[i] for i in keep]
         self.student.extract_feat(adv_img)
-        adv = (dict(self._features["student"]), self._teacher_features(adv_img))
+        adv = (self._features_of("student"), self._teacher_features())
         self._add_losses(losses, "adv", *adv, gt_bboxes, img_metas)
         return adv if whole else None
 
@@ -211,16 +234,9 @@ def _rename_old_keys(state_dict, prefix, *_):
         state_dict[f"{prefix}distill_losses.{rest}"] = state_dict.pop(key)
 
 
-def _module(net, name: str):
-    try:
-        return net.get_submodule(name)
-    except AttributeError:
-        raise IkdError(f"distill level '{name}' is not a module of {type(net).__name__}") from None
-
-
-def _out_channels(net, name: str) -> int:
-    module = _module(net, name)
-    for attr in ("out_channels", "num_features", "out_features"):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    raise IkdError(f"cannot tell the output channels of '{name}'")
+def _resized(adv_img, seen):
+    """``adv_img`` at the spatial size of ``seen`` (the clean batch the student's extract_feat
+    received), resized as YOLOX resizes its batch (bilinear); itself where the sizes agree."""
+    if seen is None or adv_img.shape[-2:] == seen.shape[-2:]:
+        return adv_img
+    return torch.nn.functional.interpolate(adv_img, size=tuple(seen.shape[-2:]), mode="bilinear", align_corners=False)
