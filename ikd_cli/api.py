@@ -137,6 +137,7 @@ def distill(preset: str = presets.DEFAULT_PRESET, *, settings: Optional[dict] = 
 
     launcher = check_launcher(launcher)
     tree = load_preset(preset, settings, "distill", **keys)
+    _check_levels(tree, "distill")  # the warnings too (a level before its ConvModule's norm)
     if dry_run:  # a teacher near 0 AP is a failed row of the table, not the end
         from ikd_cli.distill.dry_run import dry_run_distill
 

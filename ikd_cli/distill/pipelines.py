@@ -79,6 +79,18 @@ class LoadAdversarialImage:
 
 
 @PIPELINES.register_module()
+class PixelsToFloat32:
+    """Every image field as float32: what LoadImageFromFile's ``to_float32`` (CenterNet's) makes of
+    the image it reads, made after the steps that need the 8-bit image (an adversarial copy is
+    rebuilt on its 8-bit source; instance corruption and corruptions work on 8 bits)."""
+
+    def __call__(self, results):
+        for key in results.get("img_fields", ["img"]):
+            results[key] = results[key].astype(np.float32)
+        return results
+
+
+@PIPELINES.register_module()
 class InstanceCorruption:
     """With probability ``prob``, on an image whose boxes are ALL small, replace the clean image
     by a gaussian-noise corrupted copy (ImageNet-C definition, ``severity`` 1-5). The adversarial

@@ -88,6 +88,11 @@ def stage1_dataset(train: dict, distill: dict, adv_dir: str, skipped=()) -> dict
     bundle = next((step for step, _ in steps if step["type"] == "DefaultFormatBundle"), {})
     to_float = dict(img_to_float=bundle["img_to_float"]) if "img_to_float" in bundle else {}
     out, after_adv = [], False
+    # A load step that gives float pixels (CenterNet's to_float32) reads 8 bits here: the
+    # adversarial copy is rebuilt on its 8-bit source; the float copy is made after IKD's steps.
+    to_float32 = [s for s, _ in steps if s["type"] == "LoadImageFromFile" and s.get("to_float32")]
+    for load in to_float32:
+        load["to_float32"] = False
     for step, level in steps:
         if step["type"] == "Collect":
             out.append((dict(type="FormatAdversarialImage", **to_float), level))
@@ -97,6 +102,8 @@ def stage1_dataset(train: dict, distill: dict, adv_dir: str, skipped=()) -> dict
             out.append((dict(type="LoadAdversarialImage", adv_dir=adv_dir, skipped=sorted(skipped)), level))
             out.append((dict(type="InstanceCorruption", prob=distill["corruption_prob"],
                              severity=distill["corruption_severity"], small_area=distill["small_area"]), level))
+            if to_float32:
+                out.append((dict(type="PixelsToFloat32"), level))
             after_adv = True
         if step["type"] == "RandomFlip":
             out.append((dict(type="AdaptiveCrop", crop_range=distill["crop_range"],

@@ -82,27 +82,10 @@ def _after_load(pipeline: list, steps: list) -> list:
     load = dict(pipeline[0])
     if not load.get("to_float32"):
         return [pipeline[0], *steps, *pipeline[1:]]
-    register_float_step()
+    import ikd_cli.distill.pipelines  # noqa: F401  (registers PixelsToFloat32)
+
     load["to_float32"] = False
-    return [load, *steps, dict(type=PixelsToFloat32.__name__), *pipeline[1:]]
-
-
-class PixelsToFloat32:
-    """Test-pipeline step: ``results['img']`` as float32, what LoadImageFromFile's ``to_float32``
-    makes of the image it reads (registered by :func:`register_float_step`)."""
-
-    def __call__(self, results):
-        import numpy as np
-
-        results["img"] = results["img"].astype(np.float32)
-        return results
-
-
-def register_float_step() -> None:
-    from mmdet.datasets.builder import PIPELINES
-
-    if PixelsToFloat32.__name__ not in PIPELINES.module_dict:
-        PIPELINES.register_module(module=PixelsToFloat32)
+    return [load, *steps, dict(type="PixelsToFloat32"), *pipeline[1:]]
 
 
 def is_attack_set(folder: Path) -> bool:
