@@ -12,8 +12,7 @@ import copy
 
 from ikd_cli.config.distillers import DISTILLERS
 from ikd_cli.config.layout import adversarial_set_dir, run_dir
-from ikd_cli.config.mmdet import build_config
-from ikd_cli.core.errors import IkdError
+from ikd_cli.config.mmdet import base_dataset, build_config, normalisation, pipeline_steps
 
 
 def dfa_dataset(train: dict, preset: dict, adv_dir: str, skipped=()) -> dict:
@@ -63,6 +62,19 @@ def skipped_images(preset: dict) -> dict:
     return read_skipped(adv_dir) if adv_dir.is_dir() else {}
 
 
+def teacher_input(student_cfg, teacher_cfg) -> dict | None:
+    """How the student's training batch becomes the teacher's input where the two configs
+    normalise images otherwise (a caffe-style teacher: BGR, std 1, beside an ImageNet-normalised
+    student): the student's mean, std and channel order, the teacher's, and whether to swap the
+    channels; None where they are alike (the batch is fed to the teacher as it is)."""
+    student, teacher = (normalisation(pipeline_steps(base_dataset(c.data.train).pipeline))
+                        for c in (student_cfg, teacher_cfg))
+    if student == teacher:
+        return None
+    return dict(mean_in=list(student["mean"]), std_in=list(student["std"]), mean_out=list(teacher["mean"]),
+                std_out=list(teacher["std"]), swap=student["to_rgb"] != teacher["to_rgb"])
+
+
 def build_distill_config(preset: dict):
     teacher = build_config(preset, "teacher")
     cfg = build_config(preset, "student")
@@ -82,6 +94,9 @@ def build_distill_config(preset: dict):
         init_student=d["init_student"],
         losses=distill_losses(preset),
     )
+    converted = teacher_input(cfg, teacher)
+    if converted:
+        cfg.model.teacher_input = converted
     if preset["student"]["checkpoint"]:  # the whole student starts from it (checked to fit)
         cfg.model.student_checkpoint = preset["student"]["checkpoint"]
     adv_dir = str(adversarial_set_dir(preset, "train"))

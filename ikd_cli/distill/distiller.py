@@ -55,8 +55,10 @@ def loss_key(module_name: str, kind: str) -> str:
 class IKDDistiller(BaseDetector):
     def __init__(self, teacher: dict, student: dict, losses: list, teacher_checkpoint: str | None = None,
                  init_student: bool = True, student_checkpoint: str | None = None, no_adv=(),
-                 train_cfg=None, test_cfg=None, init_cfg=None):
+                 teacher_input: dict | None = None, train_cfg=None, test_cfg=None, init_cfg=None):
         super().__init__(init_cfg)
+        # the student's normalisation -> the teacher's, where they differ (distill/config.teacher_input)
+        self.teacher_input = teacher_input
         self.no_adv = frozenset(no_adv)  # images without an adversarial copy (ikd attack --skip-bad)
         self.student_checkpoint = student_checkpoint
         self.teacher = build_detector(teacher)
@@ -164,8 +166,19 @@ class IKDDistiller(BaseDetector):
     def _teacher_features(self):
         """The teacher's features of exactly the tensor the student's extract_feat last received."""
         with torch.no_grad():
-            self.teacher.extract_feat(self._recorders["student"].input)
+            self.teacher.extract_feat(self._as_teacher_input(self._recorders["student"].input))
         return {k: v.detach() for k, v in self._features_of("teacher").items()}
+
+    def _as_teacher_input(self, img):
+        """The student's normalised batch as the teacher's normalisation makes it (the same pixels)."""
+        if not self.teacher_input:
+            return img
+        mean_in, std_in, mean_out, std_out = (img.new_tensor(self.teacher_input[k]).view(1, -1, 1, 1)
+                                              for k in ("mean_in", "std_in", "mean_out", "std_out"))
+        pixels = img * std_in + mean_in
+        if self.teacher_input["swap"]:
+            pixels = pixels.flip(1)
+        return (pixels - mean_out) / std_out
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, adv_img=None, **kwargs):
         try:
