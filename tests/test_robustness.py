@@ -298,13 +298,16 @@ def test_a_shared_step_waits_for_the_process_holding_its_folder(trained_teacher,
     the run done (a failure of another kind is passed on at once)."""
     import subprocess
     import sys
+    import time
 
     work = tmp_path / "work"
     shutil.copytree(trained_teacher.parent, work / "teacher", symlinks=True)
+    release = tmp_path / "release"  # the holder lets go once the step has said it waits (no race on timing)
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time\nfrom ikd_cli.core.lock import lock_folder\n"
+                               "import pathlib, time\nfrom ikd_cli.core.lock import lock_folder\n"
                                f"lock_folder({str(work / 'teacher')!r}, 'train')\nprint('held', flush=True)\n"
-                               "time.sleep(8)"], stdout=subprocess.PIPE, text=True)
+                               f"t = time.time()\nwhile not pathlib.Path({str(release)!r}).exists() and "
+                               "time.time() - t < 240: time.sleep(0.2)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     repo = Path(__file__).resolve().parent.parent
     train = [IKD_EXE, "train", "--preset", "shapes", "--model", "teacher", "--work-dir", str(work), "--device", DEVICE,
@@ -312,9 +315,17 @@ def test_a_shared_step_waits_for_the_process_holding_its_folder(trained_teacher,
     # under the study scripts' own shell options: a failing step must not end the script early
     script = (f"set -euo pipefail; . {repo / 'scripts' / 'shared_step.sh'}; sleep() {{ command sleep 1; }}; "
               "shared_step \"$@\"")
-    proc = subprocess.run(["bash", "-c", script, "shared_step", *map(str, train)], capture_output=True, text=True,
-                          timeout=300)
+    out, err = tmp_path / "step.out", tmp_path / "step.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        step = subprocess.Popen(["bash", "-c", script, "shared_step", *map(str, train)], stdout=stdout, stderr=stderr)
+        deadline = time.time() + 240
+        while "waiting for the other process" not in err.read_text() and step.poll() is None:
+            assert time.time() < deadline, out.read_text() + err.read_text()
+            time.sleep(0.2)
+        release.touch()
+        step.wait(timeout=300)
     holder.wait(timeout=60)
+    proc = subprocess.CompletedProcess(step.args, step.returncode, out.read_text(), err.read_text())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "is in use by another" in proc.stdout and "waiting for the other process to finish" in proc.stderr
     assert "already finished" in proc.stdout and "nothing to do" in proc.stdout
