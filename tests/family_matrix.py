@@ -72,8 +72,8 @@ FAMILIES = {
 }
 
 # What the test changes of each preset: sizes and counts only (a user's preset has none of these).
-SETTINGS = {"data.shapes": None, "data.samples_per_gpu": 2, "data.workers_per_gpu": 0, "attack.steps": 1,
-            "attack.batch_size": 2, "distill.dfa_until": 1, "train.epochs": 2, "train.log_interval": 1}
+SETTINGS = {"data.shapes": None, "data.img_scale": [64, 64], "data.samples_per_gpu": 2, "data.workers_per_gpu": 0,
+            "attack.steps": 1, "attack.batch_size": 2, "distill.dfa_until": 1, "train.epochs": 2, "train.log_interval": 1}
 
 
 def preset_text(family: Family, data_root: Path, work: Path, teacher_ckpt: Path) -> str:
