@@ -254,6 +254,22 @@ def test_unfinished_run_is_shown_but_not_averaged(real_run, tmp_path):
     assert row["n"] == 1
 
 
+def test_unfinished_run_of_the_model_configs_length_is_told_by_run_json(real_run, tmp_path):
+    """A run whose preset leaves train.epochs null trains for its model config's epochs: the
+    length run.json records tells that it is unfinished."""
+    import json
+
+    run = _copy_run(real_run, tmp_path / "runs" / "r")
+    preset = yaml.safe_load((run / "preset.yaml").read_text())
+    preset["train"]["epochs"] = None
+    (run / "preset.yaml").write_text(yaml.safe_dump(preset))
+    info = json.loads((run / "run.json").read_text())
+    assert info["epochs"] == 2  # what the run was built to train, recorded when it started
+    (run / "run.json").write_text(json.dumps(dict(info, epochs=5)))  # the log holds 2
+    (found,) = find_runs([run])
+    assert found.final is None and found.final_source == "unfinished (epoch 2 of 5)"
+
+
 
 @pytest.mark.parametrize("method,dfa_until,arm", [("fgd", 0, "shapes FGD"), ("fgd", 1, "shapes IKD (FGD)"),
                                                   ("mgd", 0, "shapes MGD"), ("mgd", 1, "shapes IKD (MGD)")])

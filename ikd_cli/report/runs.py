@@ -127,7 +127,7 @@ def read_run(folder: Path) -> Run:
               alpha_adv=float(alpha_adv) if isinstance(alpha_adv, (int, float)) and not isinstance(alpha_adv, bool)
               else None, compute=info.get("compute"), continued=list(info.get("continued") or []))
     last_epoch = max((r["epoch"] for r in train), default=0)
-    planned = _planned_epochs(preset, kind, role)
+    planned = _first_int(_planned_epochs(preset, kind, role), info.get("epochs"))  # null in the preset: the config's
     if planned and last_epoch < planned:
         # still training (or stopped): its numbers would be an earlier model's, so it is shown
         # but left out of the arm statistics

@@ -167,7 +167,8 @@ class TrainingSession:
             atomic_write_text(work_dir / PRESET_FILE, dump(self.preset))
             atomic_write_text(work_dir / CONFIG_FILE, cfg.pretty_text)
             atomic_write_json(work_dir / RUN_FILE, dict(run_info, preset=self.preset["name"],
-                                                        compute=compute_fingerprint(), replaced=replaced(cfg)))
+                                                        compute=compute_fingerprint(), replaced=replaced(cfg),
+                                                        epochs=cfg.runner.max_epochs))
         elif resume_from not in (None, FINISHED):
             saved = read_json(work_dir / RUN_FILE, "run file") if (work_dir / RUN_FILE).is_file() else {}
             started = (saved or {}).get("compute") or {}
