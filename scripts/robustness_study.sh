@@ -53,7 +53,7 @@ PY=.venv/bin/python
 
 # The finished final checkpoints, one per line; a run not finished is said on stderr.
 CKPTS=$("$PY" - "$OUT" "$ARMS" "$SEED_LIST" <<'PY'
-import re, sys
+import json, re, sys
 from pathlib import Path
 import yaml
 out, arms, seeds = Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
@@ -66,7 +66,9 @@ for arm in arms:
         run, name = (folder / "student", "latest.pth") if arm == "student" else (folder / "distill", "student_latest.pth")
         ckpt = run / name
         try:
-            epochs = int(yaml.safe_load((run / "preset.yaml").read_text())["train"]["epochs"])
+            # the length the run was built with (run.json), else its preset's (runs before it recorded one)
+            epochs = int(json.loads((run / "run.json").read_text()).get("epochs")
+                         or yaml.safe_load((run / "preset.yaml").read_text())["train"]["epochs"])
             last = int(re.search(r"epoch_(\d+)\.pth$", ckpt.resolve(strict=True).name).group(1))
         except (OSError, KeyError, TypeError, ValueError, AttributeError):
             print(f"skipped {ckpt}: no finished run there", file=sys.stderr)
