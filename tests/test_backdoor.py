@@ -135,6 +135,10 @@ def test_rerun_is_skipped_and_other_settings_are_one_line(bd):
     result = run_cli("backdoor", "poison", *bd["sets"], "--rate", "0.5", expect=1)
     assert "other settings" in result.output and "rate 0.25 -> 0.5" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    # the hint names the --set that asks for the set on disk, and following it finds the set made
+    assert "`--set backdoor.rate=0.25`" in result.output
+    result = run_cli("backdoor", "poison", *bd["sets"], "--set", "backdoor.rate=0.25")
+    assert "already made" in result.output
 
 
 def test_disappearance_removes_the_annotations(bd, shapes_root, tiny_sets):

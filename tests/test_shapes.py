@@ -201,7 +201,7 @@ def test_second_call_renders_and_writes_nothing(dataset, monkeypatch):
 
 def test_other_parameters_into_same_folder(dataset):
     layout, _ = dataset
-    with pytest.raises(IkdError, match=r"other settings.*seed 0 \(asked 3\).*another --out"):
+    with pytest.raises(IkdError, match=r"other settings.*seed 0 \(asked 3\).*`--set data.shapes.seed=0`.*another --out"):
         generate_shapes(layout.root, seed=3, **SMALL)
     with pytest.raises(IkdError, match="num_val"):
         generate_shapes(layout.root, seed=0, num_train=40, num_val=11, image_size=96)

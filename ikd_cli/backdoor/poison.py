@@ -66,6 +66,10 @@ def _read_source(preset: dict) -> dict:
     return dict(paths=paths, train=train, val=val)
 
 
+# the settings of a poisoned set that a preset key gives (backdoor.<key>), for the hint that reuses one
+SET_KEYS = ("attack", "target_class", "rate", "trigger_size", "seed")
+
+
 def poison_settings(preset: dict, source: dict) -> dict:
     """What defines a poisoned set: the backdoor settings, the resolved target, the clean source
     (paths and annotation files' sha256)."""
@@ -126,7 +130,11 @@ def _check_folder(out: Path, settings: dict) -> str:
     raises for a folder of other settings or of other files."""
     def differs(old: dict) -> str:
         keys = [k for k in settings if old.get(k) != settings[k]]
-        return ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in keys[:3])
+        shown = ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in keys[:3])
+        sets = [f"--set backdoor.{k}={old[k]}" for k in keys if k in SET_KEYS and k in old]
+        if sets and len(sets) == len([k for k in keys if k != "target_id"]):
+            return f"{shown}; to use it: `{' '.join(sets)}`"
+        return shown
 
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST, "poisoned set manifest").get("settings", {})

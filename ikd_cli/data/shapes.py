@@ -430,6 +430,14 @@ def _describe_difference(old: Dict, new: Dict) -> str:
     return ", ".join(f"{k} {old.get(k)!r} (asked {new[k]!r})" for k in keys) or "unknown format"
 
 
+def _matching_sets(old: Dict, new: Dict) -> str:
+    """The ``--set data.shapes.<key>=<value>`` options that ask for the set ``old`` describes."""
+    keys = [k for k in new if old.get(k) != new[k]]
+    sets = [f"--set data.shapes.{k}={old[k][0] if k == 'image_size' else old[k]}" for k in keys
+            if k in ("seed", "num_train", "num_val", "image_size") and k in old]
+    return f"`{' '.join(sets)}`" if len(sets) == len(keys) else "no --set makes it (another generator version)"
+
+
 def _coco_skeleton(split: str, seed: int) -> Dict:
     return {
         "info": {"description": f"ikd synthetic shapes, {split} split", "version": str(GENERATOR_VERSION),
@@ -516,7 +524,8 @@ def _keep_existing(layout: ShapesLayout, wanted: dict) -> Optional[bool]:
         if existing != wanted:
             raise IkdError(
                 f"{layout.root} already holds a shapes dataset made with other settings "
-                f"({_describe_difference(existing, wanted)}); use another --out or delete that folder")
+                f"({_describe_difference(existing, wanted)}); to use it: {_matching_sets(existing, wanted)}; "
+                "or use another --out, or delete that folder")
         if layout.train_ann.is_file() and layout.val_ann.is_file():
             return None
         return True  # our own set with an annotation file gone: redo, keeping images
