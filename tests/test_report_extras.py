@@ -5,6 +5,7 @@ in report.json are the eval files' and the logs' own."""
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import pytest
@@ -82,6 +83,24 @@ def test_per_class_table_and_picture(study, tmp_path):
     with Image.open(tmp_path / "out" / "classwise.png") as img:
         img.load()
         assert img.format == "PNG" and img.width >= 500
+
+
+def test_per_class_pairs_the_first_pair_with_per_class_numbers(study, tmp_path):
+    """A study whose first --compare pair was evaluated without --classwise (FGD's runs copied as
+    an arm "plain" without per-class AP): the per-class table and picture pair the next one."""
+    root = tmp_path / "study"
+    shutil.copytree(study, root)
+    shutil.copytree(root / "FGD", root / "plain")
+    for path in (root / "plain").glob("seed*/distill/student_latest.eval-val.json"):
+        data = json.loads(path.read_text())
+        del data["bbox"]["classwise"]
+        path.write_text(json.dumps(data))
+    (root / "study.json").write_text(json.dumps({"arms": [*CLASSWISE, "plain"]}))
+    summary = write_report([root], tmp_path / "out", compare=[("IKD", "plain"), ("IKD", "FGD")])
+    assert [(c["a"], c["b"]) for c in summary["comparisons"]] == [("IKD", "plain"), ("IKD", "FGD")]
+    comp = summary["classwise"]["comparison"]
+    assert (comp["a"], comp["b"]) == ("IKD", "FGD") and comp["classes"]["circle"]["n"] == len(SEEDS)
+    assert "classwise.png" in summary["files"]
 
 
 def test_diagnostics_pictures_and_their_numbers(study, tmp_path):

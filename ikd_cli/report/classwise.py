@@ -29,8 +29,10 @@ def _pct(values) -> list[float]:
     return [100.0 * v for v in values if isinstance(v, (int, float))]
 
 
-def classwise_summary(runs: list[Run], comparison: dict | None) -> dict | None:
-    """What report.json holds under ``classwise`` (None when no run has per-class AP)."""
+def classwise_summary(runs: list[Run], comparisons: list[dict]) -> dict | None:
+    """What report.json holds under ``classwise`` (None when no run has per-class AP); its
+    ``comparison`` pairs the first of ``comparisons`` with per-class AP on both sides of a seed
+    (a study's first pair may have been evaluated without ``--classwise``, a later one with it)."""
     per_run = [(run, run_classwise(run)) for run in runs]
     per_run = [(run, pc) for run, pc in per_run if pc is not None]
     if not per_run:
@@ -41,8 +43,8 @@ def classwise_summary(runs: list[Run], comparison: dict | None) -> dict | None:
         members = [pc for run, pc in per_run if run.arm == arm]
         arms[arm] = {c: mean_sd(_pct(pc.get(c) for pc in members)) for c in classes}
     out = {"units": "COCO bbox AP in percent", "classes": classes, "arms": arms, "comparison": None}
-    if comparison:
-        out["comparison"] = _paired(per_run, classes, comparison)
+    paired = (_paired(per_run, classes, comparison) for comparison in comparisons)
+    out["comparison"] = next((p for p in paired if any(d["n"] for d in p["classes"].values())), None)
     return out
 
 

@@ -24,7 +24,7 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
 
     With ``compare=(a, b)``, or a list of such pairs, the arms of each pair are paired by seed
     and its verdict says whether a − b on AP is established by a 95% interval (the per-class
-    table pairs the first). A study with sweep arms (``ikd_advX``, ``ikd_dfaN``) also gets the
+    table pairs the first with per-class AP on both sides). A study with sweep arms (``ikd_advX``, ``ikd_dfaN``) also gets the
     sweep's tables and pictures (:mod:`ikd_cli.report.sweep`). With ``keep``, the files the report
     read are copied there too (:mod:`ikd_cli.report.records`). Returns what ``report.json`` holds.
     """
@@ -32,7 +32,7 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
         check_keep(paths, keep)
     runs = find_runs(paths)
     summary = summarize(runs, compare)  # before any write: a bad --compare leaves ``out`` untouched
-    summary["classwise"] = classwise_summary(runs, summary["comparison"])
+    summary["classwise"] = classwise_summary(runs, summary["comparisons"] or [])
     summary["sweep"] = sweep_summary(runs)
     out = ensure_writable_dir(out, "report folder")
     figures = (write_plots(runs, out) + plot_classwise(summary["classwise"], out) + plot_comparisons(summary, out)
