@@ -193,6 +193,8 @@ def test_train_threads_and_kernels_are_pinned_and_recorded(tiny_sets, tmp_path):
     proc = subprocess.run([IKD_EXE, "evaluate", work / "latest.pth", "--device", DEVICE], capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    evaluated = json.loads((work / "latest.eval-val.json").read_text())["compute"]  # said in the eval file too
+    assert {k: evaluated[k] for k in compute} == compute and evaluated["device"] == DEVICE
     result = run_cli("presets", "show", "shapes", "--set", "train.threads=0", expect=1)
     assert "train.threads must be an integer >= 1 and <= the CPU count or null, got 0" in result.output
     result = run_cli("presets", "show", "shapes", "--set", "train.cpu_kernels=sse", expect=1)

@@ -17,6 +17,7 @@ from ikd_cli.config.schema import METRICS
 from ikd_cli.core.checkpoints import build_detector_with_weights, config_from_checkpoint, read_checkpoint
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write_json, ensure_writable_dir
+from ikd_cli.core.machine import compute_fingerprint
 from ikd_cli.core.ui import console, progress_bar, quiet_to_log
 
 
@@ -261,8 +262,10 @@ def score(ev: Evaluation, split: str, *, images: Path | None = None, tag: str | 
         metrics = {"bbox": coco_metrics(dataset, results, "bbox", out_json.with_suffix(detections_suffix("bbox")), classwise)}
         if has_masks(cfg):
             metrics["segm"] = coco_metrics(dataset, results, "segm", out_json.with_suffix(detections_suffix("segm")), classwise)
+    # the digits depend on the thread count and the CPU's kernels: each eval file says which it had
     report = {"checkpoint": str(checkpoint), "split": split, "images": str(images or dataset.img_prefix),
-              "num_images": len(dataset), **(extra or {}), **metrics}
+              "num_images": len(dataset), **(extra or {}), **metrics,
+              "compute": {"device": ev.device, **compute_fingerprint()}}
     atomic_write_json(out_json, report)
     print_metrics_table(metrics, title=f"{checkpoint.name} on {tag} ({len(dataset)} images)")
     if classwise:
