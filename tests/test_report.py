@@ -452,6 +452,9 @@ def test_robustness_picture_draws_the_tables_numbers(study, tmp_path):
     diffs = [c.lines[0].get_xdata()[0] for c in paired.containers]
     comp = summary["comparison"]["robustness"]
     assert diffs == pytest.approx([comp[f]["mean"] for f in FIGURES], abs=1e-9)
+    ikd_colour = ikd_ap.lines[0].get_color()  # IKD − FGD in IKD's colour, as IKD in the other panels
+    assert {c.lines[0].get_color() for c in paired.containers} == {ikd_colour}
+    assert ikd_colour != figures.containers[0].lines[0].get_color()  # FGD's
 
 
 def test_kept_records_redraw_the_same_report_without_weights(study, real_run, tmp_path):

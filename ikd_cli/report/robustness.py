@@ -5,7 +5,8 @@ picture, ``robustness.png``:
     left    each figure (AP clean, transfer, white-box, mPC): per arm the mean with the 95%
             interval of that mean, and each run as a dot
     middle  AP under each corruption (mean over its severities), per arm: which corruptions hurt
-    right   per pair A − B, the paired difference of each figure with its 95% interval
+    right   per pair A − B, the paired difference of each figure with its 95% interval, in A's
+            colour (one row per pair and figure: the picture grows with them)
 
 The numbers are those of ``report.json`` (``arms``, ``runs``, ``comparisons``): the picture draws
 what the tables say."""
@@ -100,11 +101,14 @@ def _corruptions_panel(ax, summary: dict, arms: list[str], colours: dict[str, st
     ax.grid(alpha=0.3, axis="y")
 
 
-def _paired_panel(ax, comparisons: list[dict]) -> None:
-    rows = [(c, m, c["robustness"][m]) for c in comparisons for m in FIGURES if c["robustness"][m]["n"]]
-    for y, (comp, figure, d) in enumerate(rows):
-        colour = f"C{comparisons.index(comp) % 10}"
-        _errorbar(ax, y, d["differences"], colour, None, horizontal=True)
+def _paired_rows(comparisons: list[dict]) -> list[tuple[dict, str, dict]]:
+    return [(c, m, c["robustness"][m]) for c in comparisons for m in FIGURES if c["robustness"][m]["n"]]
+
+
+def _paired_panel(ax, comparisons: list[dict], colours: dict[str, str]) -> None:
+    rows = _paired_rows(comparisons)
+    for y, (comp, figure, d) in enumerate(rows):  # a pair A − B in A's colour, as in the other panels
+        _errorbar(ax, y, d["differences"], colours.get(comp["a"], "C7"), None, horizontal=True)
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_yticks(range(len(rows)), [f"{c['a']} − {c['b']}: {m} (n={d['n']})" for c, m, d in rows], fontsize="small")
     ax.invert_yaxis()
@@ -122,12 +126,12 @@ def robustness_figure(summary: dict):
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
     comparisons = [c for c in summary.get("comparisons") or [] if any(c["robustness"][m]["n"] for m in FIGURES)]
     ratios = [6, 5, 6] if comparisons else [6, 5]
-    fig = new_figure(sum(ratios), 4.5)
+    fig = new_figure(sum(ratios), max(4.5, 1.2 + 0.22 * len(_paired_rows(comparisons))))  # a readable row a pair's figure
     grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios)
     _figures_panel(fig.add_subplot(grid[0]), summary, arms, colours)
     _corruptions_panel(fig.add_subplot(grid[1]), summary, arms, colours)
     if comparisons:
-        _paired_panel(fig.add_subplot(grid[2]), comparisons)
+        _paired_panel(fig.add_subplot(grid[2]), comparisons, colours)
     return fig
 
 
