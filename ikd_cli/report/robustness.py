@@ -126,7 +126,7 @@ def robustness_figure(summary: dict):
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
     comparisons = [c for c in summary.get("comparisons") or [] if any(c["robustness"][m]["n"] for m in FIGURES)]
     ratios = [6, 5, 6] if comparisons else [6, 5]
-    fig = new_figure(sum(ratios), max(4.5, 1.2 + 0.22 * len(_paired_rows(comparisons))))  # a readable row a pair's figure
+    fig = new_figure(sum(ratios), max(4.5, 1.2 + 0.22 * len(_paired_rows(comparisons))))  # a readable row each
     grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios)
     _figures_panel(fig.add_subplot(grid[0]), summary, arms, colours)
     _corruptions_panel(fig.add_subplot(grid[1]), summary, arms, colours)

@@ -24,8 +24,9 @@ def write_report(paths: list[Path], out: Path, compare=None, keep: Path | None =
 
     With ``compare=(a, b)``, or a list of such pairs, the arms of each pair are paired by seed
     and its verdict says whether a − b on AP is established by a 95% interval (the per-class
-    table pairs the first with per-class AP on both sides). A study with sweep arms (``ikd_advX``, ``ikd_dfaN``) also gets the
-    sweep's tables and pictures (:mod:`ikd_cli.report.sweep`). With ``keep``, the files the report
+    table pairs the first with per-class AP on both sides). A study with sweep arms
+    (``ikd_advX``, ``ikd_dfaN``) also gets the sweep's tables and pictures
+    (:mod:`ikd_cli.report.sweep`). With ``keep``, the files the report
     read are copied there too (:mod:`ikd_cli.report.records`). Returns what ``report.json`` holds.
     """
     if keep is not None:
