@@ -32,6 +32,7 @@ from ikd_cli.config.presets import data_path, preset_classes
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import (atomic_symlink, atomic_write_bytes, atomic_write_json, distinct_outputs,
                                  ensure_writable_dir, inside, read_json, sha256_of)
+from ikd_cli.core.invocation import set_options
 from ikd_cli.core.lock import LOCK_FILE, lock_folder
 
 POISON_VERSION = 1  # bump when the poisoning changes, so an old folder is not taken for a new one
@@ -131,9 +132,9 @@ def _check_folder(out: Path, settings: dict) -> str:
     def differs(old: dict) -> str:
         keys = [k for k in settings if old.get(k) != settings[k]]
         shown = ", ".join(f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in keys[:3])
-        sets = [f"--set backdoor.{k}={old[k]}" for k in keys if k in SET_KEYS and k in old]
+        sets = {f"backdoor.{k}": old[k] for k in keys if k in SET_KEYS and k in old}
         if sets and len(sets) == len([k for k in keys if k != "target_id"]):
-            return f"{shown}; to use it: `{' '.join(sets)}`"
+            return f"{shown}; to use it: `{set_options(sets)}`"
         return shown
 
     if (out / MANIFEST).is_file():

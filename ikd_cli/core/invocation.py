@@ -20,6 +20,12 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def set_options(values: dict[str, Any]) -> str:
+    """``--set k=v ...`` giving each dotted key its value, shell-quoted, as a command line takes
+    it back (``None`` is ``null``, a list ``[96, 96]``)."""
+    return " ".join("--set " + shlex.quote(f"{key}={_shown(value)}") for key, value in values.items())
+
+
 def preset_args(preset: dict) -> str:
     """``--preset X --set k=v ...`` for ``preset``, shell-quoted (``--preset NAME`` when this
     process did not record how it was given, e.g. a library call)."""

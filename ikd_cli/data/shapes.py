@@ -44,6 +44,7 @@ from PIL import Image, ImageDraw
 from ikd_cli.config.presets import SHAPES_DEFAULTS
 from ikd_cli.core.errors import IkdError
 from ikd_cli.core.fileio import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from ikd_cli.core.invocation import set_options
 from ikd_cli.core.lock import holding
 
 CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -433,9 +434,9 @@ def _describe_difference(old: Dict, new: Dict) -> str:
 def _matching_sets(old: Dict, new: Dict) -> str:
     """The ``--set data.shapes.<key>=<value>`` options that ask for the set ``old`` describes."""
     keys = [k for k in new if old.get(k) != new[k]]
-    sets = [f"--set data.shapes.{k}={old[k][0] if k == 'image_size' else old[k]}" for k in keys
-            if k in ("seed", "num_train", "num_val", "image_size") and k in old]
-    return f"`{' '.join(sets)}`" if len(sets) == len(keys) else "no --set makes it (another generator version)"
+    sets = {f"data.shapes.{k}": old[k][0] if k == "image_size" else old[k] for k in keys
+            if k in ("seed", "num_train", "num_val", "image_size") and k in old}
+    return f"`{set_options(sets)}`" if len(sets) == len(keys) else "no --set makes it (another generator version)"
 
 
 def _coco_skeleton(split: str, seed: int) -> Dict:

@@ -61,14 +61,11 @@ def preset_difference(saved: dict, wanted: dict, counts: Callable[[str], bool] |
 
 def matching_sets(saved: dict, keys: list[str]) -> str:
     """'--set k=v ...' giving ``keys`` their values in ``saved``, as a command line takes them."""
-    import json
-    import shlex
-
     from ikd_cli.config.presets import flatten
+    from ikd_cli.core.invocation import set_options
 
     a = flatten(saved)
-    return " ".join("--set " + shlex.quote(f"{k}={a[k] if isinstance(a.get(k), str) else json.dumps(a.get(k))}")
-                    for k in keys)
+    return set_options({k: a.get(k) for k in keys})
 
 
 def checkpoint_epoch(path: Path) -> int:
